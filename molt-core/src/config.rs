@@ -1,0 +1,303 @@
+//! One typed configuration, from a TOML file and the environment.
+//!
+//! Environment variables win over the file. They use the names Moltworker
+//! users already set: `MOLTBOT_GATEWAY_TOKEN`, `TELEGRAM_DM_POLICY`,
+//! `TELEGRAM_DM_ALLOW_FROM`, `DISCORD_DM_POLICY`, `SLACK_DM_POLICY`,
+//! `SANDBOX_SLEEP_AFTER`, `DEBUG_ROUTES`; and `MOLT_BIND`, `MOLT_SESSION_SCOPE`.
+
+use crate::policy::{ChannelPolicy, DmPolicy};
+use crate::secret::Secret;
+use crate::session::SessionScope;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why the configuration is invalid. The message names the variable or field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable has an invalid value.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong (never the value of a secret).
+        reason: String,
+    },
+    /// The configuration file is invalid.
+    #[error("configuration file: {0}")]
+    File(String),
+}
+
+/// When an idle sandbox goes to sleep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SleepAfter {
+    /// Never.
+    #[default]
+    Never,
+    /// After this long without traffic.
+    Idle(Duration),
+}
+
+/// The gateway server's settings.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The token the Control UI and its WebSocket require; generated when unset.
+    pub token: Option<Secret>,
+    /// Whether the debug routes are served.
+    pub debug_routes: bool,
+    /// When to sleep when idle (`never`, or a duration such as `10m`).
+    #[serde(deserialize_with = "deserialize_sleep_after")]
+    pub sleep_after: SleepAfter,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 18789)),
+            token: None,
+            debug_routes: false,
+            sleep_after: SleepAfter::Never,
+        }
+    }
+}
+
+/// The agent's settings.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The system prompt.
+    pub system_prompt: String,
+    /// The most model calls in one run.
+    pub max_steps: u32,
+    /// The longest a run may take, in seconds.
+    pub run_timeout_secs: u64,
+    /// Compact history above this many estimated tokens.
+    pub history_token_budget: usize,
+    /// Messages kept verbatim when compacting.
+    pub keep_recent_messages: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: "You are Molt, a helpful personal assistant.".to_owned(),
+            max_steps: 8,
+            run_timeout_secs: 600,
+            history_token_budget: 60_000,
+            keep_recent_messages: 8,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gateway server.
+    pub gateway: GatewayConfig,
+    /// The agent.
+    pub agent: AgentConfig,
+    /// How direct messages map to sessions.
+    pub session_scope: SessionScope,
+    /// Access rules per channel name; channels not listed use [`Config::channel_policy`]'s default.
+    pub channels: BTreeMap<String, ChannelPolicy>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut channels = BTreeMap::new();
+        // The Control UI is already behind the gateway token.
+        channels.insert(
+            "webchat".to_owned(),
+            ChannelPolicy {
+                dm_policy: DmPolicy::Open,
+                ..ChannelPolicy::default()
+            },
+        );
+        Self {
+            gateway: GatewayConfig::default(),
+            agent: AgentConfig::default(),
+            session_scope: SessionScope::Main,
+            channels,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from an optional TOML file's text, then the
+    /// environment (read through `env`, so tests need not touch the process).
+    pub fn load(
+        file: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(text) => {
+                let mut parsed: Config =
+                    toml::from_str(text).map_err(|err| ConfigError::File(err.to_string()))?;
+                let defaults = Config::default().channels;
+                for (name, policy) in defaults {
+                    parsed.channels.entry(name).or_insert(policy);
+                }
+                parsed
+            }
+            None => Config::default(),
+        };
+        config.apply_env(&env)?;
+        Ok(config)
+    }
+
+    /// The access rules for `channel`.
+    pub fn channel_policy(&self, channel: &str) -> ChannelPolicy {
+        self.channels.get(channel).cloned().unwrap_or_default()
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+        if let Some(token) = get("MOLTBOT_GATEWAY_TOKEN") {
+            self.gateway.token = Some(Secret::new(token.trim()));
+        }
+        if let Some(bind) = get("MOLT_BIND") {
+            self.gateway.bind = parse("MOLT_BIND", &bind, |v| {
+                v.parse()
+                    .map_err(|e: std::net::AddrParseError| e.to_string())
+            })?;
+        }
+        if let Some(value) = get("DEBUG_ROUTES") {
+            self.gateway.debug_routes = parse("DEBUG_ROUTES", &value, parse_bool)?;
+        }
+        if let Some(value) = get("SANDBOX_SLEEP_AFTER") {
+            self.gateway.sleep_after = parse("SANDBOX_SLEEP_AFTER", &value, parse_sleep_after)?;
+        }
+        if let Some(value) = get("MOLT_SESSION_SCOPE") {
+            self.session_scope = parse("MOLT_SESSION_SCOPE", &value, str::parse)?;
+        }
+        const CHANNELS: [(&str, &str, &str); 3] = [
+            ("telegram", "TELEGRAM_DM_POLICY", "TELEGRAM_DM_ALLOW_FROM"),
+            ("discord", "DISCORD_DM_POLICY", "DISCORD_DM_ALLOW_FROM"),
+            ("slack", "SLACK_DM_POLICY", "SLACK_DM_ALLOW_FROM"),
+        ];
+        for (channel, policy_var, allow_var) in CHANNELS {
+            let policy = get(policy_var)
+                .map(|v| parse(policy_var, &v, |v| v.parse::<DmPolicy>()))
+                .transpose()?;
+            let allow = get(allow_var).map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            });
+            if policy.is_some() || allow.is_some() {
+                let entry = self.channels.entry(channel.to_owned()).or_default();
+                entry.dm_policy = policy.unwrap_or(entry.dm_policy);
+                entry.allow_from = allow.unwrap_or(std::mem::take(&mut entry.allow_from));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse<T>(
+    var: &'static str,
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(value.trim()).map_err(|reason| ConfigError::Env { var, reason })
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+/// Parses `never` or a duration such as `30s`, `10m`, `2h`, `1d`.
+pub fn parse_sleep_after(value: &str) -> Result<SleepAfter, String> {
+    if value.eq_ignore_ascii_case("never") {
+        return Ok(SleepAfter::Never);
+    }
+    let invalid =
+        || format!("expected \"never\" or a duration such as 30s, 10m, 2h, got {value:?}");
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    Ok(SleepAfter::Idle(Duration::from_secs(
+        number.saturating_mul(seconds),
+    )))
+}
+
+fn deserialize_sleep_after<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SleepAfter, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    parse_sleep_after(&value).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let file = "session_scope = \"per-peer\"\n[agent]\nmax_steps = 3\n[channels.telegram]\ndm_policy = \"open\"\n";
+        let vars = env(&[
+            ("TELEGRAM_DM_POLICY", "allowlist"),
+            ("TELEGRAM_DM_ALLOW_FROM", "1, 2"),
+            ("SANDBOX_SLEEP_AFTER", "10m"),
+        ]);
+        let config = Config::load(Some(file), vars).unwrap();
+        assert_eq!(config.agent.max_steps, 3);
+        assert_eq!(config.session_scope, SessionScope::PerPeer);
+        let telegram = config.channel_policy("telegram");
+        assert_eq!(
+            (telegram.dm_policy, telegram.allow_from),
+            (DmPolicy::Allowlist, vec!["1".to_owned(), "2".to_owned()])
+        );
+        assert_eq!(
+            config.gateway.sleep_after,
+            SleepAfter::Idle(Duration::from_secs(600))
+        );
+        assert_eq!(config.channel_policy("webchat").dm_policy, DmPolicy::Open);
+    }
+
+    #[test]
+    fn invalid_values_name_their_source() {
+        let err = Config::load(None, env(&[("DISCORD_DM_POLICY", "sometimes")])).unwrap_err();
+        assert!(err.to_string().contains("DISCORD_DM_POLICY"), "{err}");
+        let err = Config::load(None, env(&[("DEBUG_ROUTES", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("DEBUG_ROUTES"), "{err}");
+        let err = Config::load(Some("[agent]\nmax_steps = \"many\"\n"), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_steps"), "{err}");
+        let err = Config::load(Some("[gateway]\nsleep_after = \"soon\"\n"), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("sleep_after"), "{err}");
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug() {
+        let config = Config::load(None, env(&[("MOLTBOT_GATEWAY_TOKEN", "s3cret")])).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(config.gateway.token.unwrap().matches("s3cret"));
+    }
+}

@@ -1,0 +1,393 @@
+//! The path of a message: inbox, policy, session queue, agent, transcript, outbound.
+
+use crate::agent::{Agent, AgentError, AgentEvent, RunEnd};
+use crate::cancel::CancelToken;
+use crate::channel::{ChannelEgress, split_text};
+use crate::inbox::{Admission, Inbox, InboxId};
+use crate::message::{InboundMessage, Message, OutboundMessage};
+use crate::platform::Platform;
+use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
+use crate::session::{SessionKey, SessionQueues, SessionScope};
+use crate::store::{LogStore, Store, StoreError};
+use crate::transcript::{self, CompactionPolicy, History, TranscriptRecord};
+use futures::FutureExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What observers see of a run: which session and message it is for, and what happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunEvent {
+    /// The session.
+    pub session: SessionKey,
+    /// The inbound message being answered (its platform message id).
+    pub run_id: String,
+    /// The channel it came from.
+    pub channel: String,
+    /// What happened.
+    pub kind: RunEventKind,
+}
+
+/// The kinds of [`RunEvent`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEventKind {
+    /// The agent starts on the message.
+    Started,
+    /// Something happened inside the agent run.
+    Agent(AgentEvent),
+    /// The reply was handed to the channel.
+    Finished {
+        /// The reply text.
+        reply: String,
+    },
+    /// The run failed; the user was told so.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Receives run events (for streaming to a UI, or metrics).
+pub type RunObserver = Arc<dyn Fn(RunEvent) + Send + Sync>;
+
+/// Everything a [`Gateway`] is made of.
+pub struct GatewayParts {
+    /// Where the inbox and pairing state live.
+    pub store: Arc<dyn Store>,
+    /// Where transcripts live.
+    pub logs: Arc<dyn LogStore>,
+    /// The agent that answers.
+    pub agent: Agent,
+    /// Host services.
+    pub platform: Platform,
+    /// The system prompt (skills included).
+    pub system_prompt: String,
+    /// How direct messages map to sessions.
+    pub scope: SessionScope,
+    /// When to compact history.
+    pub compaction: CompactionPolicy,
+    /// Access rules per channel; channels not listed get [`ChannelPolicy::default`].
+    pub policies: BTreeMap<String, ChannelPolicy>,
+    /// Run events go here.
+    pub observer: Option<RunObserver>,
+}
+
+/// Why the gateway could not take a message.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The store failed; the message was not accepted and must not be acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type SessionSlot = Arc<futures::lock::Mutex<Option<History>>>;
+
+struct Inner {
+    parts: GatewayParts,
+    inbox: Inbox,
+    pairing: PairingBook,
+    queues: SessionQueues,
+    egress: RwLock<HashMap<String, Arc<dyn ChannelEgress>>>,
+    sessions: Mutex<HashMap<SessionKey, SessionSlot>>,
+    runs: Mutex<HashMap<SessionKey, CancelToken>>,
+}
+
+/// The message pipeline. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    /// A gateway made of `parts`. Call [`Gateway::resume_pending`] once channels are registered.
+    pub fn new(parts: GatewayParts) -> Self {
+        let platform = &parts.platform;
+        let pairing = PairingBook::new(
+            parts.store.clone(),
+            platform.clock.clone(),
+            platform.entropy.clone(),
+        );
+        let inner = Inner {
+            inbox: Inbox::new(parts.store.clone()),
+            queues: SessionQueues::new(platform.spawner.clone()),
+            pairing,
+            parts,
+            egress: RwLock::default(),
+            sessions: Mutex::default(),
+            runs: Mutex::default(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Registers the sending half of channel `name`.
+    pub fn register_egress(&self, name: impl Into<String>, egress: Arc<dyn ChannelEgress>) {
+        self.inner
+            .egress
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), egress);
+    }
+
+    /// Takes an inbound message. When this returns `Ok`, the message is durable
+    /// and may be acknowledged to its platform; it will be answered once (also
+    /// across restarts). A duplicate is recognised and not answered again.
+    pub async fn accept(&self, message: InboundMessage) -> Result<Admission, GatewayError> {
+        let admission = self.inner.inbox.accept(&message).await?;
+        if let Admission::Accepted(id) = &admission {
+            self.dispatch(id.clone(), message).await;
+        }
+        Ok(admission)
+    }
+
+    /// Processes messages accepted before a restart but never answered; returns how many.
+    pub async fn resume_pending(&self) -> Result<usize, GatewayError> {
+        let pending = self.inner.inbox.pending().await?;
+        let count = pending.len();
+        for (id, message) in pending {
+            self.dispatch(id, message).await;
+        }
+        Ok(count)
+    }
+
+    /// Pairing requests and approvals.
+    pub fn pairing(&self) -> &PairingBook {
+        &self.inner.pairing
+    }
+
+    /// The name of the model answering.
+    pub fn model_name(&self) -> &str {
+        self.inner.parts.agent.model_name()
+    }
+
+    /// A session's history (loaded from its transcript on first use).
+    pub async fn history(&self, session: &SessionKey) -> Result<History, StoreError> {
+        let slot = self.inner.session(session);
+        let mut guard = slot.lock().await;
+        Ok(self.inner.loaded(session, &mut guard).await?.clone())
+    }
+
+    /// Cancels the run in progress in `session`; returns whether one was running.
+    pub fn abort(&self, session: &SessionKey) -> bool {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(session).map(CancelToken::cancel).is_some()
+    }
+
+    /// Sessions with a run in progress or waiting.
+    pub fn busy_sessions(&self) -> usize {
+        self.inner.queues.busy_sessions()
+    }
+
+    /// Sessions loaded since start.
+    pub fn known_sessions(&self) -> usize {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Completes when every accepted message has been processed.
+    pub async fn idle(&self) {
+        self.inner.queues.idle().await
+    }
+
+    async fn dispatch(&self, id: InboxId, message: InboundMessage) {
+        if let Err(err) = self.try_dispatch(id.clone(), message).await {
+            // The entry stays pending and is retried after a restart.
+            tracing::error!(inbox = id.key(), %err, "could not dispatch message");
+        }
+    }
+
+    async fn try_dispatch(&self, id: InboxId, message: InboundMessage) -> Result<(), StoreError> {
+        let parts = &self.inner.parts;
+        let policy = parts
+            .policies
+            .get(&message.channel)
+            .cloned()
+            .unwrap_or_default();
+        match evaluate(&policy, &self.inner.pairing, &message).await? {
+            Verdict::Allow => {
+                let session = SessionKey::for_message(parts.scope, &message);
+                let (inner, key) = (self.inner.clone(), session.clone());
+                self.inner.queues.submit(
+                    session,
+                    async move { inner.answer(key, id, message).await }.boxed(),
+                );
+            }
+            Verdict::ReplyPairingCode(code) => {
+                tracing::info!(channel = %message.channel, sender = %message.sender.id, "pairing code issued");
+                if self.inner.send(&message, &pairing_reply(&code)).await {
+                    self.inner.inbox.mark_done(&id).await?;
+                }
+            }
+            Verdict::Ignore(reason) => {
+                tracing::debug!(channel = %message.channel, ?reason, "message not answered");
+                self.inner.inbox.mark_done(&id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn session(&self, key: &SessionKey) -> SessionSlot {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.entry(key.clone()).or_default().clone()
+    }
+
+    async fn loaded<'a>(
+        &self,
+        key: &SessionKey,
+        slot: &'a mut Option<History>,
+    ) -> Result<&'a mut History, StoreError> {
+        if slot.is_none() {
+            *slot = Some(transcript::load(self.parts.logs.as_ref(), key).await?);
+        }
+        Ok(slot.as_mut().expect("loaded above"))
+    }
+
+    /// Sends `text` as replies to `inbound`, split to the channel's limit.
+    /// Returns whether every piece was sent.
+    async fn send(&self, inbound: &InboundMessage, text: &str) -> bool {
+        let egress = self
+            .egress
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&inbound.channel)
+            .cloned();
+        let Some(egress) = egress else {
+            tracing::error!(channel = %inbound.channel, "no egress registered; the message stays pending");
+            return false;
+        };
+        let caps = egress.capabilities();
+        for piece in split_text(text, caps.max_message_len, caps.length_unit) {
+            if let Err(err) = egress.send(OutboundMessage::reply_to(inbound, piece)).await {
+                tracing::error!(channel = %inbound.channel, %err, "sending a reply failed; the message stays pending");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn emit(&self, session: &SessionKey, inbound: &InboundMessage, kind: RunEventKind) {
+        if let Some(observer) = &self.parts.observer {
+            let run_id = inbound.message_id.clone();
+            observer(RunEvent {
+                session: session.clone(),
+                run_id,
+                channel: inbound.channel.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// Runs the agent on one message inside its session's queue.
+    async fn answer(self: Arc<Self>, session: SessionKey, id: InboxId, inbound: InboundMessage) {
+        if let Err(err) = self.try_answer(&session, &id, &inbound).await {
+            tracing::error!(%session, inbox = id.key(), %err, "answering failed; the message stays pending");
+        }
+    }
+
+    async fn try_answer(
+        &self,
+        session: &SessionKey,
+        id: &InboxId,
+        inbound: &InboundMessage,
+    ) -> Result<(), StoreError> {
+        let parts = &self.parts;
+        let slot = self.session(session);
+        let mut guard = slot.lock().await;
+        let history = self.loaded(session, &mut guard).await?;
+        let now = parts.platform.clock.now();
+        // After a crash the user message may already be in the transcript.
+        if !history.inbox_ids.contains(id.key()) {
+            let record = TranscriptRecord::Message {
+                at: now,
+                inbox: Some(id.key().to_owned()),
+                message: Message::user(inbound.text.clone()),
+            };
+            transcript::append(parts.logs.as_ref(), session, &record).await?;
+            history.apply(record);
+        }
+        let model = parts.agent.model().as_ref();
+        if let Err(err) = transcript::compact_if_needed(
+            parts.logs.as_ref(),
+            session,
+            history,
+            parts.compaction,
+            model,
+            now,
+        )
+        .await
+        {
+            tracing::warn!(%session, %err, "compaction failed; continuing with the full history");
+        }
+
+        let mut system = parts.system_prompt.clone();
+        if let Some(summary) = &history.summary {
+            system.push_str(&format!(
+                "\n\n# Summary of the earlier conversation\n{summary}"
+            ));
+        }
+        let cancel = CancelToken::new();
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.clone(), cancel.clone());
+        self.emit(session, inbound, RunEventKind::Started);
+        let mut produced = Vec::new();
+        let result = parts
+            .agent
+            .run(&system, &history.messages, &cancel, &mut |event| {
+                if let AgentEvent::Message(message) = &event {
+                    produced.push(message.clone());
+                }
+                self.emit(session, inbound, RunEventKind::Agent(event));
+            })
+            .await;
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session);
+
+        // A run cut short may end on tool calls without results: keep the history valid.
+        if produced
+            .last()
+            .is_some_and(|m| m.tool_uses().next().is_some())
+        {
+            produced.pop();
+        }
+        for message in produced {
+            let record = TranscriptRecord::Message {
+                at: parts.platform.clock.now(),
+                inbox: None,
+                message,
+            };
+            transcript::append(parts.logs.as_ref(), session, &record).await?;
+            history.apply(record);
+        }
+        let reply = match &result {
+            Ok(outcome) if outcome.end == RunEnd::MaxSteps && outcome.reply.trim().is_empty() => {
+                format!(
+                    "(I stopped after {} steps without finishing.)",
+                    outcome.steps
+                )
+            }
+            Ok(outcome) => outcome.reply.clone(),
+            Err(AgentError::Cancelled) => "(Stopped.)".to_owned(),
+            Err(err) => format!("Sorry, I could not answer: {err}"),
+        };
+        if !self.send(inbound, &reply).await {
+            return Ok(());
+        }
+        let kind = match result {
+            Ok(_) => RunEventKind::Finished { reply },
+            Err(err) => RunEventKind::Failed {
+                error: err.to_string(),
+            },
+        };
+        self.emit(session, inbound, kind);
+        self.inbox.mark_done(id).await
+    }
+}

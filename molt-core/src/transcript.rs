@@ -1,0 +1,209 @@
+//! Transcripts: append-only JSONL records of a session, with compaction.
+//!
+//! A transcript is a log of [`TranscriptRecord`]s. Replaying it gives the
+//! session's [`History`]: the summary of compacted turns, then the live messages.
+
+use crate::message::{ContentBlock, Message, Role};
+use crate::model::{LanguageModel, ModelError, ModelOptions, ModelRequest, complete};
+use crate::platform::Timestamp;
+use crate::session::SessionKey;
+use crate::store::{LogStore, StoreError, key_segment};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One line of a transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TranscriptRecord {
+    /// A message joined the conversation.
+    Message {
+        /// When.
+        at: Timestamp,
+        /// The inbox entry that caused it, for user messages from a channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inbox: Option<String>,
+        /// The message.
+        message: Message,
+    },
+    /// The oldest `replaces` live messages were compacted into a summary.
+    Summary {
+        /// When.
+        at: Timestamp,
+        /// The summary, written by the model.
+        text: String,
+        /// How many of the oldest live messages it replaces.
+        replaces: usize,
+    },
+}
+
+/// A session's conversation as the model sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// The summary of compacted turns, if any.
+    pub summary: Option<String>,
+    /// The messages after the summary.
+    pub messages: Vec<Message>,
+    /// Inbox entries whose user message is already in the transcript.
+    pub inbox_ids: std::collections::HashSet<String>,
+}
+
+impl History {
+    /// Applies one record.
+    pub fn apply(&mut self, record: TranscriptRecord) {
+        match record {
+            TranscriptRecord::Message { inbox, message, .. } => {
+                self.inbox_ids.extend(inbox);
+                self.messages.push(message);
+            }
+            TranscriptRecord::Summary { text, replaces, .. } => {
+                self.messages.drain(..replaces.min(self.messages.len()));
+                self.summary = Some(text);
+            }
+        }
+    }
+
+    /// The rough token size of the live messages.
+    pub fn estimated_tokens(&self) -> usize {
+        self.messages.iter().map(Message::estimated_tokens).sum()
+    }
+
+    /// How many of the oldest messages to compact so that at most `keep` remain,
+    /// moved forward so the cut falls on a user turn that is not tool results
+    /// (tool calls stay next to their results).
+    pub fn compaction_cut(&self, keep: usize) -> Option<usize> {
+        let start = self.messages.len().checked_sub(keep)?;
+        (start..self.messages.len())
+            .find(|&i| is_turn_start(&self.messages[i]))
+            .filter(|&cut| cut > 0)
+    }
+}
+
+fn is_turn_start(message: &Message) -> bool {
+    message.role == Role::User
+        && !message
+            .content
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolResult { .. }))
+}
+
+/// Why a transcript operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    /// The log store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The model failed to write a summary.
+    #[error("compaction failed: {0}")]
+    Compaction(#[from] ModelError),
+}
+
+/// The store key of a session's transcript.
+pub fn transcript_key(session: &SessionKey) -> String {
+    format!("transcripts/{}.jsonl", key_segment(session.as_str()))
+}
+
+/// Appends a record to a session's transcript.
+pub async fn append(
+    logs: &dyn LogStore,
+    session: &SessionKey,
+    record: &TranscriptRecord,
+) -> Result<(), StoreError> {
+    let key = transcript_key(session);
+    let line = serde_json::to_vec(record).map_err(|err| StoreError::Corrupt {
+        key: key.clone(),
+        reason: err.to_string(),
+    })?;
+    logs.append(&key, Bytes::from(line)).await
+}
+
+/// Replays a session's transcript. A record that cannot be decoded is skipped
+/// with a warning, so one bad line never loses the rest of a conversation.
+pub async fn load(logs: &dyn LogStore, session: &SessionKey) -> Result<History, StoreError> {
+    let key = transcript_key(session);
+    let mut history = History::default();
+    for (line, raw) in logs.read(&key).await?.iter().enumerate() {
+        match serde_json::from_slice(raw) {
+            Ok(record) => history.apply(record),
+            Err(err) => {
+                tracing::warn!(%key, line = line + 1, %err, "skipping unreadable transcript record")
+            }
+        }
+    }
+    Ok(history)
+}
+
+/// When and how much to compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Compact when the live messages exceed this many (estimated) tokens.
+    pub token_budget: usize,
+    /// How many recent messages to keep verbatim.
+    pub keep_recent: usize,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        Self {
+            token_budget: 60_000,
+            keep_recent: 8,
+        }
+    }
+}
+
+const SUMMARY_PROMPT: &str = "You compact conversation history. Summarise the conversation below for your future self: \
+keep facts about the user, decisions, open tasks and anything promised. Write plain prose, no preamble.";
+
+/// Compacts `history` when it exceeds the policy's budget: the model summarises
+/// the older turns (and any earlier summary), the summary is appended to the
+/// transcript, and `history` is updated. Returns whether it compacted.
+pub async fn compact_if_needed(
+    logs: &dyn LogStore,
+    session: &SessionKey,
+    history: &mut History,
+    policy: CompactionPolicy,
+    model: &dyn LanguageModel,
+    now: Timestamp,
+) -> Result<bool, TranscriptError> {
+    if history.estimated_tokens() <= policy.token_budget {
+        return Ok(false);
+    }
+    let Some(cut) = history.compaction_cut(policy.keep_recent) else {
+        return Ok(false);
+    };
+    let mut transcript = String::new();
+    if let Some(summary) = &history.summary {
+        transcript.push_str(&format!("Earlier summary: {summary}\n\n"));
+    }
+    for message in &history.messages[..cut] {
+        let role = match message.role {
+            Role::User => "User",
+            Role::Assistant => "Assistant",
+        };
+        for block in &message.content {
+            let line = match block {
+                ContentBlock::Text { text } => text.clone(),
+                ContentBlock::Image { url, .. } => format!("[image {url}]"),
+                ContentBlock::ToolUse { name, input, .. } => {
+                    format!("[called {name} with {input}]")
+                }
+                ContentBlock::ToolResult { content, .. } => format!("[tool result: {content}]"),
+            };
+            transcript.push_str(&format!("{role}: {line}\n"));
+        }
+    }
+    let request = ModelRequest {
+        system: SUMMARY_PROMPT.to_owned(),
+        messages: vec![Message::user(transcript)],
+        tools: Vec::new(),
+        options: ModelOptions::default(),
+    };
+    let text = complete(model, request).await?.message.text();
+    let record = TranscriptRecord::Summary {
+        at: now,
+        text,
+        replaces: cut,
+    };
+    append(logs, session, &record).await?;
+    history.apply(record);
+    Ok(true)
+}
