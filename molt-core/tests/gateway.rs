@@ -1,0 +1,297 @@
+//! The message path: durable inbox, session queues, restarts, pairing, compaction.
+
+mod support;
+
+use molt_core::agent::{Agent, AgentOptions};
+use molt_core::echo::EchoModel;
+use molt_core::gateway::{Gateway, GatewayParts, RunEvent, RunEventKind};
+use molt_core::inbox::Admission;
+use molt_core::message::Role;
+use molt_core::model::LanguageModel;
+use molt_core::platform::Platform;
+use molt_core::policy::{ChannelPolicy, DmPolicy};
+use molt_core::session::{SessionKey, SessionScope};
+use molt_core::store::MemoryStore;
+use molt_core::tool::ToolRegistry;
+use molt_core::transcript::CompactionPolicy;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    store: Arc<MemoryStore>,
+    platform: Platform,
+    scope: SessionScope,
+    compaction: CompactionPolicy,
+    events: Arc<Mutex<Vec<RunEvent>>>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new()),
+            platform: platform().0,
+            scope: SessionScope::PerChannelPeer,
+            compaction: CompactionPolicy::default(),
+            events: Arc::default(),
+        }
+    }
+
+    /// A gateway over this setup's store (a second call is a restart) with a recording egress.
+    fn gateway(&self, model: Arc<dyn LanguageModel>) -> (Gateway, Arc<RecordingEgress>) {
+        let agent = Agent::new(
+            model,
+            Arc::new(ToolRegistry::new()),
+            self.platform.timer.clone(),
+            AgentOptions::default(),
+        );
+        let mut policies = BTreeMap::new();
+        policies.insert(
+            "test".to_owned(),
+            ChannelPolicy {
+                dm_policy: DmPolicy::Open,
+                ..ChannelPolicy::default()
+            },
+        );
+        let events = self.events.clone();
+        let gateway = Gateway::new(GatewayParts {
+            store: self.store.clone(),
+            logs: self.store.clone(),
+            agent,
+            platform: self.platform.clone(),
+            system_prompt: "test".to_owned(),
+            scope: self.scope,
+            compaction: self.compaction,
+            policies,
+            observer: Some(Arc::new(move |event| events.lock().unwrap().push(event))),
+        });
+        let egress = Arc::new(RecordingEgress::default());
+        gateway.register_egress("test", egress.clone());
+        gateway.register_egress("telegram", egress.clone());
+        (gateway, egress)
+    }
+}
+
+#[test]
+fn a_message_sent_during_a_busy_run_is_answered_after_it() {
+    let setup = Setup::new();
+    let model = Arc::new(GatedModel::default());
+    let (gateway, egress) = setup.gateway(model.clone());
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "1", "first"))).unwrap();
+    wait_until(LIMIT, || model.waiting_texts() == ["first"]);
+    // The session is busy: these queue behind the first run.
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "2", "second"))).unwrap();
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "3", "third"))).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        model.waiting_texts(),
+        ["first"],
+        "a session runs one message at a time"
+    );
+    // Release runs one by one until all three are answered.
+    wait_until(LIMIT, || {
+        model.release_all();
+        egress.texts().len() == 3
+    });
+    assert_eq!(egress.texts(), ["re: first", "re: second", "re: third"]);
+    let history =
+        block_on_within(LIMIT, gateway.history(&SessionKey::new("test:dm:alice"))).unwrap();
+    let texts: Vec<_> = history.messages.iter().map(|m| m.text()).collect();
+    assert_eq!(
+        texts,
+        [
+            "first",
+            "re: first",
+            "second",
+            "re: second",
+            "third",
+            "re: third"
+        ]
+    );
+}
+
+#[test]
+fn two_sessions_run_concurrently() {
+    let setup = Setup::new();
+    let model = Arc::new(GatedModel::default());
+    let (gateway, egress) = setup.gateway(model.clone());
+    block_on_within(
+        LIMIT,
+        gateway.accept(dm("test", "alice", "1", "from alice")),
+    )
+    .unwrap();
+    block_on_within(LIMIT, gateway.accept(dm("test", "bob", "2", "from bob"))).unwrap();
+    // Both runs are inside the model at once.
+    wait_until(LIMIT, || model.started.load(Ordering::SeqCst) == 2);
+    assert_eq!(gateway.busy_sessions(), 2);
+    model.release_all();
+    block_on_within(LIMIT, gateway.idle());
+    let mut texts = egress.texts();
+    texts.sort();
+    assert_eq!(texts, ["re: from alice", "re: from bob"]);
+}
+
+#[test]
+fn a_duplicate_platform_message_is_answered_once() {
+    let setup = Setup::new();
+    let (gateway, egress) = setup.gateway(Arc::new(EchoModel));
+    let message = dm("test", "alice", "42", "hello");
+    assert!(matches!(
+        block_on_within(LIMIT, gateway.accept(message.clone())).unwrap(),
+        Admission::Accepted(_)
+    ));
+    // Redelivered while pending, and again after it was answered.
+    assert!(matches!(
+        block_on_within(LIMIT, gateway.accept(message.clone())).unwrap(),
+        Admission::Duplicate(_)
+    ));
+    block_on_within(LIMIT, gateway.idle());
+    assert!(matches!(
+        block_on_within(LIMIT, gateway.accept(message.clone())).unwrap(),
+        Admission::Duplicate(_)
+    ));
+    // The same id on another channel is a different message.
+    let mut elsewhere = message;
+    elsewhere.channel = "telegram".into();
+    elsewhere.chat_kind = molt_core::message::ChatKind::Group;
+    elsewhere.mentioned = true;
+    assert!(matches!(
+        block_on_within(LIMIT, gateway.accept(elsewhere)).unwrap(),
+        Admission::Accepted(_)
+    ));
+    block_on_within(LIMIT, gateway.idle());
+    assert_eq!(egress.texts(), ["echo: hello", "echo: hello"]);
+}
+
+#[test]
+fn unfinished_messages_are_answered_after_a_restart() {
+    let setup = Setup::new();
+    let stuck = Arc::new(GatedModel::default());
+    let (crashed, crashed_egress) = setup.gateway(stuck.clone());
+    block_on_within(
+        LIMIT,
+        crashed.accept(dm("test", "alice", "1", "before the crash")),
+    )
+    .unwrap();
+    block_on_within(
+        LIMIT,
+        crashed.accept(dm("test", "alice", "2", "queued behind it")),
+    )
+    .unwrap();
+    wait_until(LIMIT, || stuck.waiting_texts().len() == 1);
+    // The process "dies" here: the run never finishes, nothing was sent.
+    drop(crashed);
+    assert!(crashed_egress.texts().is_empty());
+
+    let (restarted, egress) = setup.gateway(Arc::new(EchoModel));
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        2
+    );
+    block_on_within(LIMIT, restarted.idle());
+    assert_eq!(
+        egress.texts(),
+        ["echo: before the crash", "echo: queued behind it"]
+    );
+    // The user message written before the crash is not duplicated in the transcript.
+    let history =
+        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
+    let user_texts: Vec<_> = history
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(user_texts, ["before the crash", "queued behind it"]);
+    // Nothing is pending any more: a second restart answers nothing.
+    let (again, again_egress) = setup.gateway(Arc::new(EchoModel));
+    assert_eq!(block_on_within(LIMIT, again.resume_pending()).unwrap(), 0);
+    assert!(again_egress.texts().is_empty());
+    stuck.release_all();
+}
+
+#[test]
+fn unknown_senders_under_pairing_never_reach_the_model() {
+    let setup = Setup::new();
+    let model = Arc::new(ScriptedModel::new(vec![]));
+    let (gateway, egress) = setup.gateway(model.clone());
+    // "telegram" has no policy configured, so it gets the default: pairing.
+    block_on_within(
+        LIMIT,
+        gateway.accept(dm("telegram", "mallory", "1", "let me in")),
+    )
+    .unwrap();
+    block_on_within(
+        LIMIT,
+        gateway.accept(dm("telegram", "mallory", "2", "please")),
+    )
+    .unwrap();
+    block_on_within(LIMIT, gateway.idle());
+    let texts = egress.texts();
+    assert_eq!(texts.len(), 1, "one reply with the code: {texts:?}");
+    let pending = block_on_within(LIMIT, gateway.pairing().pending("telegram")).unwrap();
+    assert!(texts[0].contains(&pending[0].code));
+    assert!(model.requests.lock().unwrap().is_empty());
+
+    // Once approved, the sender is answered.
+    block_on_within(
+        LIMIT,
+        gateway.pairing().approve("telegram", &pending[0].code),
+    )
+    .unwrap();
+    model
+        .answers
+        .lock()
+        .unwrap()
+        .push_back(text_answer("welcome"));
+    block_on_within(
+        LIMIT,
+        gateway.accept(dm("telegram", "mallory", "3", "hi again")),
+    )
+    .unwrap();
+    block_on_within(LIMIT, gateway.idle());
+    assert_eq!(egress.texts().last().unwrap(), "welcome");
+}
+
+#[test]
+fn transcripts_reload_and_compact() {
+    let mut setup = Setup::new();
+    setup.scope = SessionScope::Main;
+    setup.compaction = CompactionPolicy {
+        token_budget: 40,
+        keep_recent: 2,
+    };
+    let (gateway, _) = setup.gateway(Arc::new(EchoModel));
+    for i in 0..4 {
+        let text = format!("message number {i} with enough words to fill the budget quickly");
+        block_on_within(
+            LIMIT,
+            gateway.accept(dm("test", "alice", &i.to_string(), &text)),
+        )
+        .unwrap();
+    }
+    block_on_within(LIMIT, gateway.idle());
+    let live = block_on_within(LIMIT, gateway.history(&SessionKey::new("main"))).unwrap();
+    let summary = live.summary.clone().expect("history was compacted");
+    assert!(summary.contains("message number 0"), "{summary}");
+    assert!(live.messages.len() < 8);
+
+    let (restarted, _) = setup.gateway(Arc::new(EchoModel));
+    let reloaded = block_on_within(LIMIT, restarted.history(&SessionKey::new("main"))).unwrap();
+    assert_eq!(
+        (reloaded.summary, reloaded.messages),
+        (live.summary, live.messages)
+    );
+    let finished = setup
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, RunEventKind::Finished { .. }))
+        .count();
+    assert_eq!(finished, 4);
+}
