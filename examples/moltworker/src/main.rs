@@ -1,1 +1,222 @@
-fn main() {}
+//! `moltworker`: the Molt container gateway on embedded defaults.
+//!
+//! Serves the Control UI, its WebSocket and the status API on
+//! `127.0.0.1:18789`, keeps state in `./.molt` (or `MOLT_STATE_DIR`), and
+//! answers with the offline echo model until a model provider is configured.
+
+mod auth;
+mod platform;
+mod protocol;
+mod server;
+mod webchat;
+
+use molt_core::agent::{Agent, AgentOptions};
+use molt_core::config::Config;
+use molt_core::echo::{EchoModel, WordCountTool};
+use molt_core::gateway::{Gateway, GatewayParts};
+use molt_core::skills::{load_skills, skills_prompt};
+use molt_core::tool::ToolRegistry;
+use molt_core::transcript::CompactionPolicy;
+use molt_storage::LocalFileStore;
+use platform::TokioPlatform;
+use server::AppState;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
+
+/// How long shutdown waits for runs in progress; unfinished ones resume on the next start.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const USAGE: &str = "\
+moltworker: the Molt assistant gateway
+
+USAGE: moltworker [--help | --version]
+
+Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
+State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
+<state>/molt.toml (MOLT_CONFIG to change) and the environment
+(MOLTBOT_GATEWAY_TOKEN, TELEGRAM_DM_POLICY, DEBUG_ROUTES, ...).
+Logs go to stderr; RUST_LOG sets the level (default: info).";
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("moltworker {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("moltworker: unknown argument {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(%err, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let started = Instant::now();
+    let state_dir =
+        PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));
+    std::fs::create_dir_all(&state_dir).map_err(|err| {
+        format!(
+            "cannot create state directory {}: {err}",
+            state_dir.display()
+        )
+    })?;
+    let config = load_config(&state_dir)?;
+    let (token, token_source) = auth::load_or_create(config.gateway.token.clone(), &state_dir)
+        .map_err(|err| format!("cannot store the gateway token: {err}"))?;
+
+    let platform = TokioPlatform::platform();
+    let store = Arc::new(LocalFileStore::new(&state_dir));
+    let (skills, skill_errors) = load_skills(store.as_ref(), "workspace/skills/")
+        .await
+        .map_err(|err| err.to_string())?;
+    for err in skill_errors {
+        tracing::warn!(%err, "skipping a skill");
+    }
+    let mut tools = ToolRegistry::new();
+    tools
+        .register(Arc::new(WordCountTool))
+        .map_err(|err| err.to_string())?;
+    let options = AgentOptions {
+        max_steps: config.agent.max_steps,
+        run_timeout: Duration::from_secs(config.agent.run_timeout_secs),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::new(
+        Arc::new(EchoModel),
+        Arc::new(tools),
+        platform.timer.clone(),
+        options,
+    );
+    let chat = webchat::ChatStream::new(config.session_scope);
+    let observer = chat.clone();
+    let gateway = Gateway::new(GatewayParts {
+        store: store.clone(),
+        logs: store,
+        agent,
+        platform,
+        system_prompt: format!("{}{}", config.agent.system_prompt, skills_prompt(&skills)),
+        scope: config.session_scope,
+        compaction: CompactionPolicy {
+            token_budget: config.agent.history_token_budget,
+            keep_recent: config.agent.keep_recent_messages,
+        },
+        policies: config.channels.clone(),
+        observer: Some(Arc::new(move |event| observer.on_run_event(event))),
+    });
+    gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
+    tracing::warn!("no model provider is configured: answering with the offline echo model");
+
+    // Messages accepted before a crash are answered before new traffic arrives.
+    let resumed = gateway
+        .resume_pending()
+        .await
+        .map_err(|err| format!("cannot read the inbox: {err}"))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resuming messages accepted before the last stop");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.gateway.bind)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", config.gateway.bind))?;
+    let address = listener.local_addr().map_err(|err| err.to_string())?;
+    let state = Arc::new(AppState {
+        gateway: gateway.clone(),
+        chat,
+        token: token.clone(),
+        started,
+    });
+    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), "moltworker is serving");
+    // The URL carries the token, so it goes to stdout for the operator, never into the logs.
+    match token_source {
+        auth::TokenSource::Configured => {
+            println!("Control UI: http://{address}/ (token from MOLTBOT_GATEWAY_TOKEN)")
+        }
+        _ => println!("Control UI: http://{address}/?token={}", token.expose()),
+    }
+
+    axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|err| format!("server failed: {err}"))?;
+
+    tracing::info!("shutting down: waiting for runs in progress");
+    if tokio::time::timeout(DRAIN_TIMEOUT, gateway.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "runs still in progress after {DRAIN_TIMEOUT:?}; they resume on the next start"
+        );
+    }
+    // Transcript records and inbox entries are fsynced as they are written: nothing is left to flush.
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_config(state_dir: &std::path::Path) -> Result<Config, String> {
+    let path = std::env::var_os("MOLT_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("molt.toml"));
+    let file = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+    };
+    Config::load(file.as_deref(), |name| std::env::var(name).ok())
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,162 @@
+//! The Control UI's channel: run events become `chat` events for every
+//! connected WebSocket, and replies arrive through the channel egress.
+
+use async_trait::async_trait;
+use molt_core::agent::AgentEvent;
+use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
+use molt_core::gateway::{RunEvent, RunEventKind};
+use molt_core::message::{ChatKind, InboundMessage, OutboundMessage, Role, Sender};
+use molt_core::platform::Timestamp;
+use molt_core::session::{SessionKey, SessionScope};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// The channel name of the Control UI.
+pub const CHANNEL: &str = "webchat";
+const ACCOUNT: &str = "control-ui";
+const OPERATOR: &str = "operator";
+
+#[derive(Default)]
+struct RunBuffer {
+    seq: u64,
+    text: String,
+}
+
+/// Streams chat events to the Control UI's connections.
+#[derive(Clone)]
+pub struct ChatStream {
+    session: SessionKey,
+    events: broadcast::Sender<Value>,
+    runs: Arc<Mutex<HashMap<String, RunBuffer>>>,
+}
+
+impl ChatStream {
+    /// A stream for the operator's session under `scope`.
+    pub fn new(scope: SessionScope) -> Self {
+        let session =
+            SessionKey::for_message(scope, &inbound(String::new(), String::new(), Timestamp(0)));
+        Self {
+            session,
+            events: broadcast::channel(1024).0,
+            runs: Arc::default(),
+        }
+    }
+
+    /// The session the Control UI talks to.
+    pub fn session(&self) -> &SessionKey {
+        &self.session
+    }
+
+    /// A receiver of `chat` event payloads.
+    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    /// The inbound message for text the operator sent from the Control UI.
+    pub fn message(&self, idempotency_key: String, text: String, now: Timestamp) -> InboundMessage {
+        inbound(idempotency_key, text, now)
+    }
+
+    /// Handles a run event from the gateway (deltas and failures).
+    pub fn on_run_event(&self, event: RunEvent) {
+        if event.channel != CHANNEL {
+            return;
+        }
+        match event.kind {
+            RunEventKind::Agent(AgentEvent::TextDelta(delta)) => {
+                let mut runs = self.lock();
+                let run = runs.entry(event.run_id.clone()).or_default();
+                run.text.push_str(&delta);
+                run.seq += 1;
+                let payload = self.payload(&event.run_id, run.seq, "delta", Some(&run.text), None);
+                drop(runs);
+                self.publish(payload);
+            }
+            // The next step's text starts afresh.
+            RunEventKind::Agent(AgentEvent::Message(message))
+                if message.role == Role::Assistant =>
+            {
+                if let Some(run) = self.lock().get_mut(&event.run_id) {
+                    run.text.clear();
+                }
+            }
+            RunEventKind::Failed { error } => {
+                let seq = self
+                    .lock()
+                    .remove(&event.run_id)
+                    .map_or(1, |run| run.seq + 1);
+                self.publish(self.payload(&event.run_id, seq, "error", None, Some(&error)));
+            }
+            _ => {}
+        }
+    }
+
+    fn payload(
+        &self,
+        run_id: &str,
+        seq: u64,
+        state: &str,
+        text: Option<&str>,
+        error: Option<&str>,
+    ) -> Value {
+        let mut payload = json!({ "runId": run_id, "sessionKey": self.session.as_str(), "seq": seq, "state": state });
+        if let Some(text) = text {
+            payload["message"] =
+                json!({ "role": "assistant", "content": [{ "type": "text", "text": text }] });
+        }
+        if let Some(error) = error {
+            payload["errorMessage"] = json!(error);
+        }
+        payload
+    }
+
+    fn publish(&self, payload: Value) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.events.send(payload);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunBuffer>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn inbound(message_id: String, text: String, sent_at: Timestamp) -> InboundMessage {
+    InboundMessage {
+        channel: CHANNEL.to_owned(),
+        account: ACCOUNT.to_owned(),
+        sender: Sender {
+            id: OPERATOR.to_owned(),
+            name: Some("Operator".to_owned()),
+        },
+        chat_id: ACCOUNT.to_owned(),
+        chat_kind: ChatKind::Direct,
+        thread_id: None,
+        message_id,
+        text,
+        attachments: Vec::new(),
+        mentioned: true,
+        sent_at,
+    }
+}
+
+#[async_trait]
+impl ChannelEgress for ChatStream {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: 1_000_000,
+            length_unit: LengthUnit::Chars,
+            format: FormatDialect::Markdown,
+            typing_indicator: false,
+        }
+    }
+
+    /// A reply is the run's `final` chat event.
+    async fn send(&self, message: OutboundMessage) -> Result<(), ChannelError> {
+        let run_id = message.reply_to.unwrap_or_default();
+        let seq = self.lock().remove(&run_id).map_or(1, |run| run.seq + 1);
+        self.publish(self.payload(&run_id, seq, "final", Some(&message.text), None));
+        Ok(())
+    }
+}

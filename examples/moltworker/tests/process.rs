@@ -1,0 +1,149 @@
+//! The real binary: chat over the WebSocket, SIGKILL, restart, history intact;
+//! graceful shutdown on SIGTERM; health and status.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+#[tokio::test]
+async fn chat_streams_and_history_survives_sigkill() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    assert_eq!(
+        gateway.token.len(),
+        64,
+        "a generated token is printed in the URL"
+    );
+    let mut client = gateway.connected().await;
+
+    let events = client.chat("hello there, gateway", "run-1").await;
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["payload"]["state"] == "delta")
+        .map(|e| {
+            e["payload"]["message"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(deltas.len() >= 2, "the reply streams in pieces: {deltas:?}");
+    assert!(
+        deltas.windows(2).all(|w| w[1].starts_with(w[0])),
+        "deltas are cumulative: {deltas:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["payload"]["state"], "final");
+    assert_eq!(
+        last["payload"]["message"]["content"][0]["text"],
+        "echo: hello there, gateway"
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["payload"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+    let tool_events = client
+        .chat(
+            r#"/tool word_count {"text": "one two three four"}"#,
+            "run-2",
+        )
+        .await;
+    assert_eq!(
+        tool_events.last().unwrap()["payload"]["message"]["content"][0]["text"],
+        "echo: the tool returned 4 words"
+    );
+
+    // The same idempotency key is not answered twice.
+    let (again, _) = client
+        .request(
+            "chat.send",
+            serde_json::json!({ "sessionKey": "main", "message": "x", "idempotencyKey": "run-1" }),
+        )
+        .await;
+    assert_eq!(again["payload"]["status"], "in_flight");
+
+    let before = client.history().await;
+    assert_eq!(
+        before.first().unwrap(),
+        &("user".to_owned(), "hello there, gateway".to_owned())
+    );
+    assert_eq!(before.len(), 6, "{before:?}");
+
+    // SIGKILL: no chance to flush anything.
+    drop(client);
+    let token = gateway.token.clone();
+    drop(gateway);
+
+    let restarted = Gateway::start(state.path(), &[]);
+    assert_eq!(
+        restarted.token, token,
+        "the generated token is reused from the state directory"
+    );
+    let mut client = restarted.connected().await;
+    assert_eq!(client.history().await, before);
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let state = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(state.path(), &[]);
+    let mut client = gateway.connected().await;
+    client.chat("before shutdown", "k1").await;
+    gateway.signal("-TERM");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = gateway.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn health_status_and_control_ui() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        state.path(),
+        &[("MOLTBOT_GATEWAY_TOKEN", "configured-token")],
+    );
+    assert_eq!(gateway.token, "", "a configured token is never printed");
+    assert_eq!(gateway.get("/health").await, (200, "ok".to_owned()));
+    let (code, body) = gateway.get("/api/status").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["model"]["configured"], false);
+    assert_eq!(status["model"]["name"], "echo (offline)");
+    assert!(
+        status["version"].is_string()
+            && status["uptimeSeconds"].is_u64()
+            && status["sessions"]["busy"].is_u64()
+    );
+    assert!(!body.contains("configured-token"));
+    let (code, page) = gateway.get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<html") && page.contains("token-input"));
+    assert!(
+        !state.path().join("gateway-token").exists(),
+        "a configured token is not written to disk"
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_names_the_variable() {
+    let state = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moltworker"))
+        .env("MOLT_STATE_DIR", state.path())
+        .env("TELEGRAM_DM_POLICY", "sometimes")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TELEGRAM_DM_POLICY"), "{stderr}");
+}

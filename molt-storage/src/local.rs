@@ -1,0 +1,260 @@
+//! The local-filesystem store: the embedded default.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use molt_core::store::{LogStore, PutOutcome, Store, StoreError, validate_key, validate_record};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Temporary files carry this marker; listings skip them.
+const TEMP_MARKER: &str = ".molt-tmp-";
+
+/// A [`Store`] and [`LogStore`] over a directory.
+///
+/// Keys map to paths under the root (`a/b` is `<root>/a/b`). Objects are
+/// replaced atomically (write a temporary file, fsync it, rename it over the
+/// old one, fsync the directory), so a crash leaves the old object or the new
+/// one, never a torn one. Log appends are fsynced before they return; a torn
+/// last line left by a crash is ignored on read.
+#[derive(Clone, Debug)]
+pub struct LocalFileStore {
+    root: PathBuf,
+    temp_counter: Arc<AtomicU64>,
+    open_logs: Arc<Mutex<HashMap<String, Arc<Mutex<File>>>>>,
+}
+
+impl LocalFileStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            temp_counter: Arc::default(),
+            open_logs: Arc::default(),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn temp_path(&self, target: &Path) -> PathBuf {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        target.with_file_name(format!("{name}{TEMP_MARKER}{}-{n}", std::process::id()))
+    }
+
+    /// Runs blocking filesystem work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        key: &str,
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let io_error = |source| StoreError::Io {
+            key: key.to_owned(),
+            source,
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result.map_err(io_error),
+            Err(join) => Err(io_error(io::Error::other(join.to_string()))),
+        }
+    }
+
+    fn log_file(&self, key: &str, path: &Path) -> io::Result<Arc<Mutex<File>>> {
+        let mut logs = self.open_logs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = logs.get(key) {
+            return Ok(file.clone());
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        // A crash may have left a torn last line: end it, so the next record
+        // starts on a line of its own (readers skip the fragment).
+        if file.metadata()?.len() > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::End(-1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        let file = Arc::new(Mutex::new(file));
+        logs.insert(key.to_owned(), file.clone());
+        Ok(file)
+    }
+}
+
+/// Writes `value` to a synced temporary file beside `target`.
+fn write_temp(temp: &Path, value: &[u8]) -> io::Result<()> {
+    if let Some(parent) = temp.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut file = File::create(temp)?;
+    file.write_all(value)?;
+    file.sync_all()
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for LocalFileStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key)?;
+        Self::blocking(key, move || match fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let temp = self.temp_path(&path);
+        Self::blocking(key, move || {
+            write_temp(&temp, &value)?;
+            if let Err(err) = fs::rename(&temp, &path) {
+                let _ = fs::remove_file(&temp);
+                return Err(err);
+            }
+            sync_parent(&path)
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, value: Bytes) -> Result<PutOutcome, StoreError> {
+        let path = self.path(key)?;
+        let temp = self.temp_path(&path);
+        Self::blocking(key, move || {
+            write_temp(&temp, &value)?;
+            // A hard link fails if the target exists: an atomic create-if-absent
+            // that never exposes a half-written file.
+            let linked = fs::hard_link(&temp, &path);
+            let _ = fs::remove_file(&temp);
+            match linked {
+                Ok(()) => sync_parent(&path).map(|()| PutOutcome::Created),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    Ok(PutOutcome::AlreadyExists)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        // Walk only the directory the prefix names, not the whole tree.
+        let start = match prefix.rfind('/') {
+            Some(slash) => root.join(&prefix[..slash]),
+            None => root.clone(),
+        };
+        let prefix = prefix.to_owned();
+        Self::blocking(&prefix.clone(), move || {
+            let mut keys = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    if entry.file_type()?.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    let Ok(relative) = path.strip_prefix(&root) else {
+                        continue;
+                    };
+                    let key = relative
+                        .to_string_lossy()
+                        .replace(std::path::MAIN_SEPARATOR, "/");
+                    if key.starts_with(&prefix) && !key.contains(TEMP_MARKER) {
+                        keys.push(key);
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        Self::blocking(key, move || match fs::remove_file(&path) {
+            Ok(()) => sync_parent(&path),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LogStore for LocalFileStore {
+    async fn append(&self, key: &str, record: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        validate_record(key, &record)?;
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        Self::blocking(key, move || {
+            let file = this.log_file(&owned_key, &path)?;
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            let mut line = Vec::with_capacity(record.len() + 1);
+            line.extend_from_slice(&record);
+            line.push(b'\n');
+            // One write call per record, so concurrent appenders never interleave.
+            file.write_all(&line)?;
+            file.sync_data()
+        })
+        .await
+    }
+
+    async fn read(&self, key: &str) -> Result<Vec<Bytes>, StoreError> {
+        let path = self.path(key)?;
+        let owned_key = key.to_owned();
+        Self::blocking(key, move || {
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => return Err(err),
+            };
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if complete < bytes.len() {
+                tracing::warn!(key = %owned_key, bytes = bytes.len() - complete, "ignoring a torn last record");
+            }
+            let records = bytes.slice(..complete);
+            Ok(records
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| records.slice_ref(line))
+                .collect())
+        })
+        .await
+    }
+}
