@@ -4,12 +4,6 @@
 //! `127.0.0.1:18789`, keeps state in `./.molt` (or `MOLT_STATE_DIR`), and
 //! answers with the offline echo model until a model provider is configured.
 
-mod auth;
-mod platform;
-mod protocol;
-mod server;
-mod webchat;
-
 use molt_core::agent::{Agent, AgentOptions};
 use molt_core::config::Config;
 use molt_core::echo::{EchoModel, WordCountTool};
@@ -18,8 +12,9 @@ use molt_core::skills::{load_skills, skills_prompt};
 use molt_core::tool::ToolRegistry;
 use molt_core::transcript::CompactionPolicy;
 use molt_storage::LocalFileStore;
-use platform::TokioPlatform;
-use server::AppState;
+use moltworker::platform::TokioPlatform;
+use moltworker::server::AppState;
+use moltworker::{auth, server, webchat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

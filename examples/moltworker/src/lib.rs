@@ -1,0 +1,10 @@
+//! The parts of the `moltworker` gateway binary, as a library so that its
+//! tests and benchmarks use the same code: the tokio host services, the
+//! gateway token, the HTTP routes, the Control UI's WebSocket protocol and
+//! its chat channel.
+
+pub mod auth;
+pub mod platform;
+pub mod protocol;
+pub mod server;
+pub mod webchat;
