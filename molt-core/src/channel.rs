@@ -169,7 +169,8 @@ pub fn split_text(text: &str, max: usize, unit: LengthUnit) -> Vec<String> {
             .find_map(|sep| window.rfind(sep).filter(|&i| i > 0).map(|i| i + sep.len()))
             .unwrap_or(end.max(rest.chars().next().map_or(1, char::len_utf8)));
         pieces.push(rest[..cut].trim_end().to_owned());
-        rest = rest[cut..].trim_start_matches('\n');
+        // The break itself is not worth a piece of its own.
+        rest = rest[cut..].trim_start();
     }
 }
 

@@ -43,7 +43,7 @@ pub enum Admission {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Entry {
-    Pending { message: InboundMessage },
+    Pending { message: Box<InboundMessage> },
     Done,
 }
 
@@ -65,7 +65,7 @@ impl Inbox {
         let entry = encode(
             id.key(),
             &Entry::Pending {
-                message: message.clone(),
+                message: Box::new(message.clone()),
             },
         )?;
         Ok(match self.store.put_if_absent(id.key(), entry).await? {
@@ -94,7 +94,7 @@ impl Inbox {
                     reason: err.to_string(),
                 })?;
             if let Entry::Pending { message } = entry {
-                pending.push((InboxId(key), message));
+                pending.push((InboxId(key), *message));
             }
         }
         pending.sort_by(|(a_id, a), (b_id, b)| (a.sent_at, a_id).cmp(&(b.sent_at, b_id)));

@@ -18,7 +18,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// This time plus a duration (saturating).
-    pub fn add(self, duration: Duration) -> Timestamp {
+    pub fn plus(self, duration: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(duration.as_millis() as u64))
     }
 }

@@ -302,7 +302,7 @@ impl PairingBook {
         let book = channels.get_mut(channel).expect("inserted above");
         let now = self.clock.now();
         book.pending
-            .retain(|p| p.issued_at.add(PAIRING_CODE_TTL) > now);
+            .retain(|p| p.issued_at.plus(PAIRING_CODE_TTL) > now);
         // Change a copy, so a failed write leaves memory and store in agreement.
         let mut draft = book.clone();
         let result = change(&mut draft, now);

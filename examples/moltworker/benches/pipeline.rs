@@ -109,36 +109,49 @@ fn pipeline(c: &mut Criterion) {
     group.sample_size(20);
 
     let dir = tempfile::tempdir().unwrap();
-    let memory = Arc::new(MemoryStore::new());
-    let file = Arc::new(LocalFileStore::new(dir.path()));
-    let setups: [(&str, Arc<dyn Store>, Arc<dyn LogStore>); 2] = [
-        ("memory-store", memory.clone(), memory),
-        ("local-file-store", file.clone(), file),
-    ];
-    for (name, store, logs) in setups {
-        let (gateway, egress) = gateway(store, logs);
-        let next = AtomicU64::new(0);
-        group.bench_function(BenchmarkId::new("messages", name), |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let before = egress.0.load(Ordering::Relaxed);
-                    for _ in 0..BATCH {
-                        gateway
-                            .accept(message(next.fetch_add(1, Ordering::Relaxed)))
-                            .await
-                            .unwrap();
-                    }
-                    gateway.idle().await;
-                    assert_eq!(
-                        egress.0.load(Ordering::Relaxed) - before,
-                        BATCH,
-                        "every message answered"
-                    );
-                })
-            })
-        });
-    }
+    measure(
+        &mut group,
+        &runtime,
+        "memory-store",
+        Arc::new(MemoryStore::new()),
+    );
+    measure(
+        &mut group,
+        &runtime,
+        "local-file-store",
+        Arc::new(LocalFileStore::new(dir.path())),
+    );
     group.finish();
+}
+
+/// Measures batches of messages through a gateway kept in `store`.
+fn measure<S: Store + LogStore + 'static>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    store: Arc<S>,
+) {
+    let (gateway, egress) = gateway(store.clone(), store);
+    let next = AtomicU64::new(0);
+    group.bench_function(BenchmarkId::new("messages", name), |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let before = egress.0.load(Ordering::Relaxed);
+                for _ in 0..BATCH {
+                    gateway
+                        .accept(message(next.fetch_add(1, Ordering::Relaxed)))
+                        .await
+                        .unwrap();
+                }
+                gateway.idle().await;
+                assert_eq!(
+                    egress.0.load(Ordering::Relaxed) - before,
+                    BATCH,
+                    "every message answered"
+                );
+            })
+        })
+    });
 }
 
 criterion_group!(benches, pipeline);
