@@ -297,39 +297,44 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let parts = &self.parts;
         let slot = self.session(session);
-        let mut guard = slot.lock().await;
-        let history = self.loaded(session, &mut guard).await?;
-        let now = parts.platform.clock.now();
-        // After a crash the user message may already be in the transcript.
-        if !history.inbox_ids.contains(id.key()) {
-            let record = TranscriptRecord::Message {
-                at: now,
-                inbox: Some(id.key().to_owned()),
-                message: Message::user(inbound.text.clone()),
-            };
-            transcript::append(parts.logs.as_ref(), session, &record).await?;
-            history.apply(record);
-        }
-        let model = parts.agent.model().as_ref();
-        if let Err(err) = transcript::compact_if_needed(
-            parts.logs.as_ref(),
-            session,
-            history,
-            parts.compaction,
-            model,
-            now,
-        )
-        .await
-        {
-            tracing::warn!(%session, %err, "compaction failed; continuing with the full history");
-        }
+        // Under the session's lock only while its history changes; the session
+        // queue keeps runs serial, so readers (chat.history) never wait for a run.
+        let (system, messages) = {
+            let mut guard = slot.lock().await;
+            let history = self.loaded(session, &mut guard).await?;
+            let now = parts.platform.clock.now();
+            // After a crash the user message may already be in the transcript.
+            if !history.inbox_ids.contains(id.key()) {
+                let message = Message::user(inbound.text.clone());
+                let record = TranscriptRecord::Message {
+                    at: now,
+                    inbox: Some(id.key().to_owned()),
+                    message,
+                };
+                transcript::append(parts.logs.as_ref(), session, &record).await?;
+                history.apply(record);
+            }
+            let model = parts.agent.model().as_ref();
+            let compaction = transcript::compact_if_needed(
+                parts.logs.as_ref(),
+                session,
+                history,
+                parts.compaction,
+                model,
+                now,
+            );
+            if let Err(err) = compaction.await {
+                tracing::warn!(%session, %err, "compaction failed; continuing with the full history");
+            }
+            let mut system = parts.system_prompt.clone();
+            if let Some(summary) = &history.summary {
+                system.push_str(&format!(
+                    "\n\n# Summary of the earlier conversation\n{summary}"
+                ));
+            }
+            (system, history.messages.clone())
+        };
 
-        let mut system = parts.system_prompt.clone();
-        if let Some(summary) = &history.summary {
-            system.push_str(&format!(
-                "\n\n# Summary of the earlier conversation\n{summary}"
-            ));
-        }
         let cancel = CancelToken::new();
         self.runs
             .lock()
@@ -339,7 +344,7 @@ impl Inner {
         let mut produced = Vec::new();
         let result = parts
             .agent
-            .run(&system, &history.messages, &cancel, &mut |event| {
+            .run(&system, &messages, &cancel, &mut |event| {
                 if let AgentEvent::Message(message) = &event {
                     produced.push(message.clone());
                 }
@@ -358,14 +363,18 @@ impl Inner {
         {
             produced.pop();
         }
-        for message in produced {
-            let record = TranscriptRecord::Message {
-                at: parts.platform.clock.now(),
-                inbox: None,
-                message,
-            };
-            transcript::append(parts.logs.as_ref(), session, &record).await?;
-            history.apply(record);
+        {
+            let mut guard = slot.lock().await;
+            let history = self.loaded(session, &mut guard).await?;
+            for message in produced {
+                let record = TranscriptRecord::Message {
+                    at: parts.platform.clock.now(),
+                    inbox: None,
+                    message,
+                };
+                transcript::append(parts.logs.as_ref(), session, &record).await?;
+                history.apply(record);
+            }
         }
         let reply = match &result {
             Ok(outcome) if outcome.end == RunEnd::MaxSteps && outcome.reply.trim().is_empty() => {

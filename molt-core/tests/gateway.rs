@@ -83,6 +83,16 @@ fn a_message_sent_during_a_busy_run_is_answered_after_it() {
     let (gateway, egress) = setup.gateway(model.clone());
     block_on_within(LIMIT, gateway.accept(dm("test", "alice", "1", "first"))).unwrap();
     wait_until(LIMIT, || model.waiting_texts() == ["first"]);
+    // The history can be read while the run is in progress.
+    let during = block_on_within(
+        Duration::from_secs(2),
+        gateway.history(&SessionKey::new("test:dm:alice")),
+    )
+    .unwrap();
+    assert_eq!(
+        during.messages.iter().map(|m| m.text()).collect::<Vec<_>>(),
+        ["first"]
+    );
     // The session is busy: these queue behind the first run.
     block_on_within(LIMIT, gateway.accept(dm("test", "alice", "2", "second"))).unwrap();
     block_on_within(LIMIT, gateway.accept(dm("test", "alice", "3", "third"))).unwrap();
