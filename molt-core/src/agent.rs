@@ -222,47 +222,42 @@ impl Agent {
             let reply = response.message.text();
             messages.push(response.message);
 
-            if response.tool_calls.is_empty() {
-                return Ok(outcome(
-                    messages,
-                    first_new,
-                    reply,
-                    usage,
-                    steps,
-                    RunEnd::Completed,
-                    response.stop_reason,
-                ));
-            }
-            let out_of_steps = steps >= self.options.max_steps;
-            let content = if out_of_steps {
-                // Answer every call so the history stays valid for the next run.
-                let note = format!(
-                    "not run: the run reached its limit of {} model calls",
-                    self.options.max_steps
-                );
-                let results = response.tool_calls.iter();
-                results
-                    .map(|call| tool_result(&call.id, note.clone(), true))
-                    .collect()
+            let end = if response.tool_calls.is_empty() {
+                Some(RunEnd::Completed)
             } else {
-                self.run_tools(&response.tool_calls, on_event).await
+                let out_of_steps = steps >= self.options.max_steps;
+                let content = if out_of_steps {
+                    // Answer every call so the history stays valid for the next run.
+                    let note = format!(
+                        "not run: the run reached its limit of {} model calls",
+                        self.options.max_steps
+                    );
+                    response
+                        .tool_calls
+                        .iter()
+                        .map(|call| tool_result(&call.id, note.clone(), true))
+                        .collect()
+                } else {
+                    self.run_tools(&response.tool_calls, on_event).await
+                };
+                let results = Message {
+                    role: Role::User,
+                    content,
+                };
+                on_event(AgentEvent::Message(results.clone()));
+                messages.push(results);
+                out_of_steps.then_some(RunEnd::MaxSteps)
             };
-            let results = Message {
-                role: Role::User,
-                content,
-            };
-            on_event(AgentEvent::Message(results.clone()));
-            messages.push(results);
-            if out_of_steps {
-                return Ok(outcome(
+            if let Some(end) = end {
+                let messages = messages.split_off(first_new);
+                return Ok(RunOutcome {
                     messages,
-                    first_new,
                     reply,
                     usage,
                     steps,
-                    RunEnd::MaxSteps,
-                    response.stop_reason,
-                ));
+                    end,
+                    stop_reason: response.stop_reason,
+                });
             }
         }
     }
@@ -273,24 +268,5 @@ fn tool_result(id: &str, content: String, is_error: bool) -> ContentBlock {
         tool_use_id: id.to_owned(),
         content,
         is_error,
-    }
-}
-
-fn outcome(
-    mut messages: Vec<Message>,
-    first_new: usize,
-    reply: String,
-    usage: Usage,
-    steps: u32,
-    end: RunEnd,
-    stop_reason: StopReason,
-) -> RunOutcome {
-    RunOutcome {
-        messages: messages.split_off(first_new),
-        reply,
-        usage,
-        steps,
-        end,
-        stop_reason,
     }
 }
