@@ -171,3 +171,61 @@ impl SessionQueues {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Sender;
+    use crate::platform::Timestamp;
+
+    fn message(channel: &str, kind: ChatKind, thread: Option<&str>) -> InboundMessage {
+        InboundMessage {
+            channel: channel.to_owned(),
+            account: "bot".to_owned(),
+            sender: Sender {
+                id: "42".to_owned(),
+                name: None,
+            },
+            chat_id: "c1".to_owned(),
+            chat_kind: kind,
+            thread_id: thread.map(str::to_owned),
+            message_id: "m".to_owned(),
+            text: String::new(),
+            attachments: Vec::new(),
+            mentioned: false,
+            sent_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_scope_for_direct_messages_only() {
+        let dm = message("telegram", ChatKind::Direct, None);
+        assert_eq!(
+            SessionKey::for_message(SessionScope::Main, &dm).as_str(),
+            "main"
+        );
+        assert_eq!(
+            SessionKey::for_message(SessionScope::PerPeer, &dm).as_str(),
+            "dm:42"
+        );
+        assert_eq!(
+            SessionKey::for_message(SessionScope::PerChannelPeer, &dm).as_str(),
+            "telegram:dm:42"
+        );
+        let group = message("discord", ChatKind::Group, None);
+        assert_eq!(
+            SessionKey::for_message(SessionScope::Main, &group).as_str(),
+            "discord:group:c1"
+        );
+        let thread = message("slack", ChatKind::Thread, Some("t9"));
+        assert_eq!(
+            SessionKey::for_message(SessionScope::PerPeer, &thread).as_str(),
+            "slack:group:c1:thread:t9"
+        );
+        assert_eq!(
+            "per-channel-peer".parse::<SessionScope>(),
+            Ok(SessionScope::PerChannelPeer)
+        );
+        assert!("everyone".parse::<SessionScope>().is_err());
+    }
+}

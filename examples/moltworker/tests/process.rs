@@ -147,3 +147,59 @@ async fn invalid_configuration_names_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TELEGRAM_DM_POLICY"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_token_never_reaches_the_logs() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moltworker"))
+        .env("MOLT_STATE_DIR", state.path())
+        .env("MOLT_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "trace,tungstenite=trace")
+        .env_remove("MOLTBOT_GATEWAY_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Control UI: http://")
+        .unwrap()
+        .to_owned();
+    let (address, query) = url.split_once('/').unwrap();
+    let token = query.trim_start_matches("?token=").to_owned();
+    let gateway = Gateway {
+        child,
+        address: address.to_owned(),
+        token: token.clone(),
+    };
+    // Exercise the paths that log: a good connection with a chat, a refused one.
+    let mut client = gateway.socket(Some(&token), None).await;
+    assert_eq!(client.connect(Some(&token)).await["ok"], true);
+    client.chat("hello", "k1").await;
+    let mut by_header = gateway.socket(None, Some(&token)).await;
+    assert_eq!(by_header.connect(None).await["ok"], true);
+    let mut refused = gateway.socket(Some("wrong"), None).await;
+    refused.connect(None).await;
+    drop((client, by_header, refused));
+    gateway.signal("-TERM");
+    let mut gateway = gateway;
+    let mut logs = String::new();
+    std::io::Read::read_to_string(gateway.child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("moltworker is serving"),
+        "trace logs were captured: {logs}"
+    );
+    let leaks: Vec<String> = logs
+        .lines()
+        .filter(|l| l.contains(&token))
+        .map(|l| l.replace(&token, "<TOKEN>"))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the token appeared in the logs:\n{}",
+        leaks.join("\n")
+    );
+}
