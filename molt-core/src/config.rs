@@ -137,7 +137,7 @@ impl Config {
         let mut config = match file {
             Some(text) => {
                 let mut parsed: Config =
-                    toml::from_str(text).map_err(|err| ConfigError::File(err.to_string()))?;
+                    toml::from_str(text).map_err(|err| file_error(text, &err))?;
                 let defaults = Config::default().channels;
                 for (name, policy) in defaults {
                     parsed.channels.entry(name).or_insert(policy);
@@ -147,6 +147,16 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(&env)?;
+        if config
+            .gateway
+            .token
+            .as_ref()
+            .is_some_and(|token| token.expose().trim().is_empty())
+        {
+            return Err(ConfigError::File(
+                "gateway.token must not be empty (remove it to have one generated)".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -206,6 +216,40 @@ fn parse<T>(
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
     parse(value.trim()).map_err(|reason| ConfigError::Env { var, reason })
+}
+
+/// A file error naming the field and position, without the source snippet,
+/// which could quote a secret (a mistyped `token = "..."` line, say).
+fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    let location = err.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.len() - line_start + 1;
+        // The key on that line, under the last [section] header above it.
+        let line_text = text[line_start..].lines().next().unwrap_or_default();
+        let key = line_text
+            .split_once('=')
+            .map(|(key, _)| key.trim())
+            .filter(|key| !key.is_empty());
+        let section = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(['[', ']']));
+        let field = match (section, key) {
+            (Some(section), Some(key)) => format!("{section}.{key}, "),
+            (None, Some(key)) => format!("{key}, "),
+            _ => String::new(),
+        };
+        format!(" (at {field}line {line}, column {column})")
+    });
+    ConfigError::File(format!(
+        "{}{}",
+        err.message().trim_end(),
+        location.unwrap_or_default()
+    ))
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -292,6 +336,23 @@ mod tests {
         assert!(err.to_string().contains("max_steps"), "{err}");
         let err = Config::load(Some("[gateway]\nsleep_after = \"soon\"\n"), env(&[])).unwrap_err();
         assert!(err.to_string().contains("sleep_after"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_never_quote_the_file() {
+        let err =
+            Config::load(Some("[gateway]\ntokn = \"super-secret-value\"\n"), env(&[])).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("tokn") && message.contains("line 2"),
+            "{message}"
+        );
+        assert!(!message.contains("super-secret-value"), "{message}");
+        let err = Config::load(Some("[gateway]\ntoken = \"  \"\n"), env(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("gateway.token must not be empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,11 +81,52 @@ pub fn check<'a>(
     presented: impl IntoIterator<Item = Option<&'a str>>,
 ) -> AuthResult {
     let mut result = AuthResult::Missing;
-    for token in presented.into_iter().flatten() {
+    // An empty token counts as no token at all.
+    for token in presented
+        .into_iter()
+        .flatten()
+        .filter(|token| !token.is_empty())
+    {
         if !expected.matches(token) {
             return AuthResult::Mismatch;
         }
         result = AuthResult::Ok;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_presented_token_must_match() {
+        let expected = Secret::new("right");
+        assert_eq!(check(&expected, [None, None]), AuthResult::Missing);
+        assert_eq!(check(&expected, [Some(""), None]), AuthResult::Missing);
+        assert_eq!(check(&expected, [Some("right"), None]), AuthResult::Ok);
+        assert_eq!(
+            check(&expected, [Some("right"), Some("wrong")]),
+            AuthResult::Mismatch
+        );
+        assert_eq!(check(&expected, [None, Some("righ")]), AuthResult::Mismatch);
+    }
+
+    #[test]
+    fn a_generated_token_is_stored_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, source) = load_or_create(None, dir.path()).unwrap();
+        assert_eq!((first.expose().len(), source), (64, TokenSource::Generated));
+        let (again, source) = load_or_create(None, dir.path()).unwrap();
+        assert_eq!((again, source), (first, TokenSource::Stored));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }
