@@ -130,6 +130,11 @@ impl Agent {
         self.model.name()
     }
 
+    /// The agent's limits and options.
+    pub fn options(&self) -> &AgentOptions {
+        &self.options
+    }
+
     /// The model this agent calls.
     pub fn model(&self) -> &Arc<dyn LanguageModel> {
         &self.model

@@ -145,7 +145,7 @@ pub fn split_text(text: &str, max: usize, unit: LengthUnit) -> Vec<String> {
         LengthUnit::Utf16 => c.len_utf16(),
     };
     let mut pieces = Vec::new();
-    let mut rest = text;
+    let mut rest = text.trim_start();
     loop {
         // Find the byte index where `max` units end.
         let mut used = 0;
@@ -158,7 +158,7 @@ pub fn split_text(text: &str, max: usize, unit: LengthUnit) -> Vec<String> {
             used += width(c);
         }
         if end == rest.len() {
-            if !rest.is_empty() {
+            if !rest.trim().is_empty() {
                 pieces.push(rest.to_owned());
             }
             return pieces;
@@ -168,7 +168,10 @@ pub fn split_text(text: &str, max: usize, unit: LengthUnit) -> Vec<String> {
             .iter()
             .find_map(|sep| window.rfind(sep).filter(|&i| i > 0).map(|i| i + sep.len()))
             .unwrap_or(end.max(rest.chars().next().map_or(1, char::len_utf8)));
-        pieces.push(rest[..cut].trim_end().to_owned());
+        let piece = rest[..cut].trim_end();
+        if !piece.is_empty() {
+            pieces.push(piece.to_owned());
+        }
         // The break itself is not worth a piece of its own.
         rest = rest[cut..].trim_start();
     }
@@ -193,6 +196,11 @@ mod tests {
         assert_eq!(split_text("😀😀😀", 4, LengthUnit::Utf16), ["😀😀", "😀"]);
         assert_eq!(split_text("😀😀😀", 4, LengthUnit::Chars), ["😀😀😀"]);
         assert!(split_text("", 10, LengthUnit::Chars).is_empty());
+        assert!(split_text(" \n ", 10, LengthUnit::Chars).is_empty());
+        assert_eq!(
+            split_text("\n\nabcdefgh", 5, LengthUnit::Chars),
+            ["abcde", "fgh"]
+        );
         let long = "word ".repeat(1000);
         assert!(
             split_text(&long, 100, LengthUnit::Chars)

@@ -3,7 +3,7 @@
 use crate::agent::{Agent, AgentError, AgentEvent, RunEnd};
 use crate::cancel::CancelToken;
 use crate::channel::{ChannelEgress, split_text};
-use crate::inbox::{Admission, Inbox, InboxId};
+use crate::inbox::{Admission, Inbox, InboxId, PendingEntry};
 use crate::message::{InboundMessage, Message, OutboundMessage};
 use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
@@ -11,6 +11,7 @@ use crate::session::{SessionKey, SessionQueues, SessionScope};
 use crate::store::{LogStore, Store, StoreError};
 use crate::transcript::{self, CompactionPolicy, History, TranscriptRecord};
 use futures::FutureExt;
+use futures::future::{Either, select};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -71,12 +72,24 @@ pub struct GatewayParts {
     pub observer: Option<RunObserver>,
 }
 
+/// The most messages that may wait behind a session's current run.
+pub const MAX_QUEUED_PER_SESSION: usize = 100;
+
 /// Why the gateway could not take a message.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The store failed; the message was not accepted and must not be acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many messages wait in this session; the message was not accepted
+    /// (leave it unacknowledged so the platform delivers it again later).
+    #[error("session {session} has {queued} messages waiting; try again later")]
+    SessionBusy {
+        /// The session.
+        session: SessionKey,
+        /// How many wait.
+        queued: usize,
+    },
 }
 
 type SessionSlot = Arc<futures::lock::Mutex<Option<History>>>;
@@ -133,19 +146,29 @@ impl Gateway {
     /// and may be acknowledged to its platform; it will be answered once (also
     /// across restarts). A duplicate is recognised and not answered again.
     pub async fn accept(&self, message: InboundMessage) -> Result<Admission, GatewayError> {
+        let session = SessionKey::for_message(self.inner.parts.scope, &message);
+        let queued = self.inner.queues.queued(&session);
+        if queued >= MAX_QUEUED_PER_SESSION {
+            return Err(GatewayError::SessionBusy { session, queued });
+        }
         let admission = self.inner.inbox.accept(&message).await?;
         if let Admission::Accepted(id) = &admission {
-            self.dispatch(id.clone(), message).await;
+            self.dispatch(PendingEntry {
+                id: id.clone(),
+                message,
+                reply: None,
+            })
+            .await;
         }
         Ok(admission)
     }
 
-    /// Processes messages accepted before a restart but never answered; returns how many.
+    /// Finishes messages accepted before a restart but never delivered; returns how many.
     pub async fn resume_pending(&self) -> Result<usize, GatewayError> {
         let pending = self.inner.inbox.pending().await?;
         let count = pending.len();
-        for (id, message) in pending {
-            self.dispatch(id, message).await;
+        for entry in pending {
+            self.dispatch(entry).await;
         }
         Ok(count)
     }
@@ -192,14 +215,20 @@ impl Gateway {
         self.inner.queues.idle().await
     }
 
-    async fn dispatch(&self, id: InboxId, message: InboundMessage) {
-        if let Err(err) = self.try_dispatch(id.clone(), message).await {
+    async fn dispatch(&self, entry: PendingEntry) {
+        let id = entry.id.clone();
+        if let Err(err) = self.try_dispatch(entry).await {
             // The entry stays pending and is retried after a restart.
             tracing::error!(inbox = id.key(), %err, "could not dispatch message");
         }
     }
 
-    async fn try_dispatch(&self, id: InboxId, message: InboundMessage) -> Result<(), StoreError> {
+    async fn try_dispatch(&self, entry: PendingEntry) -> Result<(), StoreError> {
+        let PendingEntry { id, message, reply } = entry;
+        // Decided before a crash: deliver it again, never ask the model twice.
+        if let Some(reply) = reply {
+            return self.inner.deliver(&id, &message, &reply).await.map(drop);
+        }
         let parts = &self.inner.parts;
         let policy = parts
             .policies
@@ -217,9 +246,9 @@ impl Gateway {
             }
             Verdict::ReplyPairingCode(code) => {
                 tracing::info!(channel = %message.channel, sender = %message.sender.id, "pairing code issued");
-                if self.inner.send(&message, &pairing_reply(&code)).await {
-                    self.inner.inbox.mark_done(&id).await?;
-                }
+                self.inner
+                    .deliver(&id, &message, &pairing_reply(&code))
+                    .await?;
             }
             Verdict::Ignore(reason) => {
                 tracing::debug!(channel = %message.channel, ?reason, "message not answered");
@@ -247,9 +276,16 @@ impl Inner {
         Ok(slot.as_mut().expect("loaded above"))
     }
 
-    /// Sends `text` as replies to `inbound`, split to the channel's limit.
-    /// Returns whether every piece was sent.
-    async fn send(&self, inbound: &InboundMessage, text: &str) -> bool {
+    /// Stores `reply` in the inbox, sends it split to the channel's limit, and
+    /// marks the message done. Returns whether it was delivered; when not, the
+    /// entry keeps the reply and it is sent again after a restart.
+    async fn deliver(
+        &self,
+        id: &InboxId,
+        inbound: &InboundMessage,
+        reply: &str,
+    ) -> Result<bool, StoreError> {
+        self.inbox.record_reply(id, inbound, reply).await?;
         let egress = self
             .egress
             .read()
@@ -257,17 +293,18 @@ impl Inner {
             .get(&inbound.channel)
             .cloned();
         let Some(egress) = egress else {
-            tracing::error!(channel = %inbound.channel, "no egress registered; the message stays pending");
-            return false;
+            tracing::error!(channel = %inbound.channel, "no egress registered; the reply stays pending");
+            return Ok(false);
         };
         let caps = egress.capabilities();
-        for piece in split_text(text, caps.max_message_len, caps.length_unit) {
+        for piece in split_text(reply, caps.max_message_len, caps.length_unit) {
             if let Err(err) = egress.send(OutboundMessage::reply_to(inbound, piece)).await {
-                tracing::error!(channel = %inbound.channel, %err, "sending a reply failed; the message stays pending");
-                return false;
+                tracing::error!(channel = %inbound.channel, %err, "sending a reply failed; it stays pending");
+                return Ok(false);
             }
         }
-        true
+        self.inbox.mark_done(id).await?;
+        Ok(true)
     }
 
     fn emit(&self, session: &SessionKey, inbound: &InboundMessage, kind: RunEventKind) {
@@ -282,11 +319,20 @@ impl Inner {
         }
     }
 
-    /// Runs the agent on one message inside its session's queue.
+    /// Runs the agent on one message inside its session's queue. Observers
+    /// always see the run end, with `Finished` or `Failed`.
     async fn answer(self: Arc<Self>, session: SessionKey, id: InboxId, inbound: InboundMessage) {
-        if let Err(err) = self.try_answer(&session, &id, &inbound).await {
-            tracing::error!(%session, inbox = id.key(), %err, "answering failed; the message stays pending");
-        }
+        self.emit(&session, &inbound, RunEventKind::Started);
+        let end = match self.try_answer(&session, &id, &inbound).await {
+            Ok(end) => end,
+            Err(err) => {
+                tracing::error!(%session, inbox = id.key(), %err, "answering failed; the message stays pending");
+                RunEventKind::Failed {
+                    error: err.to_string(),
+                }
+            }
+        };
+        self.emit(&session, &inbound, end);
     }
 
     async fn try_answer(
@@ -294,9 +340,14 @@ impl Inner {
         session: &SessionKey,
         id: &InboxId,
         inbound: &InboundMessage,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RunEventKind, StoreError> {
         let parts = &self.parts;
         let slot = self.session(session);
+        let cancel = CancelToken::new();
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session.clone(), cancel.clone());
         // Under the session's lock only while its history changes; the session
         // queue keeps runs serial, so readers (chat.history) never wait for a run.
         let (system, messages) = {
@@ -314,33 +365,16 @@ impl Inner {
                 transcript::append(parts.logs.as_ref(), session, &record).await?;
                 history.apply(record);
             }
-            let model = parts.agent.model().as_ref();
-            let compaction = transcript::compact_if_needed(
-                parts.logs.as_ref(),
-                session,
-                history,
-                parts.compaction,
-                model,
-                now,
-            );
-            if let Err(err) = compaction.await {
-                tracing::warn!(%session, %err, "compaction failed; continuing with the full history");
-            }
+            self.compact(session, history, &cancel).await;
             let mut system = parts.system_prompt.clone();
             if let Some(summary) = &history.summary {
                 system.push_str(&format!(
                     "\n\n# Summary of the earlier conversation\n{summary}"
                 ));
             }
-            (system, history.messages.clone())
+            (system, history.messages_for_model())
         };
 
-        let cancel = CancelToken::new();
-        self.runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session.clone(), cancel.clone());
-        self.emit(session, inbound, RunEventKind::Started);
         let mut produced = Vec::new();
         let result = parts
             .agent
@@ -363,18 +397,15 @@ impl Inner {
         {
             produced.pop();
         }
-        {
+        if !produced.is_empty() {
             let mut guard = slot.lock().await;
             let history = self.loaded(session, &mut guard).await?;
-            for message in produced {
-                let record = TranscriptRecord::Message {
-                    at: parts.platform.clock.now(),
-                    inbox: None,
-                    message,
-                };
-                transcript::append(parts.logs.as_ref(), session, &record).await?;
-                history.apply(record);
-            }
+            let record = TranscriptRecord::Run {
+                at: parts.platform.clock.now(),
+                messages: produced,
+            };
+            transcript::append(parts.logs.as_ref(), session, &record).await?;
+            history.apply(record);
         }
         let reply = match &result {
             Ok(outcome) if outcome.end == RunEnd::MaxSteps && outcome.reply.trim().is_empty() => {
@@ -387,16 +418,48 @@ impl Inner {
             Err(AgentError::Cancelled) => "(Stopped.)".to_owned(),
             Err(err) => format!("Sorry, I could not answer: {err}"),
         };
-        if !self.send(inbound, &reply).await {
-            return Ok(());
+        if !self.deliver(id, inbound, &reply).await? {
+            return Ok(RunEventKind::Failed {
+                error: "the reply could not be delivered yet; it will be retried".into(),
+            });
         }
-        let kind = match result {
+        Ok(match result {
             Ok(_) => RunEventKind::Finished { reply },
             Err(err) => RunEventKind::Failed {
                 error: err.to_string(),
             },
-        };
-        self.emit(session, inbound, kind);
-        self.inbox.mark_done(id).await
+        })
+    }
+
+    /// Compacts the history when it is over budget, within the run timeout and
+    /// the run's cancellation; a failure only means the full history is used.
+    async fn compact(&self, session: &SessionKey, history: &mut History, cancel: &CancelToken) {
+        let parts = &self.parts;
+        let now = parts.platform.clock.now();
+        let model = parts.agent.model().as_ref();
+        let compaction = transcript::compact_if_needed(
+            parts.logs.as_ref(),
+            session,
+            history,
+            parts.compaction,
+            model,
+            now,
+        );
+        let stop = select(
+            parts
+                .platform
+                .timer
+                .sleep(parts.agent.options().run_timeout),
+            cancel.cancelled(),
+        );
+        match select(Box::pin(compaction), stop).await {
+            Either::Left((Ok(_), _)) => {}
+            Either::Left((Err(err), _)) => {
+                tracing::warn!(%session, %err, "compaction failed; using the full history")
+            }
+            Either::Right(_) => {
+                tracing::warn!(%session, "compaction timed out or was cancelled; using the full history")
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! The durable inbox: a message is stored before its platform is told it arrived.
 //!
 //! One object per message at `inbox/<channel>/<platform message id>`, created
-//! with put-if-absent so a redelivered message is recognised, and rewritten as
-//! `done` once its reply has been sent. After a restart, entries still pending
-//! are processed again.
+//! with put-if-absent so a redelivered message is recognised. Its state moves
+//! from `pending` to `answered` (the reply is stored before it is sent) to
+//! `done` (the reply was delivered). After a restart, pending entries are
+//! processed again and answered ones have their stored reply sent again, so
+//! the model is never asked twice for the same message.
 
 use crate::message::InboundMessage;
 use crate::store::{PutOutcome, Store, StoreError, key_segment};
@@ -40,10 +42,27 @@ pub enum Admission {
     Duplicate(InboxId),
 }
 
+/// A message accepted but not yet delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEntry {
+    /// Its inbox id.
+    pub id: InboxId,
+    /// The message.
+    pub message: InboundMessage,
+    /// The reply, when it was decided but perhaps not delivered.
+    pub reply: Option<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Entry {
-    Pending { message: Box<InboundMessage> },
+    Pending {
+        message: Box<InboundMessage>,
+    },
+    Answered {
+        message: Box<InboundMessage>,
+        reply: String,
+    },
     Done,
 }
 
@@ -74,30 +93,51 @@ impl Inbox {
         })
     }
 
-    /// Records that the message was answered (or deliberately not answered).
+    /// Stores the reply before it is sent, so a crash resends it instead of asking the model again.
+    pub async fn record_reply(
+        &self,
+        id: &InboxId,
+        message: &InboundMessage,
+        reply: &str,
+    ) -> Result<(), StoreError> {
+        let entry = Entry::Answered {
+            message: Box::new(message.clone()),
+            reply: reply.to_owned(),
+        };
+        self.store.put(id.key(), encode(id.key(), &entry)?).await
+    }
+
+    /// Records that the reply was delivered (or that none is due).
     pub async fn mark_done(&self, id: &InboxId) -> Result<(), StoreError> {
         self.store
             .put(id.key(), encode(id.key(), &Entry::Done)?)
             .await
     }
 
-    /// Messages accepted but not done, oldest first.
-    pub async fn pending(&self) -> Result<Vec<(InboxId, InboundMessage)>, StoreError> {
+    /// Messages accepted but not delivered, oldest first. An entry that cannot
+    /// be decoded is reported and skipped, so one bad file cannot stop a start.
+    pub async fn pending(&self) -> Result<Vec<PendingEntry>, StoreError> {
         let mut pending = Vec::new();
         for key in self.store.list("inbox/").await? {
             let Some(bytes) = self.store.get(&key).await? else {
                 continue;
             };
-            let entry: Entry =
-                serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
-                    key: key.clone(),
-                    reason: err.to_string(),
-                })?;
-            if let Entry::Pending { message } = entry {
-                pending.push((InboxId(key), *message));
-            }
+            let (message, reply) = match serde_json::from_slice(&bytes) {
+                Ok(Entry::Pending { message }) => (message, None),
+                Ok(Entry::Answered { message, reply }) => (message, Some(reply)),
+                Ok(Entry::Done) => continue,
+                Err(err) => {
+                    tracing::error!(%key, %err, "skipping an unreadable inbox entry");
+                    continue;
+                }
+            };
+            pending.push(PendingEntry {
+                id: InboxId(key),
+                message: *message,
+                reply,
+            });
         }
-        pending.sort_by(|(a_id, a), (b_id, b)| (a.sent_at, a_id).cmp(&(b.sent_at, b_id)));
+        pending.sort_by(|a, b| (a.message.sent_at, &a.id).cmp(&(b.message.sent_at, &b.id)));
         Ok(pending)
     }
 }

@@ -123,6 +123,11 @@ impl SessionQueues {
             .spawn(async move { this.work(key, job).await }.boxed());
     }
 
+    /// Jobs waiting behind the running one in `key`'s session.
+    pub fn queued(&self, key: &SessionKey) -> usize {
+        self.lock().queues.get(key).map_or(0, VecDeque::len)
+    }
+
     /// Sessions with a job running or waiting.
     pub fn busy_sessions(&self) -> usize {
         self.lock().queues.len()

@@ -25,6 +25,14 @@ pub enum TranscriptRecord {
         /// The message.
         message: Message,
     },
+    /// The messages one run added (assistant turns and tool results), in one
+    /// record so that a crash never leaves a tool call without its result.
+    Run {
+        /// When.
+        at: Timestamp,
+        /// The messages.
+        messages: Vec<Message>,
+    },
     /// The oldest `replaces` live messages were compacted into a summary.
     Summary {
         /// When.
@@ -55,11 +63,38 @@ impl History {
                 self.inbox_ids.extend(inbox);
                 self.messages.push(message);
             }
+            TranscriptRecord::Run { messages, .. } => self.messages.extend(messages),
             TranscriptRecord::Summary { text, replaces, .. } => {
                 self.messages.drain(..replaces.min(self.messages.len()));
                 self.summary = Some(text);
             }
         }
+    }
+
+    /// The live messages, with an error result added for any tool call left
+    /// without one (by a record lost to a crash), so providers accept them.
+    pub fn messages_for_model(&self) -> Vec<Message> {
+        let mut out = Vec::with_capacity(self.messages.len());
+        for (index, message) in self.messages.iter().enumerate() {
+            out.push(message.clone());
+            let next = self.messages.get(index + 1);
+            let unanswered: Vec<ContentBlock> = message
+                .tool_uses()
+                .filter(|(id, ..)| !next.is_some_and(|next| answers(next, id)))
+                .map(|(id, ..)| ContentBlock::ToolResult {
+                    tool_use_id: id.to_owned(),
+                    content: "not run: the run was interrupted".to_owned(),
+                    is_error: true,
+                })
+                .collect();
+            if !unanswered.is_empty() {
+                out.push(Message {
+                    role: Role::User,
+                    content: unanswered,
+                });
+            }
+        }
+        out
     }
 
     /// The rough token size of the live messages.
@@ -76,6 +111,13 @@ impl History {
             .find(|&i| is_turn_start(&self.messages[i]))
             .filter(|&cut| cut > 0)
     }
+}
+
+fn answers(message: &Message, tool_use_id: &str) -> bool {
+    message
+        .content
+        .iter()
+        .any(|b| matches!(b, ContentBlock::ToolResult { tool_use_id: id, .. } if id == tool_use_id))
 }
 
 fn is_turn_start(message: &Message) -> bool {
@@ -206,4 +248,30 @@ pub async fn compact_if_needed(
     append(logs, session, &record).await?;
     history.apply(record);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dangling_tool_calls_get_error_results() {
+        let call = Message {
+            role: Role::Assistant,
+            content: vec![ContentBlock::ToolUse {
+                id: "c1".into(),
+                name: "t".into(),
+                input: json!({}),
+            }],
+        };
+        let history = History {
+            messages: vec![Message::user("hi"), call, Message::user("again")],
+            ..History::default()
+        };
+        let repaired = history.messages_for_model();
+        assert_eq!(repaired.len(), 4);
+        assert!(answers(&repaired[2], "c1"));
+        assert_eq!(repaired[3].text(), "again");
+    }
 }

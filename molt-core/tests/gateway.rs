@@ -3,8 +3,11 @@
 mod support;
 
 use molt_core::agent::{Agent, AgentOptions};
+use molt_core::channel::ChannelEgress;
 use molt_core::echo::EchoModel;
-use molt_core::gateway::{Gateway, GatewayParts, RunEvent, RunEventKind};
+use molt_core::gateway::{
+    Gateway, GatewayError, GatewayParts, MAX_QUEUED_PER_SESSION, RunEvent, RunEventKind,
+};
 use molt_core::inbox::Admission;
 use molt_core::message::Role;
 use molt_core::model::LanguageModel;
@@ -43,6 +46,15 @@ impl Setup {
 
     /// A gateway over this setup's store (a second call is a restart) with a recording egress.
     fn gateway(&self, model: Arc<dyn LanguageModel>) -> (Gateway, Arc<RecordingEgress>) {
+        let egress = Arc::new(RecordingEgress::default());
+        (self.gateway_with(model, egress.clone()), egress)
+    }
+
+    fn gateway_with(
+        &self,
+        model: Arc<dyn LanguageModel>,
+        egress: Arc<dyn ChannelEgress>,
+    ) -> Gateway {
         let agent = Agent::new(
             model,
             Arc::new(ToolRegistry::new()),
@@ -69,10 +81,9 @@ impl Setup {
             policies,
             observer: Some(Arc::new(move |event| events.lock().unwrap().push(event))),
         });
-        let egress = Arc::new(RecordingEgress::default());
         gateway.register_egress("test", egress.clone());
-        gateway.register_egress("telegram", egress.clone());
-        (gateway, egress)
+        gateway.register_egress("telegram", egress);
+        gateway
     }
 }
 
@@ -304,4 +315,107 @@ fn transcripts_reload_and_compact() {
         .filter(|e| matches!(e.kind, RunEventKind::Finished { .. }))
         .count();
     assert_eq!(finished, 4);
+}
+
+#[test]
+fn a_reply_decided_before_a_crash_is_resent_not_recomputed() {
+    let setup = Setup::new();
+    // The platform is down: the reply is decided but cannot be delivered.
+    let down = setup.gateway_with(
+        Arc::new(ScriptedModel::new(vec![text_answer("the one answer")])),
+        Arc::new(FailingEgress),
+    );
+    block_on_within(LIMIT, down.accept(dm("test", "alice", "1", "question"))).unwrap();
+    block_on_within(LIMIT, down.idle());
+    let failed = setup
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e.kind, RunEventKind::Failed { .. }));
+    assert!(failed, "observers learn the run did not deliver");
+    drop(down);
+
+    // After a restart the stored reply goes out; the model is not asked again.
+    let model = Arc::new(ScriptedModel::new(vec![]));
+    let (restarted, egress) = setup.gateway(model.clone());
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        1
+    );
+    block_on_within(LIMIT, restarted.idle());
+    assert_eq!(egress.texts(), ["the one answer"]);
+    assert!(model.requests.lock().unwrap().is_empty());
+    let history =
+        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
+    assert_eq!(
+        history
+            .messages
+            .iter()
+            .map(|m| m.text())
+            .collect::<Vec<_>>(),
+        ["question", "the one answer"]
+    );
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        0
+    );
+}
+
+#[test]
+fn a_pairing_code_that_could_not_be_sent_is_sent_after_a_restart() {
+    let setup = Setup::new();
+    let down = setup.gateway_with(
+        Arc::new(ScriptedModel::new(vec![])),
+        Arc::new(FailingEgress),
+    );
+    block_on_within(LIMIT, down.accept(dm("telegram", "mallory", "1", "hi"))).unwrap();
+    let code = block_on_within(LIMIT, down.pairing().pending("telegram")).unwrap()[0]
+        .code
+        .clone();
+    drop(down);
+
+    let (restarted, egress) = setup.gateway(Arc::new(ScriptedModel::new(vec![])));
+    block_on_within(LIMIT, restarted.resume_pending()).unwrap();
+    let texts = egress.texts();
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].contains(&code), "{texts:?}");
+}
+
+#[test]
+fn a_full_session_queue_refuses_before_accepting() {
+    let setup = Setup::new();
+    let model = Arc::new(GatedModel::default());
+    let (gateway, egress) = setup.gateway(model.clone());
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "run", "running"))).unwrap();
+    wait_until(LIMIT, || model.waiting_texts().len() == 1);
+    for i in 0..MAX_QUEUED_PER_SESSION {
+        block_on_within(
+            LIMIT,
+            gateway.accept(dm("test", "alice", &format!("q{i}"), "queued")),
+        )
+        .unwrap();
+    }
+    let refused = block_on_within(
+        LIMIT,
+        gateway.accept(dm("test", "alice", "over", "one too many")),
+    );
+    assert!(
+        matches!(refused, Err(GatewayError::SessionBusy { queued, .. }) if queued == MAX_QUEUED_PER_SESSION),
+        "{refused:?}"
+    );
+    // Another session is unaffected, and the refused message was not stored: it can come again.
+    block_on_within(LIMIT, gateway.accept(dm("test", "bob", "b1", "hello"))).unwrap();
+    wait_until(LIMIT, || {
+        model.release_all();
+        egress.texts().len() == MAX_QUEUED_PER_SESSION + 2
+    });
+    assert!(matches!(
+        block_on_within(LIMIT, gateway.accept(dm("test", "alice", "over", "again"))).unwrap(),
+        Admission::Accepted(_)
+    ));
+    wait_until(LIMIT, || {
+        model.release_all();
+        egress.texts().len() == MAX_QUEUED_PER_SESSION + 3
+    });
 }

@@ -14,7 +14,6 @@ use crate::server::{AppState, model_status};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use molt_core::gateway::GatewayError;
 use molt_core::inbox::Admission;
 use molt_core::message::{ContentBlock, Message, Role};
 use molt_core::session::SessionKey;
@@ -283,19 +282,13 @@ async fn handle(state: &AppState, request: &Request) -> Result<Value, RpcError> 
         "health" => Ok(json!({ "ok": true })),
         "status" => Ok(state.status()),
         "chat.send" => {
-            let session = session_param(state, params)?;
+            session_param(state, params)?; // checked; the message goes to the Control UI session
             let text = required_str(params, "message")?;
             let key = required_str(params, "idempotencyKey")?;
             if text.trim().is_empty() || text.contains('\0') {
                 return Err(RpcError::invalid(
                     "message must be non-empty text without NUL characters",
                 ));
-            }
-            if session != *state.chat.session() {
-                let main = state.chat.session();
-                return Err(RpcError::invalid(format!(
-                    "unknown sessionKey {session}; the Control UI session is {main}"
-                )));
             }
             let message = state.chat.message(
                 key.to_owned(),
@@ -305,9 +298,8 @@ async fn handle(state: &AppState, request: &Request) -> Result<Value, RpcError> 
             match state.gateway.accept(message).await {
                 Ok(Admission::Accepted(_)) => Ok(json!({ "runId": key, "status": "started" })),
                 Ok(Admission::Duplicate(_)) => Ok(json!({ "runId": key, "status": "in_flight" })),
-                Err(GatewayError::Store(err)) => Err(RpcError::unavailable(format!(
-                    "could not store the message: {err}"
-                ))),
+                // Not stored (store failure, or too many waiting): the client may retry.
+                Err(err) => Err(RpcError::unavailable(err.to_string())),
             }
         }
         "chat.history" => {
@@ -338,11 +330,17 @@ async fn handle(state: &AppState, request: &Request) -> Result<Value, RpcError> 
     }
 }
 
+/// The `sessionKey` parameter: the Control UI's session (the default); any
+/// other key is refused, so a client cannot make the gateway load arbitrary sessions.
 fn session_param(state: &AppState, params: &Value) -> Result<SessionKey, RpcError> {
+    let main = state.chat.session();
     match params.get("sessionKey") {
-        None | Some(Value::Null) => Ok(state.chat.session().clone()),
-        Some(Value::String(key)) if !key.is_empty() => Ok(SessionKey::new(key.clone())),
-        Some(_) => Err(RpcError::invalid("sessionKey must be a non-empty string")),
+        None | Some(Value::Null) => Ok(main.clone()),
+        Some(Value::String(key)) if key == main.as_str() => Ok(main.clone()),
+        Some(Value::String(key)) => Err(RpcError::invalid(format!(
+            "unknown sessionKey {key:?}; the Control UI session is {main}"
+        ))),
+        Some(_) => Err(RpcError::invalid("sessionKey must be a string")),
     }
 }
 

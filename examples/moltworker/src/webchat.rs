@@ -59,18 +59,26 @@ impl ChatStream {
         inbound(idempotency_key, text, now)
     }
 
-    /// Handles a run event from the gateway (deltas and failures).
+    /// Handles a run event from the gateway. Every run ends with exactly one
+    /// `final` or `error` event: the reply through the egress, or, when no
+    /// reply was delivered, the run's end here.
     pub fn on_run_event(&self, event: RunEvent) {
         if event.channel != CHANNEL {
             return;
         }
+        let run_id = &event.run_id;
         match event.kind {
+            RunEventKind::Started => {
+                self.lock().insert(run_id.clone(), RunBuffer::default());
+            }
             RunEventKind::Agent(AgentEvent::TextDelta(delta)) => {
                 let mut runs = self.lock();
-                let run = runs.entry(event.run_id.clone()).or_default();
+                let Some(run) = runs.get_mut(run_id) else {
+                    return;
+                };
                 run.text.push_str(&delta);
                 run.seq += 1;
-                let payload = self.payload(&event.run_id, run.seq, "delta", Some(&run.text), None);
+                let payload = self.payload(run_id, run.seq, "delta", Some(&run.text), None);
                 drop(runs);
                 self.publish(payload);
             }
@@ -78,19 +86,22 @@ impl ChatStream {
             RunEventKind::Agent(AgentEvent::Message(message))
                 if message.role == Role::Assistant =>
             {
-                if let Some(run) = self.lock().get_mut(&event.run_id) {
+                if let Some(run) = self.lock().get_mut(run_id) {
                     run.text.clear();
                 }
             }
-            RunEventKind::Failed { error } => {
-                let seq = self
-                    .lock()
-                    .remove(&event.run_id)
-                    .map_or(1, |run| run.seq + 1);
-                self.publish(self.payload(&event.run_id, seq, "error", None, Some(&error)));
-            }
-            _ => {}
+            RunEventKind::Finished { reply } => self.finish(run_id, "final", Some(&reply), None),
+            RunEventKind::Failed { error } => self.finish(run_id, "error", None, Some(&error)),
+            RunEventKind::Agent(_) => {}
         }
+    }
+
+    /// Publishes the run's last event, unless it already had one.
+    fn finish(&self, run_id: &str, state: &str, text: Option<&str>, error: Option<&str>) {
+        let Some(run) = self.lock().remove(run_id) else {
+            return;
+        };
+        self.publish(self.payload(run_id, run.seq + 1, state, text, error));
     }
 
     fn payload(

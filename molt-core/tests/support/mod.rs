@@ -146,6 +146,23 @@ impl ChannelEgress for RecordingEgress {
     }
 }
 
+/// An egress whose platform is down.
+pub struct FailingEgress;
+
+#[async_trait]
+impl ChannelEgress for FailingEgress {
+    fn capabilities(&self) -> Capabilities {
+        RecordingEgress::default().capabilities()
+    }
+
+    async fn send(&self, _: OutboundMessage) -> Result<(), ChannelError> {
+        Err(ChannelError::Transport {
+            channel: "test".into(),
+            reason: "connection refused".into(),
+        })
+    }
+}
+
 /// A model that plays back scripted answers, one per call, and records requests.
 #[derive(Default)]
 pub struct ScriptedModel {
