@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Log handles kept open at most; more are closed and reopened on demand.
+const MAX_OPEN_LOGS: usize = 256;
+
 /// Temporary files carry this marker; listings skip them.
 const TEMP_MARKER: &str = ".molt-tmp-";
 
@@ -76,14 +79,23 @@ impl LocalFileStore {
         if let Some(file) = logs.get(key) {
             return Ok(file.clone());
         }
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+        if logs.len() >= MAX_OPEN_LOGS {
+            // Bounded: close the handles (appenders holding one keep theirs).
+            logs.clear();
         }
+        if let Some(parent) = path.parent() {
+            create_dirs(parent)?;
+        }
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(path)?;
+        if !existed {
+            file.sync_all()?;
+            sync_parent(path)?;
+        }
         // A crash may have left a torn last line: end it, so the next record
         // starts on a line of its own (readers skip the fragment).
         if file.metadata()?.len() > 0 {
@@ -98,12 +110,39 @@ impl LocalFileStore {
         logs.insert(key.to_owned(), file.clone());
         Ok(file)
     }
+
+    /// Forgets a log's handle, so the next append reopens it and repairs its tail.
+    fn forget_log(&self, key: &str) {
+        self.open_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Creates `dir` and any missing parents, syncing each new directory's parent
+/// so the new entries survive a power loss.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut current = Some(dir);
+    while let Some(path) = current.filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        missing.push(path);
+        current = path.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        sync_parent(created)?;
+    }
+    Ok(())
 }
 
 /// Writes `value` to a synced temporary file beside `target`.
 fn write_temp(temp: &Path, value: &[u8]) -> io::Result<()> {
     if let Some(parent) = temp.parent() {
-        fs::create_dir_all(parent)?;
+        create_dirs(parent)?;
     }
     let mut file = File::create(temp)?;
     file.write_all(value)?;
@@ -111,7 +150,7 @@ fn write_temp(temp: &Path, value: &[u8]) -> io::Result<()> {
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => File::open(parent)?.sync_all(),
         None => Ok(()),
     }
@@ -165,9 +204,13 @@ impl Store for LocalFileStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
-        // Walk only the directory the prefix names, not the whole tree.
+        // Walk only the directory the prefix names, not the whole tree; that
+        // directory must be a valid key, so a prefix cannot leave the root.
         let start = match prefix.rfind('/') {
-            Some(slash) => root.join(&prefix[..slash]),
+            Some(slash) => {
+                validate_key(&prefix[..slash])?;
+                root.join(&prefix[..slash])
+            }
             None => root.clone(),
         };
         let prefix = prefix.to_owned();
@@ -228,9 +271,15 @@ impl LogStore for LocalFileStore {
             let mut line = Vec::with_capacity(record.len() + 1);
             line.extend_from_slice(&record);
             line.push(b'\n');
+            let length = file.metadata()?.len();
             // One write call per record, so concurrent appenders never interleave.
-            file.write_all(&line)?;
-            file.sync_data()
+            let written = file.write_all(&line).and_then(|()| file.sync_data());
+            if written.is_err() {
+                // Take back a partial record (disk full, I/O error), and reopen next time.
+                let _ = file.set_len(length);
+                this.forget_log(&owned_key);
+            }
+            written
         })
         .await
     }

@@ -61,6 +61,13 @@ async fn keys_cannot_escape_the_root() {
         );
     }
     assert!(!dir.path().join("outside").exists());
+    std::fs::write(dir.path().join("secret"), "x").unwrap();
+    for prefix in ["../", "../../", "a/../../"] {
+        assert!(
+            matches!(store.list(prefix).await, Err(StoreError::InvalidKey { .. })),
+            "{prefix}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -150,4 +157,32 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn many_logs_stay_within_the_open_file_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalFileStore::new(dir.path());
+    for i in 0..600 {
+        store
+            .append(
+                &format!("t/{i}.jsonl"),
+                Bytes::from(format!("{{\"n\":{i}}}")),
+            )
+            .await
+            .unwrap();
+    }
+    // Reopened logs still append in order.
+    store
+        .append("t/0.jsonl", Bytes::from_static(b"{\"n\":\"again\"}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read("t/0.jsonl").await.unwrap(),
+        ["{\"n\":0}", "{\"n\":\"again\"}"]
+    );
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(open < 400, "{open} descriptors open");
 }
