@@ -247,7 +247,7 @@ impl Gateway {
             Verdict::ReplyPairingCode(code) => {
                 tracing::info!(channel = %message.channel, sender = %message.sender.id, "pairing code issued");
                 self.inner
-                    .deliver(&id, &message, &pairing_reply(&code))
+                    .reply(&id, &message, &pairing_reply(&code))
                     .await?;
             }
             Verdict::Ignore(reason) => {
@@ -276,16 +276,26 @@ impl Inner {
         Ok(slot.as_mut().expect("loaded above"))
     }
 
-    /// Stores `reply` in the inbox, sends it split to the channel's limit, and
-    /// marks the message done. Returns whether it was delivered; when not, the
-    /// entry keeps the reply and it is sent again after a restart.
-    async fn deliver(
+    /// Stores `reply` in the inbox, then delivers it. Returns whether it was
+    /// delivered; when not, the entry keeps the reply and it is sent again after a restart.
+    async fn reply(
         &self,
         id: &InboxId,
         inbound: &InboundMessage,
         reply: &str,
     ) -> Result<bool, StoreError> {
         self.inbox.record_reply(id, inbound, reply).await?;
+        self.deliver(id, inbound, reply).await
+    }
+
+    /// Sends a stored reply split to the channel's limit, and marks the message
+    /// done. Returns whether it was delivered.
+    async fn deliver(
+        &self,
+        id: &InboxId,
+        inbound: &InboundMessage,
+        reply: &str,
+    ) -> Result<bool, StoreError> {
         let egress = self
             .egress
             .read()
@@ -418,7 +428,7 @@ impl Inner {
             Err(AgentError::Cancelled) => "(Stopped.)".to_owned(),
             Err(err) => format!("Sorry, I could not answer: {err}"),
         };
-        if !self.deliver(id, inbound, &reply).await? {
+        if !self.reply(id, inbound, &reply).await? {
             return Ok(RunEventKind::Failed {
                 error: "the reply could not be delivered yet; it will be retried".into(),
             });

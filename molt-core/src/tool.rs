@@ -100,6 +100,8 @@ impl ToolOutcome {
 
 struct Registered {
     tool: Arc<dyn Tool>,
+    /// Built once: the spec goes into every model request.
+    spec: ToolSpec,
     validator: jsonschema::Validator,
 }
 
@@ -129,26 +131,32 @@ impl ToolRegistry {
         if self.tools.contains_key(&name) {
             return Err(RegistryError::DuplicateName(name));
         }
-        let validator = jsonschema::validator_for(&tool.input_schema()).map_err(|err| {
+        let input_schema = tool.input_schema();
+        let validator = jsonschema::validator_for(&input_schema).map_err(|err| {
             RegistryError::InvalidSchema {
                 name: name.clone(),
                 reason: err.to_string(),
             }
         })?;
-        self.tools.insert(name, Registered { tool, validator });
+        let spec = ToolSpec {
+            name: name.clone(),
+            description: tool.description().to_owned(),
+            input_schema,
+        };
+        self.tools.insert(
+            name,
+            Registered {
+                tool,
+                spec,
+                validator,
+            },
+        );
         Ok(())
     }
 
     /// The specs to put in a model request.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools
-            .values()
-            .map(|r| ToolSpec {
-                name: r.tool.name().to_owned(),
-                description: r.tool.description().to_owned(),
-                input_schema: r.tool.input_schema(),
-            })
-            .collect()
+        self.tools.values().map(|r| r.spec.clone()).collect()
     }
 
     /// A registered tool by name.

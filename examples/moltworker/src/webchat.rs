@@ -98,10 +98,14 @@ impl ChatStream {
 
     /// Publishes the run's last event, unless it already had one.
     fn finish(&self, run_id: &str, state: &str, text: Option<&str>, error: Option<&str>) {
-        let Some(run) = self.lock().remove(run_id) else {
-            return;
-        };
-        self.publish(self.payload(run_id, run.seq + 1, state, text, error));
+        if let Some(seq) = self.close(run_id) {
+            self.publish(self.payload(run_id, seq, state, text, error));
+        }
+    }
+
+    /// Closes an open run, returning the sequence number of its last event.
+    fn close(&self, run_id: &str) -> Option<u64> {
+        self.lock().remove(run_id).map(|run| run.seq + 1)
     }
 
     fn payload(
@@ -166,7 +170,8 @@ impl ChannelEgress for ChatStream {
     /// A reply is the run's `final` chat event.
     async fn send(&self, message: OutboundMessage) -> Result<(), ChannelError> {
         let run_id = message.reply_to.unwrap_or_default();
-        let seq = self.lock().remove(&run_id).map_or(1, |run| run.seq + 1);
+        // A reply resent after a restart has no open run: it is the run's first event.
+        let seq = self.close(&run_id).unwrap_or(1);
         self.publish(self.payload(&run_id, seq, "final", Some(&message.text), None));
         Ok(())
     }
