@@ -218,9 +218,13 @@ fn parse<T>(
     parse(value.trim()).map_err(|reason| ConfigError::Env { var, reason })
 }
 
-/// A file error naming the field and position, without the source snippet,
-/// which could quote a secret (a mistyped `token = "..."` line, say).
 fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    ConfigError::File(describe_toml_error(text, err))
+}
+
+/// A TOML error naming the field and position, without the source snippet,
+/// which could quote a secret (a mistyped `token = "..."` line, say).
+pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     let location = err.span().map(|span| {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
@@ -245,11 +249,11 @@ fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
         };
         format!(" (at {field}line {line}, column {column})")
     });
-    ConfigError::File(format!(
+    format!(
         "{}{}",
         err.message().trim_end(),
         location.unwrap_or_default()
-    ))
+    )
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

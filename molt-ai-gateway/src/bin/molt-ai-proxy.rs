@@ -1,0 +1,82 @@
+//! `molt-ai-proxy`: the gateway as an HTTP proxy for OpenAI and Anthropic clients.
+//!
+//! Environment: `MOLT_AI_GATEWAY_KEY` (required: the key clients present),
+//! `MOLT_AI_BIND` (default `127.0.0.1:8788`), `MOLT_AI_CONFIG` (a TOML file),
+//! and the provider variables (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, ...).
+
+use molt_ai_gateway::proxy::{self, ProxyConfig};
+use molt_ai_gateway::{Gateway, GatewayConfig};
+use molt_core::Secret;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOLT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut config = match env("MOLT_AI_CONFIG") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+            GatewayConfig::from_toml(&text).map_err(|err| err.to_string())?
+        }
+        None => GatewayConfig::default(),
+    };
+    config.add_env(env);
+    if !config.has_providers() {
+        return Err("no provider configured: set ANTHROPIC_API_KEY or OPENAI_API_KEY, or give MOLT_AI_CONFIG".into());
+    }
+    let key = env("MOLT_AI_GATEWAY_KEY")
+        .filter(|key| !key.trim().is_empty())
+        .ok_or("MOLT_AI_GATEWAY_KEY is not set: clients must present a key")?;
+    let gateway = Arc::new(Gateway::from_config(&config, env).map_err(|err| err.to_string())?);
+    let proxy_config = ProxyConfig {
+        keys: vec![("default".into(), Secret::new(key.trim()))],
+        ..ProxyConfig::default()
+    };
+    let bind = env("MOLT_AI_BIND").unwrap_or_else(|| "127.0.0.1:8788".into());
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|err| format!("bind {bind}: {err}"))?;
+    let address = listener.local_addr().map_err(|err| err.to_string())?;
+    tracing::info!(%address, models = ?gateway.models(), "molt-ai-proxy listening");
+    println!("listening on http://{address}");
+    axum::serve(listener, proxy::router(gateway, proxy_config))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|err| err.to_string())
+}
+
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing open requests");
+}

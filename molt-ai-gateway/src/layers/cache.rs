@@ -1,0 +1,260 @@
+//! The response cache: exact match on the normalized request, a TTL per gateway
+//! and per call, skip per call, one upstream call for identical concurrent
+//! requests, memory bounded by bytes (least recently used goes first), errors
+//! never stored, and cached answers replayed as streams.
+
+use crate::error::GatewayError;
+use crate::service::{
+    Answer, AnswerInfo, CacheStatus, Call, ModelService, SharedService, StreamEnd, watch_stream,
+};
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use lru::LruCache;
+use molt_core::model::ModelEvent;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Cache settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long answers are kept when the call does not say; `None` caches only
+    /// calls that ask for it with a TTL.
+    pub default_ttl: Option<Duration>,
+    /// The most bytes of answers kept.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: None,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+type Key = [u8; 32];
+
+struct Entry {
+    events: Arc<[ModelEvent]>,
+    info: AnswerInfo,
+    expires: Instant,
+    size: usize,
+}
+
+struct State {
+    entries: LruCache<Key, Entry>,
+    bytes: usize,
+    inflight: HashMap<Key, watch::Receiver<()>>,
+}
+
+/// Counts since the cache was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Answers kept now.
+    pub entries: usize,
+    /// Their size in bytes.
+    pub bytes: usize,
+}
+
+/// The cache layer.
+pub struct Cache {
+    inner: SharedService,
+    config: CacheConfig,
+    state: Arc<Mutex<State>>,
+}
+
+/// A fixed cost per event and per entry, so many tiny answers still count.
+const EVENT_OVERHEAD: usize = 48;
+const ENTRY_OVERHEAD: usize = 160;
+
+fn event_size(event: &ModelEvent) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            ModelEvent::TextDelta(text) => text.len(),
+            ModelEvent::ToolCallStart { id, name } => id.len() + name.len(),
+            ModelEvent::ToolCallDelta { id, arguments } => id.len() + arguments.len(),
+            ModelEvent::ToolCallEnd { id } => id.len(),
+            ModelEvent::Usage(_) | ModelEvent::Stop(_) => 0,
+        }
+}
+
+impl Cache {
+    /// Caches answers from `inner`.
+    pub fn new(inner: SharedService, config: CacheConfig) -> Self {
+        Self {
+            inner,
+            config,
+            state: Arc::new(Mutex::new(State {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+                inflight: HashMap::new(),
+            })),
+        }
+    }
+
+    /// What the cache holds now.
+    pub fn stats(&self) -> CacheStats {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        CacheStats {
+            entries: state.entries.len(),
+            bytes: state.bytes,
+        }
+    }
+
+    /// The key: the caller's own key when given, else a hash of the whole
+    /// normalized request (model included; JSON objects have sorted keys).
+    fn key(call: &Call) -> Key {
+        let mut hasher = Sha256::new();
+        match &call.context.cache.key {
+            Some(custom) => {
+                hasher.update(b"custom\0");
+                hasher.update(custom.as_bytes());
+            }
+            None => {
+                hasher.update(b"request\0");
+                let body = serde_json::to_vec(&call.request).unwrap_or_default();
+                hasher.update(&body);
+            }
+        }
+        hasher.finalize().into()
+    }
+
+    fn replay(entry: &Entry) -> Answer {
+        let events: Vec<_> = entry.events.iter().cloned().map(Ok).collect();
+        Answer {
+            events: stream::iter(events).boxed(),
+            info: AnswerInfo {
+                cache: CacheStatus::Hit,
+                attempts: 0,
+                ..entry.info.clone()
+            },
+        }
+    }
+}
+
+enum Lookup {
+    Hit(Answer),
+    Wait(watch::Receiver<()>),
+    Lead(watch::Sender<()>),
+}
+
+fn store(state: &Mutex<State>, max_bytes: usize, key: Key, entry: Entry) {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if entry.size > max_bytes {
+        return;
+    }
+    if let Some(old) = state.entries.put(key, entry) {
+        state.bytes -= old.size;
+    }
+    state.bytes += state.entries.peek(&key).map_or(0, |entry| entry.size);
+    while state.bytes > max_bytes {
+        match state.entries.pop_lru() {
+            Some((_, evicted)) => state.bytes -= evicted.size,
+            None => break,
+        }
+    }
+}
+
+#[async_trait]
+impl ModelService for Cache {
+    async fn call(&self, call: Call) -> Result<Answer, GatewayError> {
+        let ttl = call.context.cache.ttl.or(self.config.default_ttl);
+        let ttl = match ttl {
+            Some(ttl) if !call.context.cache.skip && !ttl.is_zero() => ttl,
+            _ => return self.inner.call(call).await,
+        };
+        let key = Self::key(&call);
+        let leader = loop {
+            let lookup = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let fresh = state.entries.get(&key).map(|entry| entry.expires > now);
+                match fresh {
+                    Some(true) => {
+                        Lookup::Hit(Self::replay(state.entries.peek(&key).expect("just found")))
+                    }
+                    stale => {
+                        if stale == Some(false)
+                            && let Some(old) = state.entries.pop(&key)
+                        {
+                            state.bytes -= old.size;
+                        }
+                        match state.inflight.get(&key) {
+                            Some(waiting) => Lookup::Wait(waiting.clone()),
+                            None => {
+                                let (sender, receiver) = watch::channel(());
+                                state.inflight.insert(key, receiver);
+                                Lookup::Lead(sender)
+                            }
+                        }
+                    }
+                }
+            };
+            match lookup {
+                Lookup::Hit(answer) => return Ok(answer),
+                // The leader finished (or gave up): look again.
+                Lookup::Wait(mut receiver) => {
+                    let _ = receiver.changed().await;
+                }
+                Lookup::Lead(sender) => break sender,
+            }
+        };
+        let release = {
+            let state = self.state.clone();
+            move || {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                state.inflight.remove(&key);
+            }
+        };
+        let answer = match self.inner.call(call).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                release();
+                drop(leader);
+                return Err(error);
+            }
+        };
+        let info = AnswerInfo {
+            cache: CacheStatus::Miss,
+            ..answer.info
+        };
+        let collected = Arc::new(Mutex::new((Vec::new(), ENTRY_OVERHEAD)));
+        let on_event = {
+            let collected = collected.clone();
+            move |event: &ModelEvent| {
+                let mut collected = collected.lock().unwrap_or_else(|e| e.into_inner());
+                collected.1 += event_size(event);
+                collected.0.push(event.clone());
+            }
+        };
+        let on_end = {
+            let state = self.state.clone();
+            let info = info.clone();
+            let max_bytes = self.config.max_bytes;
+            move |end: StreamEnd| {
+                if matches!(end, StreamEnd::Complete) {
+                    let (events, size) =
+                        std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+                    let entry = Entry {
+                        events: events.into(),
+                        info,
+                        expires: Instant::now() + ttl,
+                        size,
+                    };
+                    store(&state, max_bytes, key, entry);
+                }
+                release();
+                drop(leader);
+            }
+        };
+        Ok(Answer {
+            events: watch_stream(answer.events, on_event, on_end),
+            info,
+        })
+    }
+}

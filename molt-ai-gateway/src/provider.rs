@@ -1,0 +1,390 @@
+//! HTTP clients for the providers: Anthropic's Messages API and OpenAI's Chat
+//! Completions (OpenAI itself and every compatible server), directly or through
+//! Cloudflare AI Gateway.
+
+use crate::error::GatewayError;
+use crate::service::{Answer, AnswerInfo, Call, EventStream, ModelService, commit_on_first_output};
+use crate::wire::{anthropic, openai};
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures::{StreamExt, stream};
+use molt_core::Secret;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Which API a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// Anthropic's Messages API; the base URL excludes `/v1`.
+    Anthropic,
+    /// OpenAI's Chat Completions API; the base URL includes `/v1` (or its equivalent).
+    OpenAi,
+}
+
+/// Cloudflare AI Gateway's public endpoint.
+pub const CLOUDFLARE_AI_GATEWAY: &str = "https://gateway.ai.cloudflare.com/v1";
+
+/// How to reach one provider.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    /// A name for routes, logs and analytics (`anthropic`, `openai`, `groq`, ...).
+    pub name: String,
+    /// The API it speaks.
+    pub api: Api,
+    /// The base URL, as the provider's official SDK expects it.
+    pub base_url: String,
+    /// The provider's API key (`x-api-key` for Anthropic, a bearer token otherwise).
+    pub api_key: Option<Secret>,
+    /// A Cloudflare AI Gateway token, sent as `cf-aig-authorization` for authenticated gateways.
+    pub gateway_token: Option<Secret>,
+    /// `max_tokens` for Anthropic requests that leave it unset (Anthropic requires one).
+    pub default_max_tokens: u32,
+    /// The limit on connecting.
+    pub connect_timeout: Duration,
+    /// The longest silence tolerated while reading an answer.
+    pub read_timeout: Duration,
+}
+
+impl ProviderConfig {
+    fn new(name: &str, api: Api, base_url: &str, api_key: Option<Secret>) -> Self {
+        Self {
+            name: name.to_string(),
+            api,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            gateway_token: None,
+            default_max_tokens: 4096,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Anthropic at `https://api.anthropic.com`.
+    pub fn anthropic(api_key: Secret) -> Self {
+        Self::new(
+            "anthropic",
+            Api::Anthropic,
+            "https://api.anthropic.com",
+            Some(api_key),
+        )
+    }
+
+    /// OpenAI at `https://api.openai.com/v1`.
+    pub fn openai(api_key: Secret) -> Self {
+        Self::new(
+            "openai",
+            Api::OpenAi,
+            "https://api.openai.com/v1",
+            Some(api_key),
+        )
+    }
+
+    /// Any server speaking Chat Completions at `base_url` (Groq, Mistral, OpenRouter, Ollama, vLLM, Workers AI).
+    pub fn openai_compatible(name: &str, base_url: &str, api_key: Option<Secret>) -> Self {
+        Self::new(name, Api::OpenAi, base_url, api_key)
+    }
+
+    /// A provider reached through Cloudflare AI Gateway: `provider` is the gateway's
+    /// path name (`anthropic`, `openai`, `workers-ai`, `groq`, ...). Anthropic speaks
+    /// Messages; every other provider is spoken to in Chat Completions.
+    pub fn cloudflare_ai_gateway(
+        account_id: &str,
+        gateway_id: &str,
+        provider: &str,
+        api_key: Option<Secret>,
+    ) -> Self {
+        let mut base = format!("{CLOUDFLARE_AI_GATEWAY}/{account_id}/{gateway_id}/{provider}");
+        let api = if provider == "anthropic" {
+            Api::Anthropic
+        } else {
+            Api::OpenAi
+        };
+        if provider == "workers-ai" {
+            base.push_str("/v1");
+        }
+        Self::new(provider, api, &base, api_key)
+    }
+
+    /// The same provider under another name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Adds a Cloudflare AI Gateway token (`cf-aig-authorization: Bearer ...`).
+    pub fn with_gateway_token(mut self, token: Secret) -> Self {
+        self.gateway_token = Some(token);
+        self
+    }
+
+    fn endpoint(&self) -> String {
+        match self.api {
+            Api::Anthropic => format!("{}/v1/messages", self.base_url),
+            Api::OpenAi => format!("{}/chat/completions", self.base_url),
+        }
+    }
+}
+
+/// A provider client: a [`ModelService`] that calls the model named in `options.model`.
+pub struct Provider {
+    config: ProviderConfig,
+    endpoint: String,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.config.name)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// The largest error body read from a provider.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+impl Provider {
+    /// A client for `config`.
+    pub fn new(config: ProviderConfig) -> Result<Self, GatewayError> {
+        let client = http_client(config.connect_timeout, config.read_timeout)?;
+        Ok(Self {
+            endpoint: config.endpoint(),
+            config,
+            client,
+        })
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The provider's configuration.
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    fn connection_error(&self, err: &reqwest::Error) -> GatewayError {
+        if err.is_timeout() {
+            return GatewayError::Timeout(crate::error::TimeoutKind::Attempt);
+        }
+        GatewayError::Connection {
+            provider: self.config.name.clone(),
+            message: error_chain(err),
+        }
+    }
+
+    async fn send(&self, call: &Call) -> Result<EventStream, GatewayError> {
+        let model = call
+            .request
+            .options
+            .model
+            .as_deref()
+            .filter(|model| !model.is_empty())
+            .ok_or_else(|| GatewayError::InvalidRequest("no model given".into()))?;
+        let body = match self.config.api {
+            Api::Anthropic => {
+                anthropic::encode_request(&call.request, model, self.config.default_max_tokens)
+            }
+            Api::OpenAi => openai::encode_request(&call.request, model),
+        };
+        let mut request = self
+            .client
+            .post(&self.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body.to_string());
+        if let Some(key) = &self.config.api_key {
+            request = match self.config.api {
+                Api::Anthropic => request.header("x-api-key", key.expose()),
+                Api::OpenAi => request.bearer_auth(key.expose()),
+            };
+        }
+        if self.config.api == Api::Anthropic {
+            request = request.header("anthropic-version", anthropic::API_VERSION);
+        }
+        if let Some(token) = &self.config.gateway_token {
+            request = request.header("cf-aig-authorization", format!("Bearer {}", token.expose()));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.connection_error(&err))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let retry_after = retry_after(response.headers());
+            let body = read_limited(response, MAX_ERROR_BODY).await;
+            let mut error = match self.config.api {
+                Api::Anthropic => anthropic::parse_error(&self.config.name, status, &body),
+                Api::OpenAi => openai::parse_error(&self.config.name, status, &body),
+            };
+            if let GatewayError::Upstream {
+                retry_after: slot, ..
+            } = &mut error
+            {
+                *slot = retry_after;
+            }
+            tracing::debug!(provider = %self.config.name, status, "provider refused the call");
+            return Err(error);
+        }
+        Ok(self.decode(response))
+    }
+
+    fn decode(&self, response: reqwest::Response) -> EventStream {
+        let name = self.config.name.clone();
+        let events = response.bytes_stream().eventsource();
+        let decoder = match self.config.api {
+            Api::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new(&name)),
+            Api::OpenAi => Decoder::OpenAi(openai::StreamDecoder::new(&name)),
+        };
+        let state = (events.boxed(), decoder, false);
+        stream::unfold(state, move |(mut events, mut decoder, ended)| {
+            let name = name.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let mut out = Vec::new();
+                    let step = match events.next().await {
+                        Some(Ok(event)) => decoder.push(&event.data, &mut out).map(|()| false),
+                        Some(Err(err)) => Err(GatewayError::Connection {
+                            provider: name.clone(),
+                            message: format!("the stream broke: {err}"),
+                        }),
+                        None => decoder.finish(&mut out).map(|()| true),
+                    };
+                    match step {
+                        Ok(ended) if out.is_empty() && !ended => continue,
+                        Ok(ended) => {
+                            let items: Vec<_> = out.into_iter().map(Ok).collect();
+                            return Some((stream::iter(items), (events, decoder, ended)));
+                        }
+                        Err(error) => {
+                            let mut items: Vec<_> = out.into_iter().map(Ok).collect();
+                            items.push(Err(error));
+                            return Some((stream::iter(items), (events, decoder, true)));
+                        }
+                    }
+                }
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+enum Decoder {
+    Anthropic(anthropic::StreamDecoder),
+    OpenAi(openai::StreamDecoder),
+}
+
+impl Decoder {
+    fn push(
+        &mut self,
+        data: &str,
+        out: &mut Vec<molt_core::model::ModelEvent>,
+    ) -> Result<(), GatewayError> {
+        match self {
+            Decoder::Anthropic(decoder) => decoder.push(data, out),
+            Decoder::OpenAi(decoder) => decoder.push(data, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<molt_core::model::ModelEvent>) -> Result<(), GatewayError> {
+        match self {
+            Decoder::Anthropic(decoder) => decoder.finish(),
+            Decoder::OpenAi(decoder) => decoder.finish(out),
+        }
+    }
+}
+
+#[async_trait]
+impl ModelService for Provider {
+    async fn call(&self, call: Call) -> Result<Answer, GatewayError> {
+        let model = call.model().to_string();
+        let events = commit_on_first_output(self.send(&call).await?).await?;
+        Ok(Answer {
+            events,
+            info: AnswerInfo {
+                provider: self.config.name.clone(),
+                model,
+                attempts: 1,
+                ..AnswerInfo::default()
+            },
+        })
+    }
+}
+
+/// An HTTP client with rustls (ring) and Mozilla's roots, so it works in
+/// containers without a CA bundle.
+pub(crate) fn http_client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, GatewayError> {
+    let crypto = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| GatewayError::InvalidRequest(format!("TLS setup: {err}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|err| {
+            GatewayError::InvalidRequest(format!("HTTP client setup: {}", error_chain(&err)))
+        })
+}
+
+/// An error with its causes, for messages (reqwest's top-level text is terse).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads at most `limit` bytes of a body; a broken body yields what arrived.
+async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    body
+}
+
+/// `retry-after-ms`, or `retry-after` in seconds or as an HTTP date.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|value| value.parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    let value = text("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return Some(Duration::from_secs_f64(seconds.max(0.0)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(SystemTime::now()).unwrap_or_default())
+}

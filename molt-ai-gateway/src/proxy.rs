@@ -1,0 +1,386 @@
+//! The proxy: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages`
+//! (Anthropic) and `GET /v1/models`, streaming or not, behind gateway keys,
+//! with Cloudflare AI Gateway's headers (`cf-aig-cache-ttl`, `cf-aig-skip-cache`,
+//! `cf-aig-cache-key`, `cf-aig-metadata` in; `cf-aig-cache-status`, `cf-aig-step`
+//! out). Also `GET /metrics` (Prometheus, behind a key) and `GET /health`.
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::service::{Answer, AnswerInfo, CacheStatus, Call, CallContext};
+use crate::wire::{anthropic, openai};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use molt_core::Secret;
+use molt_core::model::ResponseBuilder;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Proxy settings.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Accepted gateway keys, by name (the name goes to analytics, never the key).
+    pub keys: Vec<(String, Secret)>,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Proxy {
+    gateway: Arc<Gateway>,
+    config: ProxyConfig,
+}
+
+/// The proxy's routes, ready to serve.
+pub fn router(gateway: Arc<Gateway>, config: ProxyConfig) -> axum::Router {
+    let limit = config.max_body_bytes;
+    let state = Arc::new(Proxy { gateway, config });
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Which API shape a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    OpenAi,
+    Anthropic,
+}
+
+impl Flavor {
+    fn error(self, error: &GatewayError) -> Response {
+        let body = match self {
+            Flavor::OpenAi => openai::error_body(error),
+            Flavor::Anthropic => anthropic::error_body(error),
+        };
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(wait) = error.retry_after() {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+
+    fn refuse(self, status: StatusCode, error_type: &str, message: &str) -> Response {
+        let body = match self {
+            Flavor::OpenAi => {
+                json!({ "error": { "message": message, "type": error_type, "param": null, "code": null } })
+            }
+            Flavor::Anthropic => {
+                json!({ "type": "error", "error": { "type": error_type, "message": message } })
+            }
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl Proxy {
+    /// The name of the key the caller presented (`Authorization: Bearer` or `x-api-key`).
+    fn authenticate(&self, headers: &HeaderMap, flavor: Flavor) -> Result<String, Response> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let presented = bearer.or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok())
+        });
+        let Some(presented) = presented.map(str::trim).filter(|key| !key.is_empty()) else {
+            let (kind, message) = match flavor {
+                Flavor::OpenAi => (
+                    "invalid_request_error",
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                ),
+                Flavor::Anthropic => ("authentication_error", "x-api-key header is required"),
+            };
+            return Err(flavor.refuse(StatusCode::UNAUTHORIZED, kind, message));
+        };
+        // Compare with every key so the time taken does not depend on which matched.
+        let mut found = None;
+        for (name, key) in &self.config.keys {
+            if key.matches(presented) && found.is_none() {
+                found = Some(name.clone());
+            }
+        }
+        found.ok_or_else(|| {
+            let kind = match flavor {
+                Flavor::OpenAi => "invalid_request_error",
+                Flavor::Anthropic => "authentication_error",
+            };
+            flavor.refuse(StatusCode::UNAUTHORIZED, kind, "invalid gateway key")
+        })
+    }
+}
+
+/// Reads Cloudflare AI Gateway's request headers into a call context.
+fn context(headers: &HeaderMap, key_id: String) -> Result<CallContext, GatewayError> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let mut context = CallContext {
+        key_id: Some(key_id),
+        ..CallContext::default()
+    };
+    if let Some(ttl) = text("cf-aig-cache-ttl") {
+        let seconds: u64 = ttl.parse().map_err(|_| {
+            GatewayError::InvalidRequest(format!("cf-aig-cache-ttl: expected seconds, got {ttl:?}"))
+        })?;
+        context.cache.ttl = Some(Duration::from_secs(seconds));
+    }
+    context.cache.skip =
+        text("cf-aig-skip-cache").is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    context.cache.key = text("cf-aig-cache-key")
+        .filter(|key| !key.is_empty())
+        .map(str::to_string);
+    if let Some(metadata) = text("cf-aig-metadata") {
+        let object: serde_json::Map<String, Value> =
+            serde_json::from_str(metadata).map_err(|err| {
+                GatewayError::InvalidRequest(format!(
+                    "cf-aig-metadata: expected a JSON object ({err})"
+                ))
+            })?;
+        for (key, value) in object {
+            let value = match value {
+                Value::String(text) => text,
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                _ => {
+                    return Err(GatewayError::InvalidRequest(format!(
+                        "cf-aig-metadata: {key:?} must be a string, number or boolean"
+                    )));
+                }
+            };
+            context.metadata.insert(key, value);
+        }
+    }
+    Ok(context)
+}
+
+fn with_gateway_headers(mut response: Response, info: &AnswerInfo) -> Response {
+    let headers = response.headers_mut();
+    let status = if info.cache == CacheStatus::Hit {
+        "HIT"
+    } else {
+        "MISS"
+    };
+    headers.insert("cf-aig-cache-status", HeaderValue::from_static(status));
+    headers.insert("cf-aig-step", HeaderValue::from(info.step));
+    response
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    id.extend((0..24).map(|_| fastrand::alphanumeric()));
+    id
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+fn sse_response(body: Body) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Starts a call: authentication, body, headers; or the provider-shaped refusal.
+async fn begin(
+    proxy: &Proxy,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    flavor: Flavor,
+    parse: impl FnOnce(&[u8]) -> Result<Call, GatewayError>,
+) -> Result<Answer, Response> {
+    let key_id = proxy.authenticate(headers, flavor)?;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request_too_large"
+        } else {
+            "invalid_request_error"
+        };
+        flavor.refuse(status, kind, &rejection.body_text())
+    })?;
+    let mut call = parse(&body).map_err(|err| flavor.error(&err))?;
+    call.context = context(headers, key_id).map_err(|err| flavor.error(&err))?;
+    proxy
+        .gateway
+        .call(call)
+        .await
+        .map_err(|err| flavor.error(&err))
+}
+
+/// Collects a whole answer for a non-streaming client; a failure becomes an error response.
+async fn collect(
+    answer: Answer,
+    flavor: Flavor,
+) -> Result<molt_core::model::ModelResponse, Response> {
+    let mut events = answer.events;
+    let mut builder = ResponseBuilder::default();
+    while let Some(item) = events.next().await {
+        let event = item.map_err(|err| flavor.error(&err))?;
+        builder.push(event).map_err(|err| {
+            flavor.error(&GatewayError::Protocol {
+                provider: answer.info.provider.clone(),
+                message: err.to_string(),
+            })
+        })?;
+    }
+    builder.finish().map_err(|err| {
+        flavor.error(&GatewayError::Protocol {
+            provider: answer.info.provider.clone(),
+            message: err.to_string(),
+        })
+    })
+}
+
+async fn chat_completions(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut shape = (false, false);
+    let parse = |body: &[u8]| {
+        let parsed = openai::parse_request(body)?;
+        shape = (parsed.stream, parsed.include_usage);
+        Ok(Call::new(parsed.request))
+    };
+    let answer = match begin(&proxy, &headers, body, Flavor::OpenAi, parse).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let (stream, include_usage) = shape;
+    let info = answer.info.clone();
+    let id = random_id("chatcmpl-");
+    let created = unix_seconds();
+    let response = if stream {
+        let mut encoder =
+            openai::StreamEncoder::new(id, info.model.clone(), created, include_usage);
+        let body = answer.events.flat_map(move |item| {
+            let mut lines = Vec::new();
+            encoder.encode(&item, &mut lines);
+            futures::stream::iter(lines.into_iter().map(|line| {
+                Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {line}\n\n")))
+            }))
+        });
+        sse_response(Body::from_stream(body))
+    } else {
+        match collect(answer, Flavor::OpenAi).await {
+            Ok(complete) => axum::Json(openai::encode_response(
+                &complete,
+                &id,
+                &info.model,
+                created,
+            ))
+            .into_response(),
+            Err(response) => return response,
+        }
+    };
+    with_gateway_headers(response, &info)
+}
+
+async fn messages(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut stream = false;
+    let parse = |body: &[u8]| {
+        let parsed = anthropic::parse_request(body)?;
+        stream = parsed.stream;
+        Ok(Call::new(parsed.request))
+    };
+    let answer = match begin(&proxy, &headers, body, Flavor::Anthropic, parse).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let info = answer.info.clone();
+    let id = random_id("msg_");
+    let response = if stream {
+        let mut encoder = anthropic::StreamEncoder::new(id, info.model.clone());
+        let body = answer.events.flat_map(move |item| {
+            let mut events = Vec::new();
+            encoder.encode(&item, &mut events);
+            futures::stream::iter(events.into_iter().map(|(name, data)| {
+                Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+                    "event: {name}\ndata: {data}\n\n"
+                )))
+            }))
+        });
+        sse_response(Body::from_stream(body))
+    } else {
+        match collect(answer, Flavor::Anthropic).await {
+            Ok(complete) => {
+                axum::Json(anthropic::encode_response(&complete, &id, &info.model)).into_response()
+            }
+            Err(response) => return response,
+        }
+    };
+    with_gateway_headers(response, &info)
+}
+
+async fn models(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
+    let flavor = if headers.contains_key("anthropic-version") {
+        Flavor::Anthropic
+    } else {
+        Flavor::OpenAi
+    };
+    if let Err(response) = proxy.authenticate(&headers, flavor) {
+        return response;
+    }
+    let names = proxy.gateway.models();
+    let body = match flavor {
+        Flavor::OpenAi => json!({
+            "object": "list",
+            "data": names.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "molt-ai-gateway" })).collect::<Vec<_>>(),
+        }),
+        Flavor::Anthropic => json!({
+            "data": names.iter().map(|id| json!({ "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z" })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": names.first(),
+            "last_id": names.last(),
+        }),
+    };
+    axum::Json(body).into_response()
+}
+
+async fn metrics(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
+    if let Err(response) = proxy.authenticate(&headers, Flavor::OpenAi) {
+        return response;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        proxy.gateway.metrics().prometheus(),
+    )
+        .into_response()
+}
