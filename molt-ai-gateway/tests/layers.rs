@@ -1,0 +1,684 @@
+//! Each router layer on its own: fallback, retries, splits, conditional routes,
+//! cache, rate limits, budgets and analytics.
+
+mod support;
+
+use molt_ai_gateway::GatewayError;
+use molt_ai_gateway::analytics::{Analytics, AnalyticsSink, JsonlFile, MemoryRing, Metrics};
+use molt_ai_gateway::error::BudgetPeriod;
+use molt_ai_gateway::layers::budget::{Budget, BudgetConfig, OverBudget};
+use molt_ai_gateway::layers::cache::{Cache, CacheConfig};
+use molt_ai_gateway::layers::fallback::{Fallback, Step};
+use molt_ai_gateway::layers::rate_limit::{Limit, RateLimit, Scope, Unit, Window};
+use molt_ai_gateway::layers::retry::{Retry, RetryPolicy, Timeouts};
+use molt_ai_gateway::layers::split::{Condition, Conditional, Split};
+use molt_ai_gateway::pricing::{Price, PriceTable};
+use molt_ai_gateway::service::{CacheStatus, ModelService, SharedService};
+use molt_core::message::Usage;
+use std::sync::Arc;
+use std::time::Duration;
+use support::fake::FakeProvider;
+use support::{Answering, Failing, ManualClock, call, drain, text, upstream};
+
+fn quick_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        max_retry_after: Duration::from_millis(100),
+    }
+}
+
+fn retried(service: SharedService, attempts: u32) -> SharedService {
+    Arc::new(Retry::new(
+        service,
+        quick_retries(attempts),
+        Timeouts::default(),
+    ))
+}
+
+#[tokio::test]
+async fn fallback_moves_past_429_and_529_to_the_step_that_answers_and_reports_it() {
+    let fake = FakeProvider::start().await;
+    let anthropic: SharedService = retried(Arc::new(support::anthropic(&fake)), 2);
+    let openai: SharedService = retried(Arc::new(support::openai(&fake)), 2);
+    let chain = Fallback::new(vec![
+        Step {
+            service: anthropic.clone(),
+            model: "rate-limited".into(),
+        },
+        Step {
+            service: anthropic,
+            model: "overloaded".into(),
+        },
+        Step {
+            service: openai,
+            model: "echo".into(),
+        },
+    ]);
+    let answer = chain.call(call("ignored", "hi")).await.unwrap();
+    assert_eq!(
+        (
+            answer.info.step,
+            answer.info.provider.as_str(),
+            answer.info.model.as_str()
+        ),
+        (2, "openai", "echo")
+    );
+    assert_eq!(text(&drain(answer).await.0), "You said: hi");
+    // A retry-after longer than the policy's limit is not waited for; 529 is retried once.
+    assert_eq!(fake.state.requests_for("rate-limited"), 1);
+    assert_eq!(fake.state.requests_for("overloaded"), 2);
+}
+
+#[tokio::test]
+async fn fallback_stops_at_an_error_that_another_step_would_not_fix() {
+    let bad_request = Failing::new(upstream(400));
+    let never = Answering::new("never");
+    let chain = Fallback::new(vec![
+        Step {
+            service: bad_request.clone(),
+            model: "a".into(),
+        },
+        Step {
+            service: never.clone(),
+            model: "b".into(),
+        },
+    ]);
+    let error = chain.call(call("x", "hi")).await.unwrap_err();
+    assert_eq!(error.status(), 400);
+    assert_eq!(never.count(), 0);
+}
+
+#[tokio::test]
+async fn retries_honour_retry_after_and_report_the_attempts() {
+    let fake = FakeProvider::start().await;
+    for provider in [support::anthropic(&fake), support::openai(&fake)] {
+        let name = provider.name().to_string();
+        let retry = Retry::new(Arc::new(provider), quick_retries(3), Timeouts::default());
+        let answer = retry.call(call("flaky", "hi")).await.unwrap();
+        assert_eq!(answer.info.attempts, 3, "{name}");
+        assert_eq!(text(&drain(answer).await.0), "You said: hi");
+    }
+}
+
+#[tokio::test]
+async fn the_backoff_grows_and_uses_the_providers_retry_after_when_given() {
+    let policy = RetryPolicy {
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        ..RetryPolicy::default()
+    };
+    for _ in 0..100 {
+        let first = policy.delay(1, None);
+        let third = policy.delay(3, None);
+        let capped = policy.delay(10, None);
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        assert!(
+            third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+            "{third:?}"
+        );
+        assert!(capped <= Duration::from_secs(1), "{capped:?}");
+    }
+    assert_eq!(
+        policy.delay(1, Some(Duration::from_secs(7))),
+        Duration::from_secs(7)
+    );
+}
+
+#[tokio::test]
+async fn once_output_has_started_nothing_is_retried_and_the_stream_ends_in_an_error() {
+    let fake = FakeProvider::start().await;
+    let provider: SharedService = retried(Arc::new(support::openai(&fake)), 3);
+    let chain = Fallback::new(vec![
+        Step {
+            service: provider.clone(),
+            model: "error-mid-stream".into(),
+        },
+        Step {
+            service: provider,
+            model: "echo".into(),
+        },
+    ]);
+    let answer = chain.call(call("x", "one two three")).await.unwrap();
+    let (events, error) = drain(answer).await;
+    assert_eq!(text(&events), "You said: ");
+    assert!(error.is_some(), "the failure is explicit");
+    assert_eq!(
+        fake.state.requests_for("error-mid-stream"),
+        1,
+        "no silent retry"
+    );
+    assert_eq!(fake.state.requests_for("echo"), 0, "no silent fallback");
+}
+
+#[tokio::test]
+async fn a_weighted_split_keeps_its_proportions_and_sticky_users_stay_put() {
+    let (a, b) = (Answering::new("a"), Answering::new("b"));
+    let split = Split::new(
+        vec![
+            (80, a.clone() as SharedService),
+            (20, b.clone() as SharedService),
+        ],
+        false,
+    )
+    .unwrap();
+    for _ in 0..10_000 {
+        split.call(call("m", "hi")).await.unwrap();
+    }
+    // Binomial(10000, 0.2): mean 2000, standard deviation 40; allow five.
+    assert!((1800..=2200).contains(&b.count()), "b got {}", b.count());
+    let sticky = Split::new(
+        vec![
+            (50, a.clone() as SharedService),
+            (50, b.clone() as SharedService),
+        ],
+        true,
+    )
+    .unwrap();
+    let mut arms = std::collections::BTreeSet::new();
+    for user in 0..200 {
+        let mut first = None;
+        for _ in 0..5 {
+            let mut c = call("m", "hi");
+            c.request.options.user = Some(format!("user-{user}"));
+            let provider = sticky.call(c).await.unwrap().info.provider;
+            assert!(
+                first.get_or_insert(provider.clone()) == &provider,
+                "user-{user} moved"
+            );
+        }
+        arms.insert(first.unwrap());
+    }
+    assert_eq!(arms.len(), 2, "users spread over both arms");
+}
+
+#[tokio::test]
+async fn conditional_routes_match_users_and_metadata() {
+    let (pro, beta, rest) = (
+        Answering::new("pro"),
+        Answering::new("beta"),
+        Answering::new("rest"),
+    );
+    let routes = Conditional::new(
+        vec![
+            (
+                vec![Condition::Metadata {
+                    key: "tier".into(),
+                    value: "pro".into(),
+                }],
+                pro.clone() as SharedService,
+            ),
+            (
+                vec![Condition::UserIn(vec!["alice".into()])],
+                beta.clone() as SharedService,
+            ),
+        ],
+        rest.clone(),
+    );
+    let mut pro_call = call("m", "hi");
+    pro_call
+        .context
+        .metadata
+        .insert("tier".into(), "pro".into());
+    let mut alice = call("m", "hi");
+    alice.request.options.user = Some("alice".into());
+    assert_eq!(routes.call(pro_call).await.unwrap().info.provider, "pro");
+    assert_eq!(routes.call(alice).await.unwrap().info.provider, "beta");
+    assert_eq!(
+        routes.call(call("m", "hi")).await.unwrap().info.provider,
+        "rest"
+    );
+}
+
+fn cache_over(inner: SharedService, ttl: Option<Duration>, max_bytes: usize) -> Cache {
+    Cache::new(
+        inner,
+        CacheConfig {
+            default_ttl: ttl,
+            max_bytes,
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cache_hits_misses_skips_and_expires() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), Some(Duration::from_secs(60)), 1 << 20);
+    let first = cache.call(call("m", "hi")).await.unwrap();
+    assert_eq!(first.info.cache, CacheStatus::Miss);
+    let first_events = drain(first).await.0;
+    let second = cache.call(call("m", "hi")).await.unwrap();
+    assert_eq!(second.info.cache, CacheStatus::Hit);
+    assert_eq!(
+        drain(second).await.0,
+        first_events,
+        "a hit replays the same stream"
+    );
+    assert_eq!(inner.count(), 1);
+    // A different request, a skip, and a per-call TTL.
+    drain(cache.call(call("m", "other")).await.unwrap()).await;
+    let mut skip = call("m", "hi");
+    skip.context.cache.skip = true;
+    assert_eq!(
+        cache.call(skip).await.unwrap().info.cache,
+        CacheStatus::Bypass
+    );
+    assert_eq!(inner.count(), 3);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(
+        cache.call(call("m", "hi")).await.unwrap().info.cache,
+        CacheStatus::Miss,
+        "expired"
+    );
+    let mut short = call("m", "short");
+    short.context.cache.ttl = Some(Duration::from_secs(5));
+    drain(cache.call(short.clone()).await.unwrap()).await;
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        cache.call(short).await.unwrap().info.cache,
+        CacheStatus::Miss,
+        "the per-call TTL wins"
+    );
+}
+
+#[tokio::test]
+async fn a_custom_cache_key_groups_different_requests() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), Some(Duration::from_secs(60)), 1 << 20);
+    for text in ["one", "two"] {
+        let mut c = call("m", text);
+        c.context.cache.key = Some("shared".into());
+        drain(cache.call(c).await.unwrap()).await;
+    }
+    assert_eq!(inner.count(), 1);
+}
+
+#[tokio::test]
+async fn errors_and_broken_streams_are_never_cached() {
+    let failing = Failing::new(upstream(500));
+    let cache = cache_over(failing.clone(), Some(Duration::from_secs(60)), 1 << 20);
+    for _ in 0..2 {
+        assert!(cache.call(call("m", "hi")).await.is_err());
+    }
+    assert_eq!(failing.count(), 2);
+    let fake = FakeProvider::start().await;
+    let cache = cache_over(
+        Arc::new(support::openai(&fake)),
+        Some(Duration::from_secs(60)),
+        1 << 20,
+    );
+    for _ in 0..2 {
+        let (_, error) = drain(cache.call(call("error-mid-stream", "a b c")).await.unwrap()).await;
+        assert!(error.is_some());
+    }
+    assert_eq!(fake.state.requests_for("error-mid-stream"), 2);
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_its_byte_bound_dropping_the_least_recently_used() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), Some(Duration::from_secs(60)), 1_000);
+    for n in 0..20 {
+        drain(
+            cache
+                .call(call("m", &format!("question {n}")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(cache.stats().bytes <= 1_000, "{:?}", cache.stats());
+    }
+    let kept = cache.stats().entries;
+    assert!(kept >= 2 && kept < 20, "kept {kept}");
+    let before = inner.count();
+    assert_eq!(
+        cache
+            .call(call("m", "question 19"))
+            .await
+            .unwrap()
+            .info
+            .cache,
+        CacheStatus::Hit,
+        "the newest stays"
+    );
+    assert_eq!(
+        cache
+            .call(call("m", "question 0"))
+            .await
+            .unwrap()
+            .info
+            .cache,
+        CacheStatus::Miss,
+        "the oldest went"
+    );
+    assert_eq!(inner.count(), before + 1);
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_share_one_upstream_call() {
+    let fake = FakeProvider::start().await;
+    *fake.state.first_token_delay.lock().unwrap() = Duration::from_millis(300);
+    let cache = Arc::new(cache_over(
+        Arc::new(support::anthropic(&fake)),
+        Some(Duration::from_secs(60)),
+        1 << 20,
+    ));
+    let calls = (0..10).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let answer = cache
+                .call(call("slow-first-token", "together"))
+                .await
+                .unwrap();
+            let status = answer.info.cache;
+            (status, text(&drain(answer).await.0))
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(fake.state.requests_for("slow-first-token"), 1);
+    let misses = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().0 == CacheStatus::Miss)
+        .count();
+    assert_eq!(misses, 1);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap().1 == "You said: together")
+    );
+}
+
+fn limit(name: &str, scope: Scope, unit: Unit, limit: u64, seconds: u64, window: Window) -> Limit {
+    Limit {
+        name: name.into(),
+        scope,
+        unit,
+        limit,
+        period: Duration::from_secs(seconds),
+        window,
+    }
+}
+
+#[tokio::test]
+async fn a_fixed_window_refuses_with_the_time_to_its_end_then_resets() {
+    let clock = ManualClock::at(6_000_000_020_000); // 20 s into a minute
+    let limiter = RateLimit::new(
+        Answering::new("up"),
+        vec![limit(
+            "rpm",
+            Scope::Gateway,
+            Unit::Requests,
+            2,
+            60,
+            Window::Fixed,
+        )],
+        clock.clone(),
+    );
+    limiter.call(call("m", "1")).await.unwrap();
+    limiter.call(call("m", "2")).await.unwrap();
+    match limiter.call(call("m", "3")).await.unwrap_err() {
+        GatewayError::RateLimited { limit, retry_after } => {
+            assert_eq!(limit, "rpm");
+            assert_eq!(retry_after, Duration::from_secs(40));
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.advance(40_000);
+    limiter.call(call("m", "4")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sliding_window_weighs_the_previous_window() {
+    let clock = ManualClock::at(6_000_000_000_000); // a window boundary
+    let limiter = RateLimit::new(
+        Answering::new("up"),
+        vec![limit(
+            "rpm",
+            Scope::Gateway,
+            Unit::Requests,
+            10,
+            60,
+            Window::Sliding,
+        )],
+        clock.clone(),
+    );
+    for _ in 0..10 {
+        limiter.call(call("m", "x")).await.unwrap();
+    }
+    assert!(limiter.call(call("m", "x")).await.is_err());
+    // Halfway through the next window, half of the previous one still counts: 5 more fit.
+    clock.advance(90_000);
+    for _ in 0..5 {
+        limiter.call(call("m", "x")).await.unwrap();
+    }
+    let GatewayError::RateLimited { retry_after, .. } =
+        limiter.call(call("m", "x")).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert!(
+        retry_after > Duration::ZERO && retry_after <= Duration::from_secs(30),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_count_per_user_and_per_key_and_tokens_too() {
+    let clock = ManualClock::at(6_000_000_000_000);
+    let limits = vec![
+        limit(
+            "per-user",
+            Scope::User,
+            Unit::Requests,
+            1,
+            60,
+            Window::Fixed,
+        ),
+        limit("per-key", Scope::Key, Unit::Tokens, 20, 60, Window::Fixed),
+    ];
+    let limiter = RateLimit::new(
+        Answering::with_usage(
+            "up",
+            Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+        ),
+        limits,
+        clock,
+    );
+    let as_user = |user: &str, key: &str| {
+        let mut c = call("m", "x");
+        c.request.options.user = Some(user.into());
+        c.context.key_id = Some(key.into());
+        c
+    };
+    drain(limiter.call(as_user("ann", "k1")).await.unwrap()).await;
+    let GatewayError::RateLimited { limit, .. } =
+        limiter.call(as_user("ann", "k2")).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(limit, "per-user");
+    // 15 tokens used on k1: under 20, so one more call is admitted; then k1 is spent.
+    drain(limiter.call(as_user("bob", "k1")).await.unwrap()).await;
+    let GatewayError::RateLimited { limit, .. } =
+        limiter.call(as_user("cid", "k1")).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(limit, "per-key");
+    drain(limiter.call(as_user("dee", "k2")).await.unwrap()).await;
+}
+
+fn priced() -> Arc<PriceTable> {
+    let mut table = PriceTable::new();
+    table.set(
+        "big",
+        Price {
+            input: 1_000.0,
+            output: 10_000.0,
+            cache_read: 0.0,
+            cache_write: 0.0,
+        },
+    );
+    table.set(
+        "small",
+        Price {
+            input: 1.0,
+            output: 1.0,
+            cache_read: 0.0,
+            cache_write: 0.0,
+        },
+    );
+    Arc::new(table)
+}
+
+#[tokio::test]
+async fn past_the_daily_cap_calls_are_refused_until_midnight() {
+    // 10 input + 5 output tokens on "big" cost 0.01 + 0.05 = $0.06.
+    let clock = ManualClock::at(1_795_000_000_000 - 1_795_000_000_000 % 86_400_000 + 3_600_000); // 01:00 UTC
+    let budget = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(0.10),
+            monthly_usd: None,
+            over_budget: OverBudget::Reject,
+        },
+        clock.clone(),
+    );
+    drain(budget.call(call("big", "x")).await.unwrap()).await;
+    drain(budget.call(call("big", "x")).await.unwrap()).await;
+    assert!((budget.spend().day_usd - 0.12).abs() < 1e-9);
+    match budget.call(call("big", "x")).await.unwrap_err() {
+        GatewayError::BudgetExceeded {
+            period: BudgetPeriod::Daily,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(retry_after, Duration::from_secs(23 * 3600));
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.advance(23 * 3_600_000);
+    assert!(budget.call(call("big", "x")).await.is_ok(), "a new day");
+}
+
+#[tokio::test]
+async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
+    let clock = ManualClock::at(1_795_000_000_000);
+    let budget = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: None,
+            monthly_usd: Some(0.05),
+            over_budget: OverBudget::Downgrade("small".into()),
+        },
+        clock,
+    );
+    let first = budget.call(call("big", "x")).await.unwrap();
+    assert_eq!(first.info.model, "big");
+    drain(first).await;
+    let second = budget.call(call("big", "x")).await.unwrap();
+    assert_eq!(second.info.model, "small");
+}
+
+#[tokio::test]
+async fn analytics_records_every_call_with_tokens_cost_and_cache_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(MemoryRing::new(10));
+    let metrics = Arc::new(Metrics::new());
+    let jsonl = Arc::new(JsonlFile::open(&dir.path().join("calls.jsonl")).unwrap());
+    let sinks: Vec<Arc<dyn AnalyticsSink>> = vec![ring.clone(), metrics.clone(), jsonl];
+    let cache = Arc::new(cache_over(
+        Answering::new("up"),
+        Some(Duration::from_secs(60)),
+        1 << 20,
+    ));
+    let analytics = Analytics::new(cache, sinks, priced(), ManualClock::at(1_795_000_000_000));
+    let mut c = call("big", "x");
+    c.request.options.user = Some("ann".into());
+    c.context.metadata.insert("team".into(), "ai".into());
+    drain(analytics.call(c.clone()).await.unwrap()).await;
+    drain(analytics.call(c).await.unwrap()).await;
+    let failing = Analytics::new(
+        Failing::new(upstream(503)),
+        vec![ring.clone(), metrics.clone()],
+        priced(),
+        ManualClock::at(1_795_000_000_000),
+    );
+    assert!(failing.call(call("big", "x")).await.is_err());
+
+    let records = ring.records();
+    assert_eq!(records.len(), 3);
+    let (miss, hit, failed) = (&records[0], &records[1], &records[2]);
+    assert_eq!(
+        (
+            miss.cache,
+            miss.status,
+            miss.usage.input_tokens,
+            miss.usage.output_tokens
+        ),
+        ("MISS", 200, 10, 5)
+    );
+    assert!((miss.cost_usd - 0.06).abs() < 1e-9);
+    assert!(miss.ttft_ms.is_some() && miss.latency_ms >= miss.ttft_ms.unwrap());
+    assert_eq!(
+        (
+            miss.user.as_deref(),
+            miss.metadata.get("team").map(String::as_str)
+        ),
+        (Some("ann"), Some("ai"))
+    );
+    assert_eq!((hit.cache, hit.cost_usd), ("HIT", 0.0));
+    assert_eq!((failed.status, failed.error.as_deref()), (503, Some("503")));
+
+    let by_model = metrics.by_model();
+    assert_eq!(by_model["big"].requests, 2);
+    assert_eq!(by_model["big"].cache_hits, 1);
+    assert_eq!(metrics.by_day().len(), 1);
+    let text = metrics.prometheus();
+    assert!(
+        text.contains("molt_ai_requests_total{provider=\"up\",model=\"big\",status=\"200\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("molt_ai_tokens_total{provider=\"up\",model=\"big\",kind=\"input\"} 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("molt_ai_request_duration_seconds_count{provider=\"up\",model=\"big\"} 2"),
+        "{text}"
+    );
+
+    drop(analytics);
+    drop(failing);
+    let path = dir.path().join("calls.jsonl");
+    let mut lines = 0;
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        if lines == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines, 2);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["cache"], "MISS");
+    assert_eq!(first["usage"]["output_tokens"], 5);
+}

@@ -1,0 +1,306 @@
+//! The provider clients against protocol-faithful fake Anthropic and OpenAI servers.
+
+mod support;
+
+use molt_ai_gateway::error::TimeoutKind;
+use molt_ai_gateway::layers::retry::{Retry, RetryPolicy, Timeouts};
+use molt_ai_gateway::service::ModelService;
+use molt_ai_gateway::{GatewayError, Provider};
+use molt_core::message::Usage;
+use molt_core::model::{ModelEvent, ResponseBuilder, StopReason};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use support::fake::FakeProvider;
+use support::{call, drain, text};
+
+async fn both(fake: &FakeProvider) -> [Provider; 2] {
+    [support::anthropic(fake), support::openai(fake)]
+}
+
+#[tokio::test]
+async fn both_apis_stream_text_with_usage_and_a_stop_reason() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let answer = provider.call(call("echo", "hello there")).await.unwrap();
+        assert_eq!(answer.info.provider, provider.name());
+        assert_eq!(answer.info.model, "echo");
+        let (events, error) = drain(answer).await;
+        assert!(error.is_none(), "{}: {error:?}", provider.name());
+        assert_eq!(text(&events), "You said: hello there");
+        assert_eq!(events.last(), Some(&ModelEvent::Stop(StopReason::EndTurn)));
+        let usage = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                ModelEvent::Usage(u) => Some(*u),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            usage.input_tokens > 0 && usage.output_tokens == 4,
+            "{}: {usage:?}",
+            provider.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn tool_call_arguments_survive_streaming_from_both_apis() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let answer = provider.call(call("tool", "weather?")).await.unwrap();
+        let (events, error) = drain(answer).await;
+        assert!(error.is_none());
+        let mut builder = ResponseBuilder::default();
+        for event in events {
+            builder.push(event).unwrap();
+        }
+        let response = builder.finish().unwrap();
+        assert_eq!(
+            response.stop_reason,
+            StopReason::ToolUse,
+            "{}",
+            provider.name()
+        );
+        assert_eq!(response.tool_calls.len(), 1);
+        assert_eq!(response.tool_calls[0].name, "get_weather");
+        assert_eq!(
+            response.tool_calls[0].input,
+            Ok(json!({ "city": "Paris", "days": 3 })),
+            "{}",
+            provider.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn cached_tokens_mean_the_same_thing_from_both_apis() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let (events, _) = drain(provider.call(call("cached", "hi")).await.unwrap()).await;
+        let usage = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                ModelEvent::Usage(u) => Some(*u),
+                _ => None,
+            })
+            .unwrap();
+        // Anthropic reports 20 uncached + 100 cached; OpenAI reports prompt_tokens 120 of which 100 cached.
+        assert_eq!(
+            (usage.input_tokens, usage.cache_read_tokens),
+            (20, 100),
+            "{}: {usage:?}",
+            provider.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn error_statuses_become_typed_errors_with_retry_after() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let error = provider.call(call("rate-limited", "hi")).await.unwrap_err();
+        match &error {
+            GatewayError::Upstream {
+                status: 429,
+                retry_after,
+                message,
+                ..
+            } => {
+                assert_eq!(*retry_after, Some(Duration::from_secs(1)));
+                assert!(
+                    message.contains("rate limit") || message.contains("Rate limit"),
+                    "{message}"
+                );
+            }
+            other => panic!("{}: {other:?}", provider.name()),
+        }
+        assert!(error.is_retryable());
+        let overloaded = provider.call(call("overloaded", "hi")).await.unwrap_err();
+        assert!(overloaded.is_retryable(), "{overloaded:?}");
+    }
+    let overloaded = support::anthropic(&fake)
+        .call(call("overloaded", "hi"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(overloaded, GatewayError::Upstream { status: 529, ref error_type, .. } if error_type == "overloaded_error")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_an_authentication_error_that_is_not_retried() {
+    let fake = FakeProvider::start().await;
+    let mut config = support::openai(&fake).config().clone();
+    config.api_key = Some(molt_core::Secret::new("sk-wrong"));
+    let provider = Provider::new(config).unwrap();
+    let error = provider.call(call("echo", "hi")).await.unwrap_err();
+    assert!(
+        matches!(error, GatewayError::Upstream { status: 401, ref error_type, .. } if error_type == "invalid_api_key"),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn an_error_event_before_any_output_fails_the_call_so_it_can_be_retried() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let error = provider
+            .call(call("error-before-output", "hi"))
+            .await
+            .unwrap_err();
+        assert!(error.is_retryable(), "{}: {error:?}", provider.name());
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_after_output_ends_the_stream_with_that_error() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let answer = provider
+            .call(call("error-mid-stream", "one two three four"))
+            .await
+            .unwrap();
+        let (events, error) = drain(answer).await;
+        assert_eq!(text(&events), "You said: ");
+        assert!(
+            matches!(error, Some(GatewayError::Upstream { status: 500, .. })),
+            "{}: {error:?}",
+            provider.name()
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, ModelEvent::Stop(_))),
+            "no clean end"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_stream_is_an_error_not_a_clean_end() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let answer = provider
+            .call(call("cut-mid-stream", "one two three four"))
+            .await
+            .unwrap();
+        let (events, error) = drain(answer).await;
+        assert_eq!(text(&events), "You said: ");
+        assert!(
+            matches!(
+                error,
+                Some(GatewayError::Connection { .. } | GatewayError::Protocol { .. })
+            ),
+            "{}: {error:?}",
+            provider.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_first_token_times_out_and_is_retried_then_given_up() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let timeouts = Timeouts {
+            first_token: Some(Duration::from_millis(200)),
+            ..Timeouts::default()
+        };
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let name = provider.name().to_string();
+        let retry = Retry::new(Arc::new(provider), policy, timeouts);
+        let error = retry
+            .call(call("slow-first-token", "hi"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, GatewayError::Timeout(TimeoutKind::FirstToken)),
+            "{name}: {error:?}"
+        );
+    }
+    // Two APIs, two attempts each.
+    assert_eq!(fake.state.requests_for("slow-first-token"), 4);
+}
+
+#[tokio::test]
+async fn requests_reach_the_provider_in_its_own_shape() {
+    let fake = FakeProvider::start().await;
+    let mut conversation = call("echo", "");
+    conversation.request.system = "Be brief.".into();
+    conversation.request.messages = vec![
+        molt_core::message::Message::user("weather in Paris?"),
+        molt_core::message::Message {
+            role: molt_core::message::Role::Assistant,
+            content: vec![molt_core::message::ContentBlock::ToolUse {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                input: json!({ "city": "Paris", "units": { "temp": "C" } }),
+            }],
+        },
+        molt_core::message::Message {
+            role: molt_core::message::Role::User,
+            content: vec![molt_core::message::ContentBlock::ToolResult {
+                tool_use_id: "call_1".into(),
+                content: "18 C".into(),
+                is_error: false,
+            }],
+        },
+    ];
+    conversation.request.tools = vec![molt_core::tool::ToolSpec {
+        name: "get_weather".into(),
+        description: "Weather".into(),
+        input_schema: json!({ "type": "object" }),
+    }];
+    conversation.request.options.tool_choice = Some(molt_core::model::ToolChoice::Tool {
+        name: "get_weather".into(),
+    });
+    for provider in both(&fake).await {
+        drain(provider.call(conversation.clone()).await.unwrap()).await;
+    }
+    let received = fake.state.received.lock().unwrap().clone();
+    let anthropic = &received.iter().find(|r| r.api == "anthropic").unwrap().body;
+    assert_eq!(anthropic["system"], "Be brief.");
+    assert_eq!(
+        anthropic["messages"][1]["content"][0]["input"],
+        json!({ "city": "Paris", "units": { "temp": "C" } })
+    );
+    assert_eq!(
+        anthropic["messages"][2]["content"][0]["tool_use_id"],
+        "call_1"
+    );
+    assert_eq!(
+        anthropic["tool_choice"],
+        json!({ "type": "tool", "name": "get_weather" })
+    );
+    assert_eq!(anthropic["max_tokens"], 4096);
+    let openai = &received.iter().find(|r| r.api == "openai").unwrap().body;
+    assert_eq!(
+        openai["messages"][0],
+        json!({ "role": "system", "content": "Be brief." })
+    );
+    let arguments: serde_json::Value = serde_json::from_str(
+        openai["messages"][2]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        arguments,
+        json!({ "city": "Paris", "units": { "temp": "C" } })
+    );
+    assert_eq!(
+        openai["messages"][3],
+        json!({ "role": "tool", "tool_call_id": "call_1", "content": "18 C" })
+    );
+    assert_eq!(
+        openai["tool_choice"],
+        json!({ "type": "function", "function": { "name": "get_weather" } })
+    );
+    assert_eq!(openai["stream_options"], json!({ "include_usage": true }));
+    let _ = Usage::default();
+}

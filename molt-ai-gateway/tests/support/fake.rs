@@ -1,0 +1,504 @@
+//! Fake Anthropic and OpenAI servers, faithful to the published API reference:
+//! the same SSE event sequences, error bodies, status codes and rate-limit
+//! headers. The model name picks the behaviour:
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `echo` (or anything else) | streams "You said: <last user text>" |
+//! | `tool` | calls `get_weather` with `{"city":"Paris","days":3}` |
+//! | `cached` | reports prompt-cache usage (100 cached input tokens) |
+//! | `rate-limited` | 429 with `retry-after: 1` and the provider's rate-limit headers |
+//! | `flaky` | 429 with `retry-after: 0` twice, then answers |
+//! | `overloaded` | Anthropic 529 `overloaded_error`, OpenAI 503 |
+//! | `error-before-output` | HTTP 200, then an error event before any text |
+//! | `error-mid-stream` | HTTP 200, some text, then an error event |
+//! | `cut-mid-stream` | HTTP 200, some text, then the connection is cut |
+//! | `slow-first-token` | waits `first_token_delay` before the first event |
+
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The key the fake Anthropic accepts.
+pub const ANTHROPIC_KEY: &str = "sk-ant-fake-key";
+/// The key the fake OpenAI accepts.
+pub const OPENAI_KEY: &str = "sk-openai-fake-key";
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// `anthropic` or `openai`.
+    pub api: &'static str,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// Shared state: what arrived, and per-model counters.
+#[derive(Default)]
+pub struct FakeState {
+    pub received: Mutex<Vec<Received>>,
+    counters: Mutex<HashMap<String, u32>>,
+    pub first_token_delay: Mutex<Duration>,
+    /// Keep no request log (for benchmarks).
+    pub quiet: std::sync::atomic::AtomicBool,
+}
+
+impl FakeState {
+    fn count(&self, model: &str) -> u32 {
+        let mut counters = self.counters.lock().unwrap();
+        let count = counters.entry(model.to_string()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// How many requests asked for `model`.
+    pub fn requests_for(&self, model: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.body["model"] == model)
+            .count()
+    }
+}
+
+/// A running fake provider.
+pub struct FakeProvider {
+    pub address: SocketAddr,
+    pub state: Arc<FakeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProvider {
+    /// Starts both APIs on a free loopback port.
+    pub async fn start() -> Self {
+        let state = Arc::new(FakeState {
+            first_token_delay: Mutex::new(Duration::from_secs(2)),
+            ..FakeState::default()
+        });
+        let app = axum::Router::new()
+            .route("/v1/messages", post(anthropic))
+            .route("/v1/chat/completions", post(openai))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            address,
+            state,
+            task,
+        }
+    }
+
+    /// The Anthropic base URL (as the Anthropic SDK expects it: no `/v1`).
+    pub fn anthropic_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The OpenAI base URL (with `/v1`).
+    pub fn openai_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn last_user_text(messages: &Value) -> String {
+    let Some(last) = messages
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+    else {
+        return String::new();
+    };
+    match &last["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str().or_else(|| b["content"].as_str()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn reply_pieces(body: &Value) -> Vec<String> {
+    let text = format!("You said: {}", last_user_text(&body["messages"]));
+    text.split_inclusive(' ').map(str::to_string).collect()
+}
+
+fn input_tokens(body: &Value) -> u64 {
+    (body["messages"].to_string().len() / 4) as u64 + 1
+}
+
+const TOOL_ARGUMENT_PIECES: [&str; 4] = ["", "{\"city\": \"Pa", "ris\", \"days\"", ": 3}"];
+
+/// A stream body: `items` then, when `cut`, a broken connection.
+fn sse(items: Vec<String>, delay: Option<Duration>, cut: bool) -> Response {
+    let stream = futures::stream::iter(
+        items
+            .into_iter()
+            .map(|item| Ok::<_, std::io::Error>(Bytes::from(item))),
+    );
+    let stream = match delay {
+        Some(delay) => futures::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            Ok(Bytes::new())
+        })
+        .chain(stream)
+        .boxed(),
+        None => stream.boxed(),
+    };
+    let stream = if cut {
+        // Let what came before reach the client, then break the connection.
+        let cut = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(std::io::Error::other("connection cut"))
+        });
+        stream.chain(cut).boxed()
+    } else {
+        stream
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn record(state: &FakeState, api: &'static str, body: &Value) {
+    if !state.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+        state.received.lock().unwrap().push(Received {
+            api,
+            body: body.clone(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------- Anthropic
+
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
+    let body = json!({ "type": "error", "error": { "type": kind, "message": message }, "request_id": "req_011CFakeRequestId" });
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("request-id", "req_011CFakeRequestId".parse().unwrap());
+    response
+}
+
+fn anthropic_event(data: Value) -> String {
+    format!(
+        "event: {}\ndata: {}\n\n",
+        data["type"].as_str().unwrap(),
+        data
+    )
+}
+
+async fn anthropic(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(ANTHROPIC_KEY) {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    if headers.get("anthropic-version").is_none() {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "There was an error parsing the body of your request.",
+        );
+    };
+    if body["max_tokens"].as_u64().is_none() {
+        return anthropic_error(400, "invalid_request_error", "max_tokens: Field required");
+    }
+    if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "messages: at least one message is required",
+        );
+    }
+    record(&state, "anthropic", &body);
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let count = state.count(&format!("anthropic/{model}"));
+    match model.as_str() {
+        "rate-limited" => {
+            let mut response = anthropic_error(
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            );
+            let headers = response.headers_mut();
+            headers.insert("retry-after", "1".parse().unwrap());
+            headers.insert("anthropic-ratelimit-requests-limit", "50".parse().unwrap());
+            headers.insert(
+                "anthropic-ratelimit-requests-remaining",
+                "0".parse().unwrap(),
+            );
+            headers.insert(
+                "anthropic-ratelimit-requests-reset",
+                "2026-11-22T12:00:01Z".parse().unwrap(),
+            );
+            return response;
+        }
+        "flaky" if count <= 2 => {
+            let mut response = anthropic_error(429, "rate_limit_error", "rate limited");
+            response
+                .headers_mut()
+                .insert("retry-after", "0".parse().unwrap());
+            return response;
+        }
+        "overloaded" => return anthropic_error(529, "overloaded_error", "Overloaded"),
+        _ => {}
+    }
+    if body["stream"] != true {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "this fake serves streams only",
+        );
+    }
+    let (input, cache_read) = if model == "cached" {
+        (20, 100)
+    } else {
+        (input_tokens(&body), 0)
+    };
+    let mut events = vec![anthropic_event(json!({
+        "type": "message_start",
+        "message": {
+            "id": "msg_01FakeMessageId", "type": "message", "role": "assistant", "content": [], "model": model,
+            "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read, "output_tokens": 1 }
+        }
+    }))];
+    if model == "error-before-output" {
+        events.push(anthropic_event(json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } })));
+        return sse(events, None, false);
+    }
+    let (stop, output) = if model == "tool" {
+        events.push(anthropic_event(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } })));
+        events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "Let me check." } })));
+        events.push(anthropic_event(
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+        events.push(anthropic_event(json!({ "type": "content_block_start", "index": 1, "content_block": { "type": "tool_use", "id": "toolu_01FakeToolUse", "name": "get_weather", "input": {} } })));
+        for piece in TOOL_ARGUMENT_PIECES {
+            events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 1, "delta": { "type": "input_json_delta", "partial_json": piece } })));
+        }
+        events.push(anthropic_event(
+            json!({ "type": "content_block_stop", "index": 1 }),
+        ));
+        ("tool_use", 12)
+    } else {
+        let pieces = reply_pieces(&body);
+        events.push(anthropic_event(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } })));
+        events.push(anthropic_event(json!({ "type": "ping" })));
+        events.push(anthropic_event(
+            json!({ "type": "future_event_kind", "detail": "unknown events must be tolerated" }),
+        ));
+        for (index, piece) in pieces.iter().enumerate() {
+            events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": piece } })));
+            if index == 1 {
+                match model.as_str() {
+                    "error-mid-stream" => {
+                        events.push(anthropic_event(json!({ "type": "error", "error": { "type": "api_error", "message": "Internal server error" } })));
+                        return sse(events, None, false);
+                    }
+                    "cut-mid-stream" => return sse(events, None, true),
+                    _ => {}
+                }
+            }
+        }
+        events.push(anthropic_event(
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+        ("end_turn", pieces.len() as u64)
+    };
+    events.push(anthropic_event(json!({
+        "type": "message_delta",
+        "delta": { "stop_reason": stop, "stop_sequence": null },
+        "usage": { "output_tokens": output }
+    })));
+    events.push(anthropic_event(json!({ "type": "message_stop" })));
+    let delay = (model == "slow-first-token").then(|| *state.first_token_delay.lock().unwrap());
+    sse(events, delay, false)
+}
+
+// ---------------------------------------------------------------- OpenAI
+
+fn openai_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Response {
+    let body =
+        json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("x-request-id", "req_fakerequestid".parse().unwrap());
+    response
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    let data = json!({
+        "id": "chatcmpl-FakeCompletionId", "object": "chat.completion.chunk", "created": 1_790_000_000, "model": model,
+        "system_fingerprint": "fp_fake", "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+        "usage": null,
+    });
+    format!("data: {data}\n\n")
+}
+
+async fn openai(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let expected = format!("Bearer {OPENAI_KEY}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return openai_error(
+            401,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect API key provided: sk-w****. You can find your API key at https://platform.openai.com/account/api-keys.",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return openai_error(
+            400,
+            "invalid_request_error",
+            None,
+            "We could not parse the JSON body of your request.",
+        );
+    };
+    if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
+        return openai_error(
+            400,
+            "invalid_request_error",
+            None,
+            "[] is too short - 'messages'",
+        );
+    }
+    record(&state, "openai", &body);
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let count = state.count(&format!("openai/{model}"));
+    match model.as_str() {
+        "rate-limited" => {
+            let mut response = openai_error(
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+                "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 1s.",
+            );
+            let headers = response.headers_mut();
+            headers.insert("retry-after", "1".parse().unwrap());
+            headers.insert("x-ratelimit-limit-requests", "3".parse().unwrap());
+            headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+            headers.insert("x-ratelimit-reset-requests", "1s".parse().unwrap());
+            return response;
+        }
+        "flaky" if count <= 2 => {
+            let mut response = openai_error(
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+                "Rate limit reached",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", "0".parse().unwrap());
+            return response;
+        }
+        "overloaded" => {
+            return openai_error(
+                503,
+                "server_error",
+                None,
+                "The engine is currently overloaded, please try again later",
+            );
+        }
+        _ => {}
+    }
+    if body["stream"] != true {
+        return openai_error(
+            400,
+            "invalid_request_error",
+            None,
+            "this fake serves streams only",
+        );
+    }
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let mut chunks = vec![chunk(
+        &model,
+        json!({ "role": "assistant", "content": "", "refusal": null }),
+        None,
+    )];
+    if model == "error-before-output" {
+        chunks.push(format!("data: {}\n\n", json!({ "error": { "message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": null, "code": null } })));
+        return sse(chunks, None, false);
+    }
+    let (finish, output) = if model == "tool" {
+        let start = json!({ "tool_calls": [{ "index": 0, "id": "call_FakeToolCall", "type": "function", "function": { "name": "get_weather", "arguments": "" } }] });
+        chunks.push(chunk(&model, start, None));
+        for piece in TOOL_ARGUMENT_PIECES.iter().skip(1) {
+            chunks.push(chunk(
+                &model,
+                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+                None,
+            ));
+        }
+        ("tool_calls", 12)
+    } else {
+        let pieces = reply_pieces(&body);
+        for (index, piece) in pieces.iter().enumerate() {
+            chunks.push(chunk(&model, json!({ "content": piece }), None));
+            if index == 1 {
+                match model.as_str() {
+                    "error-mid-stream" => {
+                        chunks.push(format!("data: {}\n\n", json!({ "error": { "message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": null, "code": null } })));
+                        return sse(chunks, None, false);
+                    }
+                    "cut-mid-stream" => return sse(chunks, None, true),
+                    _ => {}
+                }
+            }
+        }
+        ("stop", pieces.len() as u64)
+    };
+    chunks.push(chunk(&model, json!({}), Some(finish)));
+    if include_usage {
+        let (prompt, cached) = if model == "cached" {
+            (120, 100)
+        } else {
+            (input_tokens(&body), 0)
+        };
+        let usage = json!({
+            "id": "chatcmpl-FakeCompletionId", "object": "chat.completion.chunk", "created": 1_790_000_000, "model": model,
+            "system_fingerprint": "fp_fake", "choices": [],
+            "usage": {
+                "prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                "prompt_tokens_details": { "cached_tokens": cached, "audio_tokens": 0 },
+                "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0 }
+            }
+        });
+        chunks.push(format!("data: {usage}\n\n"));
+    }
+    chunks.push("data: [DONE]\n\n".into());
+    let delay = (model == "slow-first-token").then(|| *state.first_token_delay.lock().unwrap());
+    sse(chunks, delay, false)
+}
