@@ -19,6 +19,7 @@ pub enum Api {
     /// Anthropic's Messages API; the base URL excludes `/v1`.
     Anthropic,
     /// OpenAI's Chat Completions API; the base URL includes `/v1` (or its equivalent).
+    #[serde(rename = "openai")]
     OpenAi,
 }
 
@@ -318,9 +319,9 @@ impl ModelService for Provider {
     }
 }
 
-/// An HTTP client with rustls (ring) and Mozilla's roots, so it works in
+/// The HTTP client the providers use: rustls (ring) with Mozilla's roots, so it works in
 /// containers without a CA bundle.
-pub(crate) fn http_client(
+pub fn http_client(
     connect_timeout: Duration,
     read_timeout: Duration,
 ) -> Result<reqwest::Client, GatewayError> {

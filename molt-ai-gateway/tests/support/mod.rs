@@ -189,3 +189,80 @@ pub fn upstream(status: u16) -> GatewayError {
         retry_after: None,
     }
 }
+
+/// The gateway key the test proxies accept.
+pub const GATEWAY_KEY: &str = "molt-test-gateway-key";
+
+/// A gateway configuration over the fake: providers `anthropic` and `openai`,
+/// and a `fallback` route (Anthropic `rate-limited`, then OpenAI `echo`).
+pub fn gateway_toml(fake: &fake::FakeProvider, extra: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "anthropic"
+api = "anthropic"
+base_url = "{anthropic}"
+api_key = "{anthropic_key}"
+
+[[providers]]
+name = "openai"
+api = "openai"
+base_url = "{openai}"
+api_key = "{openai_key}"
+
+[retry]
+max_attempts = 2
+base_delay = "1ms"
+max_retry_after = "100ms"
+
+[routes.fallback]
+steps = [{{ provider = "anthropic", model = "rate-limited" }}, {{ provider = "openai", model = "echo" }}]
+
+{extra}
+"#,
+        anthropic = fake.anthropic_url(),
+        anthropic_key = fake::ANTHROPIC_KEY,
+        openai = fake.openai_url(),
+        openai_key = fake::OPENAI_KEY,
+    )
+}
+
+/// A running proxy over the fake.
+pub struct RunningProxy {
+    pub address: std::net::SocketAddr,
+    pub gateway: Arc<molt_ai_gateway::Gateway>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RunningProxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+/// Starts the proxy on a free loopback port.
+pub async fn start_proxy(toml: &str, max_body_bytes: usize) -> RunningProxy {
+    let config = molt_ai_gateway::GatewayConfig::from_toml(toml).unwrap();
+    let gateway = Arc::new(molt_ai_gateway::Gateway::from_config(&config, |_| None).unwrap());
+    let proxy_config = molt_ai_gateway::proxy::ProxyConfig {
+        keys: vec![("test".into(), Secret::new(GATEWAY_KEY))],
+        max_body_bytes,
+    };
+    let app = molt_ai_gateway::proxy::router(gateway.clone(), proxy_config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    RunningProxy {
+        address,
+        gateway,
+        task,
+    }
+}

@@ -1,0 +1,446 @@
+//! The proxy over HTTP: both API shapes, streaming and not, Cloudflare's
+//! headers, and provider-shaped errors for bad input.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake::FakeProvider;
+use support::{GATEWAY_KEY, RunningProxy, gateway_toml, start_proxy};
+
+fn client() -> reqwest::Client {
+    molt_ai_gateway::provider::http_client(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap()
+}
+
+async fn post(
+    proxy: &RunningProxy,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client()
+        .post(proxy.url(path))
+        .bearer_auth(GATEWAY_KEY)
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+fn chat(model: &str, text: &str, stream: bool) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": text }], "stream": stream, "stream_options": if stream { json!({ "include_usage": true }) } else { Value::Null } })
+}
+
+fn message(model: &str, text: &str, stream: bool) -> Value {
+    json!({ "model": model, "max_tokens": 100, "messages": [{ "role": "user", "content": text }], "stream": stream })
+}
+
+/// The `data:` payloads of an SSE body, with their event names.
+fn sse_events(body: &str) -> Vec<(String, String)> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = value.to_string();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = value.to_string();
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_clients_reach_an_anthropic_provider_and_back() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("anthropic/echo", "hi there", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cf-aig-cache-status"], "MISS");
+    assert_eq!(response.headers()["cf-aig-step"], "0");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "You said: hi there"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn anthropic_clients_stream_from_an_openai_provider() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let response = post(
+        &proxy,
+        "/v1/messages",
+        message("openai/echo", "hi there", true),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = sse_events(&response.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(
+        &names[names.len() - 2..],
+        &["message_delta", "message_stop"]
+    );
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .map(|(_, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["delta"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(text, "You said: hi there");
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 4);
+}
+
+#[tokio::test]
+async fn a_fallback_route_reports_the_step_that_answered() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("fallback", "hi", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cf-aig-step"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["model"], "echo");
+}
+
+#[tokio::test]
+async fn cloudflare_cache_headers_work_and_a_cached_answer_replays_as_a_stream() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let ttl = [("cf-aig-cache-ttl", "60")];
+    let first = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "cache me", false),
+        &ttl,
+    )
+    .await;
+    assert_eq!(first.headers()["cf-aig-cache-status"], "MISS");
+    let second = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "cache me", false),
+        &ttl,
+    )
+    .await;
+    assert_eq!(second.headers()["cf-aig-cache-status"], "HIT");
+    let streamed = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "cache me", true),
+        &ttl,
+    )
+    .await;
+    assert_eq!(streamed.headers()["cf-aig-cache-status"], "HIT");
+    let events = sse_events(&streamed.text().await.unwrap());
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let skipped = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "cache me", false),
+        &[("cf-aig-cache-ttl", "60"), ("cf-aig-skip-cache", "true")],
+    )
+    .await;
+    assert_eq!(skipped.headers()["cf-aig-cache-status"], "MISS");
+    let keyed = [("cf-aig-cache-ttl", "60"), ("cf-aig-cache-key", "k")];
+    post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "one", false),
+        &keyed,
+    )
+    .await;
+    let other = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "two", false),
+        &keyed,
+    )
+    .await;
+    assert_eq!(other.headers()["cf-aig-cache-status"], "HIT");
+    assert_eq!(fake.state.requests_for("echo"), 3);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_providers_error_shape_and_status() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 4096).await;
+    // Malformed JSON.
+    for (path, shape_check) in [
+        ("/v1/chat/completions", "/error/message"),
+        ("/v1/messages", "/error/type"),
+    ] {
+        let response = client()
+            .post(proxy.url(path))
+            .bearer_auth(GATEWAY_KEY)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body.pointer(shape_check).is_some(), "{path}: {body}");
+    }
+    // Unknown model.
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("nope", "hi", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    let response = post(&proxy, "/v1/messages", message("nope", "hi", false), &[]).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error"))
+    );
+    // Too large.
+    let response = post(
+        &proxy,
+        "/v1/messages",
+        message("openai/echo", &"x".repeat(10_000), false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "request_too_large");
+    // Missing and wrong keys.
+    let response = client()
+        .post(proxy.url("/v1/messages"))
+        .json(&message("openai/echo", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+    let response = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .json(&chat("openai/echo", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // Bad Cloudflare headers.
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "hi", false),
+        &[("cf-aig-cache-ttl", "soon")],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    // The proxy still serves after all that.
+    assert_eq!(
+        post(
+            &proxy,
+            "/v1/chat/completions",
+            chat("openai/echo", "hi", false),
+            &[]
+        )
+        .await
+        .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_call_gets_429_with_retry_after() {
+    let fake = FakeProvider::start().await;
+    let limits = r#"
+[[rate_limits]]
+name = "per-gateway"
+scope = "gateway"
+unit = "requests"
+limit = 1
+period = "1h"
+window = "fixed"
+"#;
+    let proxy = start_proxy(&gateway_toml(&fake, limits), 1 << 20).await;
+    assert_eq!(
+        post(
+            &proxy,
+            "/v1/messages",
+            message("openai/echo", "hi", false),
+            &[("x-api-key", GATEWAY_KEY)]
+        )
+        .await
+        .status(),
+        200
+    );
+    let response = post(
+        &proxy,
+        "/v1/messages",
+        message("openai/echo", "hi", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1 && wait <= 3600, "{wait}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_ends_with_an_explicit_error_not_a_clean_end() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    for model in ["anthropic/error-mid-stream", "openai/cut-mid-stream"] {
+        let body = post(
+            &proxy,
+            "/v1/chat/completions",
+            chat(model, "one two three", true),
+            &[],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        let events = sse_events(&body);
+        assert!(
+            !events.iter().any(|(_, data)| data == "[DONE]"),
+            "{model}: {body}"
+        );
+        let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+        assert!(last["error"]["message"].is_string(), "{model}: {body}");
+        let body = post(
+            &proxy,
+            "/v1/messages",
+            message(model, "one two three", true),
+            &[],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        let events = sse_events(&body);
+        assert!(
+            !events.iter().any(|(name, _)| name == "message_stop"),
+            "{model}: {body}"
+        );
+        assert_eq!(events.last().unwrap().0, "error", "{model}: {body}");
+    }
+    // A non-streaming client gets an error status instead of a partial answer.
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/error-mid-stream", "one two three", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 500);
+}
+
+#[tokio::test]
+async fn models_and_metrics_are_listed_behind_the_key() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let models: Value = client()
+        .get(proxy.url("/v1/models"))
+        .bearer_auth(GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"fallback") && ids.contains(&"openai/echo"),
+        "{ids:?}"
+    );
+    let anthropic: Value = client()
+        .get(proxy.url("/v1/models"))
+        .header("x-api-key", GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["data"][0]["type"], "model");
+    assert_eq!(
+        client()
+            .get(proxy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "hi", false),
+        &[],
+    )
+    .await;
+    let metrics = client()
+        .get(proxy.url("/metrics"))
+        .bearer_auth(GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "molt_ai_requests_total{provider=\"openai\",model=\"echo\",status=\"200\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert_eq!(proxy.gateway.recent().records().len(), 1);
+}
