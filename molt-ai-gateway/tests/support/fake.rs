@@ -122,7 +122,7 @@ impl Drop for FakeProvider {
 fn last_user_text(messages: &Value) -> String {
     let Some(last) = messages
         .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user" || m["role"] == "tool"))
     else {
         return String::new();
     };
