@@ -31,6 +31,7 @@ pub struct Gateway {
     recent: Arc<MemoryRing>,
     models: Vec<String>,
     default_route: Option<String>,
+    label: String,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -158,6 +159,7 @@ impl Gateway {
             metrics,
             recent,
             models: models.into_iter().collect(),
+            label: label(config),
             default_route: config.default_route.clone(),
         })
     }
@@ -190,6 +192,25 @@ impl Gateway {
     /// The most recent call records.
     pub fn recent(&self) -> &MemoryRing {
         &self.recent
+    }
+}
+
+/// A name for status pages: the default route's first step, and how many fallbacks follow.
+fn label(config: &GatewayConfig) -> String {
+    let Some(name) = &config.default_route else {
+        return "molt-ai-gateway".into();
+    };
+    match config.routes.get(name).map(|route| route.steps.as_slice()) {
+        Some([first]) => {
+            format!("{}/{}", first.provider, first.model)
+        }
+        Some([first, rest @ ..]) => format!(
+            "{}/{} (+{} fallback)",
+            first.provider,
+            first.model,
+            rest.len()
+        ),
+        _ => name.clone(),
     }
 }
 
@@ -301,7 +322,7 @@ impl ModelService for Gateway {
 #[async_trait]
 impl LanguageModel for Gateway {
     fn name(&self) -> &str {
-        self.default_route.as_deref().unwrap_or("molt-ai-gateway")
+        &self.label
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {

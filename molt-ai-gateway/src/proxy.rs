@@ -95,28 +95,49 @@ impl Flavor {
     }
 }
 
+/// Why a caller was not let in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthFailure {
+    Missing,
+    Wrong,
+}
+
+impl AuthFailure {
+    /// The refusal in the client's API shape.
+    fn response(self, flavor: Flavor) -> Response {
+        let (kind, message) = match (self, flavor) {
+            (AuthFailure::Missing, Flavor::OpenAi) => (
+                "invalid_request_error",
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+            ),
+            (AuthFailure::Missing, Flavor::Anthropic) => {
+                ("authentication_error", "x-api-key header is required")
+            }
+            (AuthFailure::Wrong, Flavor::OpenAi) => {
+                ("invalid_request_error", "invalid gateway key")
+            }
+            (AuthFailure::Wrong, Flavor::Anthropic) => {
+                ("authentication_error", "invalid gateway key")
+            }
+        };
+        flavor.refuse(StatusCode::UNAUTHORIZED, kind, message)
+    }
+}
+
 impl Proxy {
     /// The name of the key the caller presented (`Authorization: Bearer` or `x-api-key`).
-    fn authenticate(&self, headers: &HeaderMap, flavor: Flavor) -> Result<String, Response> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let presented = bearer.or_else(|| {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
+        let text = |name| {
             headers
-                .get("x-api-key")
-                .and_then(|value| value.to_str().ok())
-        });
-        let Some(presented) = presented.map(str::trim).filter(|key| !key.is_empty()) else {
-            let (kind, message) = match flavor {
-                Flavor::OpenAi => (
-                    "invalid_request_error",
-                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                ),
-                Flavor::Anthropic => ("authentication_error", "x-api-key header is required"),
-            };
-            return Err(flavor.refuse(StatusCode::UNAUTHORIZED, kind, message));
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
         };
+        let bearer = text(header::AUTHORIZATION).and_then(|value| value.strip_prefix("Bearer "));
+        let presented = bearer
+            .or_else(|| text(header::HeaderName::from_static("x-api-key")))
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .ok_or(AuthFailure::Missing)?;
         // Compare with every key so the time taken does not depend on which matched.
         let mut found = None;
         for (name, key) in &self.config.keys {
@@ -124,13 +145,7 @@ impl Proxy {
                 found = Some(name.clone());
             }
         }
-        found.ok_or_else(|| {
-            let kind = match flavor {
-                Flavor::OpenAi => "invalid_request_error",
-                Flavor::Anthropic => "authentication_error",
-            };
-            flavor.refuse(StatusCode::UNAUTHORIZED, kind, "invalid gateway key")
-        })
+        found.ok_or(AuthFailure::Wrong)
     }
 }
 
@@ -221,7 +236,9 @@ async fn begin(
     flavor: Flavor,
     parse: impl FnOnce(&[u8]) -> Result<Call, GatewayError>,
 ) -> Result<Answer, Response> {
-    let key_id = proxy.authenticate(headers, flavor)?;
+    let key_id = proxy
+        .authenticate(headers)
+        .map_err(|failure| failure.response(flavor))?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -355,8 +372,8 @@ async fn models(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response
     } else {
         Flavor::OpenAi
     };
-    if let Err(response) = proxy.authenticate(&headers, flavor) {
-        return response;
+    if let Err(failure) = proxy.authenticate(&headers) {
+        return failure.response(flavor);
     }
     let names = proxy.gateway.models();
     let body = match flavor {
@@ -375,8 +392,8 @@ async fn models(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response
 }
 
 async fn metrics(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
-    if let Err(response) = proxy.authenticate(&headers, Flavor::OpenAi) {
-        return response;
+    if let Err(failure) = proxy.authenticate(&headers) {
+        return failure.response(Flavor::OpenAi);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -322,7 +322,7 @@ window = "fixed"
         .unwrap()
         .parse()
         .unwrap();
-    assert!(wait >= 1 && wait <= 3600, "{wait}");
+    assert!((1..=3600).contains(&wait), "{wait}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
 }

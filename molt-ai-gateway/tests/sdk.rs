@@ -14,7 +14,11 @@ async fn the_official_python_sdks_work_against_the_proxy() {
     let python = std::env::var("MOLT_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root.join("../target/sdk-venv/bin/python"));
-    assert!(python.exists(), "no Python with the SDKs at {} (run ./scripts/test, or set MOLT_PYTHON)", python.display());
+    assert!(
+        python.exists(),
+        "no Python with the SDKs at {} (run ./scripts/test, or set MOLT_PYTHON)",
+        python.display()
+    );
     let fake = FakeProvider::start().await;
     let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
     let output = tokio::process::Command::new(&python)

@@ -2,12 +2,16 @@
 //!
 //! Serves the Control UI, its WebSocket and the status API on
 //! `127.0.0.1:18789`, keeps state in `./.molt` (or `MOLT_STATE_DIR`), and
-//! answers with the offline echo model until a model provider is configured.
+//! answers through molt-ai-gateway when a provider key is set
+//! (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, the Cloudflare AI Gateway variables,
+//! or `<state>/ai-gateway.toml`), else with the offline echo model.
 
+use molt_ai_gateway::{Gateway as AiGateway, GatewayConfig};
 use molt_core::agent::{Agent, AgentOptions};
 use molt_core::config::Config;
 use molt_core::echo::{EchoModel, WordCountTool};
 use molt_core::gateway::{Gateway, GatewayParts};
+use molt_core::model::LanguageModel;
 use molt_core::skills::{load_skills, skills_prompt};
 use molt_core::tool::ToolRegistry;
 use molt_core::transcript::CompactionPolicy;
@@ -32,6 +36,11 @@ Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
 <state>/molt.toml (MOLT_CONFIG to change) and the environment
 (MOLTBOT_GATEWAY_TOKEN, TELEGRAM_DM_POLICY, DEBUG_ROUTES, ...).
+Models: ANTHROPIC_API_KEY (+ ANTHROPIC_BASE_URL), OPENAI_API_KEY (+ OPENAI_BASE_URL),
+AI_GATEWAY_API_KEY + AI_GATEWAY_BASE_URL, CLOUDFLARE_AI_GATEWAY_API_KEY +
+CF_AI_GATEWAY_ACCOUNT_ID + CF_AI_GATEWAY_GATEWAY_ID (+ CF_AI_GATEWAY_MODEL),
+MOLT_MODEL, or <state>/ai-gateway.toml (MOLT_AI_CONFIG to change). Without
+one, replies come from the offline echo model.
 Logs go to stderr; RUST_LOG sets the level (default: info).";
 
 fn main() -> ExitCode {
@@ -116,12 +125,8 @@ async fn run() -> Result<(), String> {
         run_timeout: Duration::from_secs(config.agent.run_timeout_secs),
         ..AgentOptions::default()
     };
-    let agent = Agent::new(
-        Arc::new(EchoModel),
-        Arc::new(tools),
-        platform.timer.clone(),
-        options,
-    );
+    let (model, model_configured) = load_model(&state_dir)?;
+    let agent = Agent::new(model, Arc::new(tools), platform.timer.clone(), options);
     let chat = webchat::ChatStream::new(config.session_scope);
     let observer = chat.clone();
     let gateway = Gateway::new(GatewayParts {
@@ -139,7 +144,9 @@ async fn run() -> Result<(), String> {
         observer: Some(Arc::new(move |event| observer.on_run_event(event))),
     });
     gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
-    tracing::warn!("no model provider is configured: answering with the offline echo model");
+    if !model_configured {
+        tracing::warn!("no model provider is configured: answering with the offline echo model");
+    }
 
     // Messages accepted before a crash are answered before new traffic arrives.
     let resumed = gateway
@@ -159,6 +166,7 @@ async fn run() -> Result<(), String> {
         chat,
         token: token.clone(),
         started,
+        model_configured,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
@@ -186,6 +194,29 @@ async fn run() -> Result<(), String> {
     // Transcript records and inbox entries are fsynced as they are written: nothing is left to flush.
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The model: molt-ai-gateway over the configured providers, or the offline
+/// echo model when none is configured (`true` means a real provider).
+fn load_model(state_dir: &std::path::Path) -> Result<(Arc<dyn LanguageModel>, bool), String> {
+    let path = std::env::var_os("MOLT_AI_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("ai-gateway.toml"));
+    let mut config = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            GatewayConfig::from_toml(&text).map_err(|err| format!("{}: {err}", path.display()))?
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => GatewayConfig::default(),
+        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    config.add_env(env);
+    if !config.has_providers() {
+        return Ok((Arc::new(EchoModel), false));
+    }
+    let gateway = AiGateway::from_config(&config, env).map_err(|err| err.to_string())?;
+    tracing::info!(model = %gateway.name(), models = ?gateway.models(), "model calls go through molt-ai-gateway");
+    Ok((Arc::new(gateway), true))
 }
 
 fn load_config(state_dir: &std::path::Path) -> Result<Config, String> {

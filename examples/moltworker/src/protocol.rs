@@ -10,7 +10,7 @@
 //! the connection stays open.
 
 use crate::auth::{self, AuthResult};
-use crate::server::{AppState, model_status};
+use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
@@ -230,7 +230,7 @@ async fn handshake(
             "features": { "methods": METHODS, "events": ["connect.challenge", "chat"] },
             "snapshot": {
                 "sessionDefaults": { "mainSessionKey": state.chat.session().as_str() },
-                "model": model_status(&state.gateway),
+                "model": state.model_status(),
             },
             "policy": { "maxPayload": MAX_FRAME_BYTES, "maxBufferedBytes": MAX_FRAME_BYTES * 4, "tickIntervalMs": 30_000 },
         });

@@ -27,6 +27,8 @@ pub struct AppState {
     pub token: Secret,
     /// When the process started.
     pub started: Instant,
+    /// Whether a real model provider answers (not the offline echo model).
+    pub model_configured: bool,
 }
 
 impl AppState {
@@ -36,19 +38,24 @@ impl AppState {
             "version": env!("CARGO_PKG_VERSION"),
             "uptimeSeconds": self.started.elapsed().as_secs(),
             "sessions": { "known": self.gateway.known_sessions(), "busy": self.gateway.busy_sessions() },
-            "model": model_status(&self.gateway),
+            "model": self.model_status(),
             "channels": [crate::webchat::CHANNEL],
         })
     }
 }
 
-/// Whether a real model answers; this build only has the offline echo model.
-pub fn model_status(gateway: &Gateway) -> Value {
-    json!({
-        "name": gateway.model_name(),
-        "configured": false,
-        "note": "No model provider is configured: replies come from the offline echo model. Providers arrive with molt-ai-gateway.",
-    })
+impl AppState {
+    /// The model that answers, and whether it is a real one.
+    pub fn model_status(&self) -> Value {
+        if self.model_configured {
+            return json!({ "name": self.gateway.model_name(), "configured": true });
+        }
+        json!({
+            "name": self.gateway.model_name(),
+            "configured": false,
+            "note": "No model provider is configured: replies come from the offline echo model. Set ANTHROPIC_API_KEY or OPENAI_API_KEY (or the Cloudflare AI Gateway variables).",
+        })
+    }
 }
 
 /// The gateway's routes.

@@ -397,7 +397,7 @@ enum StreamEvent {
     },
     ContentBlockDelta {
         index: usize,
-        delta: Delta,
+        delta: DeltaKind,
     },
     ContentBlockStop {
         index: usize,
@@ -433,7 +433,7 @@ enum StartBlock {
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Delta {
+enum DeltaKind {
     TextDelta {
         text: String,
     },
@@ -562,8 +562,8 @@ impl StreamDecoder {
             }
             StreamEvent::ContentBlockStart { .. } => {}
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                Delta::TextDelta { text } => out.push(ModelEvent::TextDelta(text)),
-                Delta::InputJsonDelta { partial_json } => {
+                DeltaKind::TextDelta { text } => out.push(ModelEvent::TextDelta(text)),
+                DeltaKind::InputJsonDelta { partial_json } => {
                     let id = self.tool_blocks.get(&index).ok_or_else(|| {
                         self.protocol(format!(
                             "input_json_delta for block {index}, which is not a tool call"
@@ -574,7 +574,7 @@ impl StreamDecoder {
                         arguments: partial_json,
                     });
                 }
-                Delta::Other => {}
+                DeltaKind::Other => {}
             },
             StreamEvent::ContentBlockStop { index } => {
                 if let Some(id) = self.tool_blocks.remove(&index) {

@@ -120,10 +120,11 @@ impl Drop for FakeProvider {
 }
 
 fn last_user_text(messages: &Value) -> String {
-    let Some(last) = messages
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user" || m["role"] == "tool"))
-    else {
+    let Some(last) = messages.as_array().and_then(|m| {
+        m.iter()
+            .rev()
+            .find(|m| m["role"] == "user" || m["role"] == "tool")
+    }) else {
         return String::new();
     };
     match &last["content"] {

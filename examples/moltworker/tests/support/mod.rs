@@ -13,6 +13,21 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Model provider variables, cleared so a developer's own keys never reach the tests.
+const MODEL_VARIABLES: [&str; 11] = [
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "AI_GATEWAY_API_KEY",
+    "AI_GATEWAY_BASE_URL",
+    "CLOUDFLARE_AI_GATEWAY_API_KEY",
+    "CF_AI_GATEWAY_ACCOUNT_ID",
+    "CF_AI_GATEWAY_GATEWAY_ID",
+    "CF_AI_GATEWAY_MODEL",
+    "MOLT_MODEL",
+];
+
 /// A running gateway process, killed when dropped.
 pub struct Gateway {
     pub child: Child,
@@ -36,6 +51,8 @@ impl Gateway {
             .env("MOLT_BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .env_remove("MOLTBOT_GATEWAY_TOKEN")
+            .env_remove("MOLT_AI_CONFIG")
+            .envs(MODEL_VARIABLES.iter().map(|name| (*name, "")))
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
