@@ -158,7 +158,7 @@ pub struct Totals {
     pub errors: u64,
     /// Calls served from the cache.
     pub cache_hits: u64,
-    /// Tokens used.
+    /// Tokens used upstream (cache hits excluded).
     pub usage: Usage,
     /// Cost in US dollars.
     pub cost_usd: f64,
@@ -170,8 +170,12 @@ impl Totals {
     fn add(&mut self, record: &RequestRecord) {
         self.requests += 1;
         self.errors += u64::from(record.error.is_some());
-        self.cache_hits += u64::from(record.cache == "HIT");
-        self.usage.add(&record.usage);
+        let hit = record.cache == "HIT";
+        self.cache_hits += u64::from(hit);
+        // A cache hit's tokens were counted when it was first answered.
+        if !hit {
+            self.usage.add(&record.usage);
+        }
         self.cost_usd += record.cost_usd;
         self.latency_ms_sum += record.latency_ms;
     }
@@ -395,6 +399,9 @@ fn emit(sinks: &[Arc<dyn AnalyticsSink>], record: &RequestRecord) {
 }
 
 fn failed(record: &mut RequestRecord, error: &GatewayError) {
+    if record.model.is_empty() {
+        record.model = record.requested.clone();
+    }
     record.status = error.status();
     record.error = Some(error.label());
 }
@@ -406,11 +413,30 @@ fn fill_from(record: &mut RequestRecord, info: &AnswerInfo) {
     record.step = info.step;
 }
 
+/// A call whose answer has not started; dropped unanswered, it is recorded as abandoned (499).
+struct Pending {
+    record: Option<RequestRecord>,
+    sinks: Arc<[Arc<dyn AnalyticsSink>]>,
+    started: Instant,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.model = record.requested.clone();
+            record.status = 499;
+            record.error = Some("abandoned".into());
+            record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            emit(&self.sinks, &record);
+        }
+    }
+}
+
 #[async_trait]
 impl ModelService for Analytics {
     async fn call(&self, call: Call) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let mut record = RequestRecord {
+        let record = RequestRecord {
             time_ms: self.clock.now().0,
             requested: call.model().to_string(),
             status: 200,
@@ -420,7 +446,15 @@ impl ModelService for Analytics {
             metadata: call.context.metadata.clone(),
             ..RequestRecord::default()
         };
-        let mut answer = match self.inner.call(call).await {
+        // Records the call even if the caller gives up before the answer starts.
+        let mut pending = Pending {
+            record: Some(record),
+            sinks: self.sinks.clone(),
+            started,
+        };
+        let result = self.inner.call(call).await;
+        let mut record = pending.record.take().expect("taken once");
+        let mut answer = match result {
             Ok(answer) => answer,
             Err(error) => {
                 failed(&mut record, &error);

@@ -51,6 +51,9 @@ pub struct ProviderEntry {
     pub gateway_token_env: Option<String>,
     /// `max_tokens` for Anthropic requests that leave it unset.
     pub default_max_tokens: Option<u32>,
+    /// For Chat Completions: name the output limit `max_completion_tokens`
+    /// (default: yes for OpenAI itself, no for compatible servers).
+    pub max_completion_tokens: Option<bool>,
 }
 
 /// One step of a route.
@@ -288,6 +291,7 @@ impl GatewayConfig {
             gateway_token: None,
             gateway_token_env: None,
             default_max_tokens: None,
+            max_completion_tokens: None,
         };
         if let (Some(key), Some(account), Some(gateway)) = (
             var("CLOUDFLARE_AI_GATEWAY_API_KEY"),
@@ -299,14 +303,16 @@ impl GatewayConfig {
             let (gateway_provider, model) = target
                 .split_once('/')
                 .unwrap_or(("anthropic", target.as_str()));
-            let config =
-                ProviderConfig::cloudflare_ai_gateway(&account, &gateway, gateway_provider, None);
-            let name = format!("cf-ai-gateway-{gateway_provider}");
-            add(
-                self,
-                provider(&name, config.api, config.base_url, key),
+            let (config, model) = ProviderConfig::cloudflare_ai_gateway(
+                &account,
+                &gateway,
+                gateway_provider,
                 model,
+                None,
             );
+            let mut entry = provider(&config.name, config.api, config.base_url, key);
+            entry.max_completion_tokens = Some(config.max_completion_tokens);
+            add(self, entry, &model);
         }
         if let (Some(key), Some(base)) = (var("AI_GATEWAY_API_KEY"), var("AI_GATEWAY_BASE_URL")) {
             let base = base.trim_end_matches('/').to_string();

@@ -60,6 +60,14 @@ pub enum GatewayError {
         /// How long the provider asked to wait, from `retry-after`.
         retry_after: Option<Duration>,
     },
+    /// The provider refused the gateway's own credentials (HTTP 401 or 403).
+    #[error("{provider} refused the gateway's credentials ({status})")]
+    ProviderAuth {
+        /// The provider's name.
+        provider: String,
+        /// Its status.
+        status: u16,
+    },
     /// A time limit ran out.
     #[error("{0} timed out")]
     Timeout(TimeoutKind),
@@ -118,12 +126,20 @@ impl GatewayError {
         }
     }
 
+    /// Whether another fallback step may answer: a retryable failure, or a
+    /// provider that refused the gateway's credentials.
+    pub fn is_fallback_eligible(&self) -> bool {
+        self.is_retryable() || matches!(self, GatewayError::ProviderAuth { .. })
+    }
+
     /// The HTTP status the proxy answers with.
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::Timeout(_) => 504,
-            GatewayError::Connection { .. } | GatewayError::Protocol { .. } => 502,
+            GatewayError::Connection { .. }
+            | GatewayError::Protocol { .. }
+            | GatewayError::ProviderAuth { .. } => 502,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::InvalidRequest(_) => 400,
@@ -145,6 +161,7 @@ impl GatewayError {
         match self {
             GatewayError::Upstream { status, .. } => status.to_string(),
             GatewayError::Timeout(_) => "timeout".into(),
+            GatewayError::ProviderAuth { .. } => "provider_auth".into(),
             GatewayError::Connection { .. } => "connection".into(),
             GatewayError::Protocol { .. } => "protocol".into(),
             GatewayError::RateLimited { .. } => "rate_limited".into(),
@@ -180,6 +197,7 @@ impl From<GatewayError> for ModelError {
                 ModelError::Transport(text)
             }
             GatewayError::Protocol { .. } => ModelError::Protocol(text),
+            GatewayError::ProviderAuth { .. } => ModelError::Auth(text),
             GatewayError::UnknownModel(_) | GatewayError::InvalidRequest(_) => {
                 ModelError::InvalidRequest(text)
             }

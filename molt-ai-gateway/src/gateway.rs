@@ -23,8 +23,9 @@ use molt_core::platform::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// The gateway: analytics ⟶ rate limits ⟶ cache ⟶ budget ⟶ router ⟶ routes
-/// (split, conditional, fallback) ⟶ retries ⟶ providers.
+/// The gateway: analytics ⟶ rate limits ⟶ budget ⟶ cache ⟶ router ⟶ routes
+/// (split, conditional, fallback) ⟶ retries ⟶ providers. The budget sits above
+/// the cache so a downgraded call is cached under the cheaper model it used.
 pub struct Gateway {
     service: SharedService,
     metrics: Arc<Metrics>,
@@ -81,6 +82,10 @@ impl Gateway {
             if let Some(max) = entry.default_max_tokens {
                 provider.default_max_tokens = max;
             }
+            provider.max_completion_tokens = entry.max_completion_tokens.unwrap_or_else(|| {
+                let base = entry.base_url.trim_end_matches('/');
+                base.contains("://api.openai.com") || base.ends_with("/openai")
+            });
             let client = Provider::new(provider).map_err(|err| ConfigError::Provider {
                 name: entry.name.clone(),
                 reason: err.to_string(),
@@ -114,14 +119,6 @@ impl Gateway {
         prices.extend(config.prices.clone());
         let prices = Arc::new(prices);
         let mut service: SharedService = Arc::new(router);
-        if let Some(budget) = &config.budget {
-            let caps = BudgetConfig {
-                daily_usd: budget.daily_usd,
-                monthly_usd: budget.monthly_usd,
-                over_budget: budget.over_budget(),
-            };
-            service = Arc::new(Budget::new(service, prices.clone(), caps, clock.clone()));
-        }
         let cache = CacheConfig {
             default_ttl: config.cache.ttl,
             max_bytes: config
@@ -130,6 +127,14 @@ impl Gateway {
                 .unwrap_or(CacheConfig::default().max_bytes),
         };
         service = Arc::new(Cache::new(service, cache));
+        if let Some(budget) = &config.budget {
+            let caps = BudgetConfig {
+                daily_usd: budget.daily_usd,
+                monthly_usd: budget.monthly_usd,
+                over_budget: budget.over_budget(),
+            };
+            service = Arc::new(Budget::new(service, prices.clone(), caps, clock.clone()));
+        }
         if !config.rate_limits.is_empty() {
             service = Arc::new(RateLimit::new(
                 service,

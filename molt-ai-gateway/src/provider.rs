@@ -45,6 +45,10 @@ pub struct ProviderConfig {
     pub connect_timeout: Duration,
     /// The longest silence tolerated while reading an answer.
     pub read_timeout: Duration,
+    /// For Chat Completions: send the output limit as `max_completion_tokens`
+    /// (OpenAI's current name; its reasoning models refuse `max_tokens`) rather
+    /// than `max_tokens` (what compatible servers understand).
+    pub max_completion_tokens: bool,
 }
 
 impl ProviderConfig {
@@ -58,6 +62,7 @@ impl ProviderConfig {
             default_max_tokens: 4096,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),
+            max_completion_tokens: false,
         }
     }
 
@@ -73,12 +78,16 @@ impl ProviderConfig {
 
     /// OpenAI at `https://api.openai.com/v1`.
     pub fn openai(api_key: Secret) -> Self {
-        Self::new(
+        let base = Self::new(
             "openai",
             Api::OpenAi,
             "https://api.openai.com/v1",
             Some(api_key),
-        )
+        );
+        Self {
+            max_completion_tokens: true,
+            ..base
+        }
     }
 
     /// Any server speaking Chat Completions at `base_url` (Groq, Mistral, OpenRouter, Ollama, vLLM, Workers AI).
@@ -86,25 +95,52 @@ impl ProviderConfig {
         Self::new(name, Api::OpenAi, base_url, api_key)
     }
 
-    /// A provider reached through Cloudflare AI Gateway: `provider` is the gateway's
-    /// path name (`anthropic`, `openai`, `workers-ai`, `groq`, ...). Anthropic speaks
-    /// Messages; every other provider is spoken to in Chat Completions.
+    /// A provider reached through Cloudflare AI Gateway, and the model id to ask
+    /// it for. `provider` is the gateway's name for it (`anthropic`, `openai`,
+    /// `workers-ai`, `groq`, `mistral`, ...). Anthropic is spoken to in Messages,
+    /// OpenAI and Workers AI on their own Chat Completions paths, and every other
+    /// provider through the gateway's OpenAI-compatible `/compat` endpoint, where
+    /// models are named `provider/model`.
     pub fn cloudflare_ai_gateway(
         account_id: &str,
         gateway_id: &str,
         provider: &str,
+        model: &str,
         api_key: Option<Secret>,
-    ) -> Self {
-        let mut base = format!("{CLOUDFLARE_AI_GATEWAY}/{account_id}/{gateway_id}/{provider}");
-        let api = if provider == "anthropic" {
-            Api::Anthropic
-        } else {
-            Api::OpenAi
-        };
-        if provider == "workers-ai" {
-            base.push_str("/v1");
+    ) -> (Self, String) {
+        let gateway = format!("{CLOUDFLARE_AI_GATEWAY}/{account_id}/{gateway_id}");
+        let name = format!("cf-ai-gateway-{provider}");
+        match provider {
+            "anthropic" => (
+                Self::new(
+                    &name,
+                    Api::Anthropic,
+                    &format!("{gateway}/anthropic"),
+                    api_key,
+                ),
+                model.to_string(),
+            ),
+            "openai" => (
+                Self {
+                    max_completion_tokens: true,
+                    ..Self::new(&name, Api::OpenAi, &format!("{gateway}/openai"), api_key)
+                },
+                model.to_string(),
+            ),
+            "workers-ai" => (
+                Self::new(
+                    &name,
+                    Api::OpenAi,
+                    &format!("{gateway}/workers-ai/v1"),
+                    api_key,
+                ),
+                model.to_string(),
+            ),
+            other => (
+                Self::new(&name, Api::OpenAi, &format!("{gateway}/compat"), api_key),
+                format!("{other}/{model}"),
+            ),
         }
-        Self::new(provider, api, &base, api_key)
     }
 
     /// The same provider under another name.
@@ -167,13 +203,14 @@ impl Provider {
         &self.config
     }
 
-    fn connection_error(&self, err: &reqwest::Error) -> GatewayError {
+    /// A transport error, without the URL (it can name a Cloudflare account and gateway).
+    fn connection_error(&self, err: reqwest::Error) -> GatewayError {
         if err.is_timeout() {
             return GatewayError::Timeout(crate::error::TimeoutKind::Attempt);
         }
         GatewayError::Connection {
             provider: self.config.name.clone(),
-            message: error_chain(err),
+            message: error_chain(&err.without_url()),
         }
     }
 
@@ -187,9 +224,11 @@ impl Provider {
             .ok_or_else(|| GatewayError::InvalidRequest("no model given".into()))?;
         let body = match self.config.api {
             Api::Anthropic => {
-                anthropic::encode_request(&call.request, model, self.config.default_max_tokens)
+                anthropic::encode_request(&call.request, model, self.config.default_max_tokens)?
             }
-            Api::OpenAi => openai::encode_request(&call.request, model),
+            Api::OpenAi => {
+                openai::encode_request(&call.request, model, self.config.max_completion_tokens)?
+            }
         };
         let mut request = self
             .client
@@ -212,8 +251,16 @@ impl Provider {
         let response = request
             .send()
             .await
-            .map_err(|err| self.connection_error(&err))?;
+            .map_err(|err| self.connection_error(err))?;
         let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            // The gateway's own credentials were refused: the caller's key is not at fault.
+            tracing::warn!(provider = %self.config.name, status, "the provider refused the gateway's credentials");
+            return Err(GatewayError::ProviderAuth {
+                provider: self.config.name.clone(),
+                status,
+            });
+        }
         if !response.status().is_success() {
             let retry_after = retry_after(response.headers());
             let body = read_limited(response, MAX_ERROR_BODY).await;
@@ -253,7 +300,12 @@ impl Provider {
                         Some(Ok(event)) => decoder.push(&event.data, &mut out).map(|()| false),
                         Some(Err(err)) => Err(GatewayError::Connection {
                             provider: name.clone(),
-                            message: format!("the stream broke: {err}"),
+                            message: match err {
+                                eventsource_stream::EventStreamError::Transport(err) => {
+                                    format!("the stream broke: {}", error_chain(&err.without_url()))
+                                }
+                                other => format!("the stream broke: {other}"),
+                            },
                         }),
                         None => decoder.finish(&mut out).map(|()| true),
                     };
@@ -371,6 +423,14 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
     body
 }
 
+/// The longest `retry-after` believed; anything longer (or not a number) is capped.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0))
+        .map_or(MAX_RETRY_AFTER, |wait| wait.min(MAX_RETRY_AFTER))
+}
+
 /// `retry-after-ms`, or `retry-after` in seconds or as an HTTP date.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let text = |name: &str| {
@@ -380,12 +440,119 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
             .map(str::trim)
     };
     if let Some(ms) = text("retry-after-ms").and_then(|value| value.parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        return Some(seconds(ms / 1000.0));
     }
     let value = text("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return Some(Duration::from_secs_f64(seconds.max(0.0)));
+    if let Ok(value) = value.parse::<f64>() {
+        return Some(seconds(value));
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(SystemTime::now()).unwrap_or_default())
+    Some(
+        date.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(MAX_RETRY_AFTER),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_dates_and_caps_nonsense() {
+        assert_eq!(
+            retry_after(&headers("retry-after", "2")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "150")),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after", "1e20")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after", "inf")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after", "-5")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("retry-after", "soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn cloudflare_ai_gateway_paths_follow_its_documentation() {
+        let gateway = "https://gateway.ai.cloudflare.com/v1/acct/gw";
+        let (anthropic, model) = ProviderConfig::cloudflare_ai_gateway(
+            "acct",
+            "gw",
+            "anthropic",
+            "claude-sonnet-4-5",
+            None,
+        );
+        assert_eq!(
+            (anthropic.api, anthropic.endpoint(), model.as_str()),
+            (
+                Api::Anthropic,
+                format!("{gateway}/anthropic/v1/messages"),
+                "claude-sonnet-4-5"
+            )
+        );
+        let (openai, _) =
+            ProviderConfig::cloudflare_ai_gateway("acct", "gw", "openai", "gpt-4o", None);
+        assert_eq!(
+            openai.endpoint(),
+            format!("{gateway}/openai/chat/completions")
+        );
+        assert!(openai.max_completion_tokens);
+        let (workers, model) = ProviderConfig::cloudflare_ai_gateway(
+            "acct",
+            "gw",
+            "workers-ai",
+            "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+            None,
+        );
+        assert_eq!(
+            (workers.endpoint(), model.as_str()),
+            (
+                format!("{gateway}/workers-ai/v1/chat/completions"),
+                "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
+            )
+        );
+        let (groq, model) =
+            ProviderConfig::cloudflare_ai_gateway("acct", "gw", "groq", "llama-3.3-70b", None);
+        assert_eq!(
+            (groq.endpoint(), model.as_str()),
+            (
+                format!("{gateway}/compat/chat/completions"),
+                "groq/llama-3.3-70b"
+            )
+        );
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let config = ProviderConfig::anthropic(Secret::new("sk-ant-secret"))
+            .with_gateway_token(Secret::new("cf-secret"));
+        let text = format!("{config:?} {:?}", Provider::new(config.clone()).unwrap());
+        assert!(
+            !text.contains("sk-ant-secret") && !text.contains("cf-secret"),
+            "{text}"
+        );
+    }
 }

@@ -58,6 +58,27 @@ pub fn router(gateway: Arc<Gateway>, config: ProxyConfig) -> axum::Router {
         .with_state(state)
 }
 
+/// Serves the proxy on `listener` until `shutdown` completes, then finishes
+/// open requests. Small writes go out at once (`TCP_NODELAY`): streamed
+/// answers are many small writes, and Nagle's algorithm would hold each one
+/// back until the client's delayed acknowledgement (about 40 ms).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    config: ProxyConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(gateway, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Which API shape a client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {

@@ -393,6 +393,124 @@ async fn identical_concurrent_requests_share_one_upstream_call() {
     );
 }
 
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_block_identical_calls() {
+    let fake = FakeProvider::start().await;
+    *fake.state.first_token_delay.lock().unwrap() = Duration::from_millis(300);
+    let cache = Arc::new(cache_over(
+        Arc::new(support::anthropic(&fake)),
+        Some(Duration::from_secs(60)),
+        1 << 20,
+    ));
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .call(call("slow-first-token", "same"))
+                .await
+                .map(|_| ())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiting = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            text(
+                &drain(cache.call(call("slow-first-token", "same")).await.unwrap())
+                    .await
+                    .0,
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    first.abort();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting call finishes")
+        .unwrap();
+    assert_eq!(answer, "You said: same");
+    assert_eq!(
+        fake.state.requests_for("slow-first-token"),
+        2,
+        "the waiter made its own call"
+    );
+}
+
+#[tokio::test]
+async fn calls_with_different_metadata_are_cached_apart() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), Some(Duration::from_secs(60)), 1 << 20);
+    for tier in ["free", "pro", "free"] {
+        let mut c = call("m", "hi");
+        c.context.metadata.insert("tier".into(), tier.into());
+        drain(cache.call(c).await.unwrap()).await;
+    }
+    assert_eq!(inner.count(), 2);
+}
+
+#[tokio::test]
+async fn a_call_abandoned_before_its_answer_starts_is_recorded() {
+    let fake = FakeProvider::start().await;
+    *fake.state.first_token_delay.lock().unwrap() = Duration::from_secs(5);
+    let ring = Arc::new(MemoryRing::new(10));
+    let analytics = Arc::new(Analytics::new(
+        Arc::new(support::openai(&fake)),
+        vec![ring.clone()],
+        priced(),
+        ManualClock::at(0),
+    ));
+    let task = {
+        let analytics = analytics.clone();
+        tokio::spawn(async move {
+            analytics
+                .call(call("slow-first-token", "hi"))
+                .await
+                .map(|_| ())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.abort();
+    let _ = task.await;
+    let records = ring.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].status, records[0].error.as_deref()),
+        (499, Some("abandoned"))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_provider_key_moves_the_chain_on() {
+    let fake = FakeProvider::start().await;
+    let mut config = support::anthropic(&fake).config().clone();
+    config.api_key = Some(molt_core::Secret::new("sk-wrong"));
+    let broken: SharedService =
+        retried(Arc::new(molt_ai_gateway::Provider::new(config).unwrap()), 3);
+    let chain = Fallback::new(vec![
+        Step {
+            service: broken,
+            model: "echo".into(),
+        },
+        Step {
+            service: Arc::new(support::openai(&fake)),
+            model: "echo".into(),
+        },
+    ]);
+    let answer = chain.call(call("x", "hi")).await.unwrap();
+    assert_eq!(answer.info.step, 1);
+    assert_eq!(
+        fake.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.api == "anthropic")
+            .count(),
+        0,
+        "a refused key never reaches the handler twice"
+    );
+}
+
 fn limit(name: &str, scope: Scope, unit: Unit, limit: u64, seconds: u64, window: Window) -> Limit {
     Limit {
         name: name.into(),
@@ -642,7 +760,7 @@ async fn analytics_records_every_call_with_tokens_cost_and_cache_status() {
     assert_eq!((failed.status, failed.error.as_deref()), (503, Some("503")));
 
     let by_model = metrics.by_model();
-    assert_eq!(by_model["big"].requests, 2);
+    assert_eq!((by_model["big"].requests, by_model["big"].errors), (3, 1));
     assert_eq!(by_model["big"].cache_hits, 1);
     assert_eq!(metrics.by_day().len(), 1);
     let text = metrics.prometheus();
@@ -651,7 +769,8 @@ async fn analytics_records_every_call_with_tokens_cost_and_cache_status() {
         "{text}"
     );
     assert!(
-        text.contains("molt_ai_tokens_total{provider=\"up\",model=\"big\",kind=\"input\"} 20"),
+        // The cache hit's tokens were not spent again.
+        text.contains("molt_ai_tokens_total{provider=\"up\",model=\"big\",kind=\"input\"} 10"),
         "{text}"
     );
     assert!(

@@ -6,7 +6,6 @@ use molt_ai_gateway::error::TimeoutKind;
 use molt_ai_gateway::layers::retry::{Retry, RetryPolicy, Timeouts};
 use molt_ai_gateway::service::ModelService;
 use molt_ai_gateway::{GatewayError, Provider};
-use molt_core::message::Usage;
 use molt_core::model::{ModelEvent, ResponseBuilder, StopReason};
 use serde_json::json;
 use std::sync::Arc;
@@ -74,6 +73,54 @@ async fn tool_call_arguments_survive_streaming_from_both_apis() {
     }
 }
 
+fn tool_calls(events: Vec<ModelEvent>) -> (StopReason, Vec<(String, serde_json::Value)>) {
+    let mut builder = ResponseBuilder::default();
+    for event in events {
+        builder.push(event).unwrap();
+    }
+    let response = builder.finish().unwrap();
+    let calls = response
+        .tool_calls
+        .into_iter()
+        .map(|call| (call.name, call.input.unwrap()))
+        .collect();
+    (response.stop_reason, calls)
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_keep_their_own_arguments() {
+    let fake = FakeProvider::start().await;
+    let expected = vec![
+        ("get_weather".to_string(), json!({ "city": "Paris" })),
+        ("get_time".to_string(), json!({ "zone": "Asia/Tokyo" })),
+    ];
+    for provider in both(&fake).await {
+        let (events, error) = drain(
+            provider
+                .call(call("parallel-tools", "two things"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(error.is_none());
+        assert_eq!(
+            tool_calls(events),
+            (StopReason::ToolUse, expected.clone()),
+            "{}",
+            provider.name()
+        );
+    }
+    // Servers that number every call 0 and finish with "stop" (seen from some compatible servers).
+    let (events, _) = drain(
+        support::openai(&fake)
+            .call(call("same-index-tools", "two things"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tool_calls(events), (StopReason::ToolUse, expected));
+}
+
 #[tokio::test]
 async fn cached_tokens_mean_the_same_thing_from_both_apis() {
     let fake = FakeProvider::start().await;
@@ -131,17 +178,22 @@ async fn error_statuses_become_typed_errors_with_retry_after() {
 }
 
 #[tokio::test]
-async fn a_wrong_key_is_an_authentication_error_that_is_not_retried() {
+async fn a_refused_provider_key_is_the_gateways_problem_not_the_callers() {
     let fake = FakeProvider::start().await;
-    let mut config = support::openai(&fake).config().clone();
-    config.api_key = Some(molt_core::Secret::new("sk-wrong"));
-    let provider = Provider::new(config).unwrap();
-    let error = provider.call(call("echo", "hi")).await.unwrap_err();
-    assert!(
-        matches!(error, GatewayError::Upstream { status: 401, ref error_type, .. } if error_type == "invalid_api_key"),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
+    for provider in both(&fake).await {
+        let mut config = provider.config().clone();
+        config.api_key = Some(molt_core::Secret::new("sk-wrong"));
+        let provider = Provider::new(config).unwrap();
+        let error = provider.call(call("echo", "hi")).await.unwrap_err();
+        assert!(
+            matches!(error, GatewayError::ProviderAuth { status: 401, .. }),
+            "{error:?}"
+        );
+        // Not retried against the same provider, but another fallback step may answer; the caller sees 502.
+        assert!(!error.is_retryable() && error.is_fallback_eligible());
+        assert_eq!(error.status(), 502);
+        assert!(!error.to_string().contains("sk-"), "{error}");
+    }
 }
 
 #[tokio::test]
@@ -302,5 +354,79 @@ async fn requests_reach_the_provider_in_its_own_shape() {
         json!({ "type": "function", "function": { "name": "get_weather" } })
     );
     assert_eq!(openai["stream_options"], json!({ "include_usage": true }));
-    let _ = Usage::default();
+}
+
+#[tokio::test]
+async fn api_specific_fields_pass_to_their_own_api_and_are_refused_across() {
+    let fake = FakeProvider::start().await;
+    let mut request = call("echo", "json please");
+    let fields = json!({ "response_format": { "type": "json_object" }, "seed": 7 });
+    request.request.options.provider_fields = Some(molt_core::model::ProviderFields {
+        api: "openai".into(),
+        fields: fields.as_object().unwrap().clone(),
+    });
+    request.request.options.max_tokens = Some(50);
+    drain(support::openai(&fake).call(request.clone()).await.unwrap()).await;
+    let body = fake
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    assert_eq!(body["response_format"], json!({ "type": "json_object" }));
+    assert_eq!(
+        (body["seed"].clone(), body["max_tokens"].clone()),
+        (json!(7), json!(50))
+    );
+    let error = support::anthropic(&fake)
+        .call(request.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, GatewayError::InvalidRequest(message) if message.contains("response_format") && !message.contains("seed")),
+        "{error:?}"
+    );
+    // Sampling-only fields are dropped on the way to the other API.
+    request
+        .request
+        .options
+        .provider_fields
+        .as_mut()
+        .unwrap()
+        .fields
+        .remove("response_format");
+    drain(support::anthropic(&fake).call(request).await.unwrap()).await;
+    let body = fake
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    assert!(body.get("seed").is_none());
+}
+
+#[test]
+fn openai_itself_gets_max_completion_tokens_and_compatible_servers_max_tokens() {
+    let mut request = molt_core::model::ModelRequest::default();
+    request.options.max_tokens = Some(99);
+    let current = molt_ai_gateway::wire::openai::encode_request(&request, "gpt-5", true).unwrap();
+    assert_eq!(
+        (
+            current["max_completion_tokens"].clone(),
+            current.get("max_tokens")
+        ),
+        (json!(99), None)
+    );
+    let compatible =
+        molt_ai_gateway::wire::openai::encode_request(&request, "llama", false).unwrap();
+    assert_eq!(compatible["max_tokens"], 99);
+    assert!(
+        molt_ai_gateway::ProviderConfig::openai(molt_core::Secret::new("k")).max_completion_tokens
+    );
 }

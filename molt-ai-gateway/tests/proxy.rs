@@ -444,3 +444,77 @@ async fn models_and_metrics_are_listed_behind_the_key() {
     );
     assert_eq!(proxy.gateway.recent().records().len(), 1);
 }
+
+#[tokio::test]
+async fn parallel_tool_calls_from_an_openai_provider_stream_to_anthropic_clients_intact() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let body = post(
+        &proxy,
+        "/v1/messages",
+        message("openai/parallel-tools", "two things", true),
+        &[],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for (name, data) in sse_events(&body) {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        match name.as_str() {
+            "content_block_start" => {
+                assert_eq!(data["index"], blocks.len());
+                blocks.push((
+                    data["content_block"]["name"].as_str().unwrap().to_string(),
+                    String::new(),
+                ));
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().unwrap() as usize;
+                blocks[index]
+                    .1
+                    .push_str(data["delta"]["partial_json"].as_str().unwrap());
+            }
+            _ => {}
+        }
+    }
+    let parsed: Vec<(String, Value)> = blocks
+        .into_iter()
+        .map(|(name, json)| (name, serde_json::from_str(&json).unwrap()))
+        .collect();
+    assert_eq!(
+        parsed,
+        vec![
+            ("get_weather".to_string(), json!({ "city": "Paris" })),
+            ("get_time".to_string(), json!({ "zone": "Asia/Tokyo" }))
+        ]
+    );
+    assert!(body.contains("\"stop_reason\":\"tool_use\""), "{body}");
+}
+
+#[tokio::test]
+async fn fields_one_api_cannot_express_are_refused_clearly() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let mut body = chat("anthropic/echo", "hi", false);
+    body["response_format"] = json!({ "type": "json_object" });
+    let response = post(&proxy, "/v1/chat/completions", body.clone(), &[]).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_format"),
+        "{error}"
+    );
+    body["model"] = json!("openai/echo");
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", body, &[])
+            .await
+            .status(),
+        200,
+        "the same API takes it"
+    );
+}

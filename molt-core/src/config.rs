@@ -251,9 +251,28 @@ pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     });
     format!(
         "{}{}",
-        err.message().trim_end(),
+        hide_value(err.message().trim_end()),
         location.unwrap_or_default()
     )
+}
+
+/// Serde's "invalid type: string `...`" messages quote the value, which may be
+/// a secret in the wrong place: keep the kind, hide the value.
+fn hide_value(message: &str) -> String {
+    let quotes_value = ["invalid type:", "invalid value:", "invalid length"]
+        .iter()
+        .any(|prefix| message.starts_with(prefix));
+    let (Some(start), true) = (message.find('`'), quotes_value) else {
+        return message.to_string();
+    };
+    match message[start + 1..].find('`') {
+        Some(length) => format!(
+            "{}(value hidden){}",
+            &message[..start],
+            &message[start + 1 + length + 1..]
+        ),
+        None => message.to_string(),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

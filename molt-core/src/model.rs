@@ -36,6 +36,20 @@ pub struct ModelOptions {
     /// An opaque id of the end user, for the provider's abuse checks and for per-user routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Request fields of one provider API with no neutral equivalent (OpenAI's
+    /// `seed` or `response_format`, Anthropic's `top_k` or `thinking`), kept so
+    /// they reach providers that speak that API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_fields: Option<ProviderFields>,
+}
+
+/// Fields of a request written for one provider API, passed through unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderFields {
+    /// The API they belong to (`anthropic` or `openai`).
+    pub api: String,
+    /// The fields, by name.
+    pub fields: serde_json::Map<String, Value>,
 }
 
 /// How the model may use the tools it is offered.

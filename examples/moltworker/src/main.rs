@@ -6,6 +6,7 @@
 //! (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, the Cloudflare AI Gateway variables,
 //! or `<state>/ai-gateway.toml`), else with the offline echo model.
 
+use axum::serve::ListenerExt;
 use molt_ai_gateway::{Gateway as AiGateway, GatewayConfig};
 use molt_core::agent::{Agent, AgentOptions};
 use molt_core::config::Config;
@@ -177,6 +178,12 @@ async fn run() -> Result<(), String> {
         _ => println!("Control UI: http://{address}/?token={}", token.expose()),
     }
 
+    // Streamed chat deltas are small writes: send them at once rather than wait for acknowledgements.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -56,8 +56,7 @@ async fn run() -> Result<(), String> {
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     tracing::info!(%address, models = ?gateway.models(), "molt-ai-proxy listening");
     println!("listening on http://{address}");
-    axum::serve(listener, proxy::router(gateway, proxy_config))
-        .with_graceful_shutdown(shutdown())
+    proxy::serve(listener, gateway, proxy_config, shutdown())
         .await
         .map_err(|err| err.to_string())
 }

@@ -49,7 +49,8 @@ struct Entry {
 struct State {
     entries: LruCache<Key, Entry>,
     bytes: usize,
-    inflight: HashMap<Key, watch::Receiver<()>>,
+    inflight: HashMap<Key, (u64, watch::Receiver<()>)>,
+    next_flight: u64,
 }
 
 /// Counts since the cache was made.
@@ -93,6 +94,7 @@ impl Cache {
                 entries: LruCache::unbounded(),
                 bytes: 0,
                 inflight: HashMap::new(),
+                next_flight: 0,
             })),
         }
     }
@@ -108,8 +110,15 @@ impl Cache {
 
     /// The key: the caller's own key when given, else a hash of the whole
     /// normalized request (model included; JSON objects have sorted keys).
+    /// The call's metadata always counts, since conditional routes choose by it.
     fn key(call: &Call) -> Key {
         let mut hasher = Sha256::new();
+        for (name, value) in &call.context.metadata {
+            hasher.update(name.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(value.as_bytes());
+            hasher.update(b"\0");
+        }
         match &call.context.cache.key {
             Some(custom) => {
                 hasher.update(b"custom\0");
@@ -140,7 +149,31 @@ impl Cache {
 enum Lookup {
     Hit(Answer),
     Wait(watch::Receiver<()>),
-    Lead(watch::Sender<()>),
+    Lead(Flight),
+}
+
+/// The leader's claim on a key: while it lives, identical calls wait for its
+/// answer; when it is dropped (answer stored, failure, or the caller gone),
+/// the claim is released and the waiters look again.
+struct Flight {
+    key: Key,
+    id: u64,
+    state: Arc<Mutex<State>>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .inflight
+            .get(&self.key)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            state.inflight.remove(&self.key);
+        }
+        // `_done` drops after this, waking the waiters, who then find the slot free.
+    }
 }
 
 fn store(state: &Mutex<State>, max_bytes: usize, key: Key, entry: Entry) {
@@ -169,12 +202,11 @@ impl ModelService for Cache {
             _ => return self.inner.call(call).await,
         };
         let key = Self::key(&call);
-        let leader = loop {
+        let flight = loop {
             let lookup = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                let fresh = state.entries.get(&key).map(|entry| entry.expires > now);
-                match fresh {
+                match state.entries.get(&key).map(|entry| entry.expires > now) {
                     Some(true) => {
                         Lookup::Hit(Self::replay(state.entries.peek(&key).expect("just found")))
                     }
@@ -185,11 +217,18 @@ impl ModelService for Cache {
                             state.bytes -= old.size;
                         }
                         match state.inflight.get(&key) {
-                            Some(waiting) => Lookup::Wait(waiting.clone()),
+                            Some((_, waiting)) => Lookup::Wait(waiting.clone()),
                             None => {
                                 let (sender, receiver) = watch::channel(());
-                                state.inflight.insert(key, receiver);
-                                Lookup::Lead(sender)
+                                state.next_flight += 1;
+                                let id = state.next_flight;
+                                state.inflight.insert(key, (id, receiver));
+                                Lookup::Lead(Flight {
+                                    key,
+                                    id,
+                                    state: self.state.clone(),
+                                    _done: sender,
+                                })
                             }
                         }
                     }
@@ -197,28 +236,15 @@ impl ModelService for Cache {
             };
             match lookup {
                 Lookup::Hit(answer) => return Ok(answer),
-                // The leader finished (or gave up): look again.
+                // Wakes when the leader's claim is released; then look again.
                 Lookup::Wait(mut receiver) => {
                     let _ = receiver.changed().await;
                 }
-                Lookup::Lead(sender) => break sender,
+                Lookup::Lead(flight) => break flight,
             }
         };
-        let release = {
-            let state = self.state.clone();
-            move || {
-                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                state.inflight.remove(&key);
-            }
-        };
-        let answer = match self.inner.call(call).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                release();
-                drop(leader);
-                return Err(error);
-            }
-        };
+        // If this future is dropped while waiting, `flight` drops and releases the claim.
+        let answer = self.inner.call(call).await?;
         let info = AnswerInfo {
             cache: CacheStatus::Miss,
             ..answer.info
@@ -248,8 +274,7 @@ impl ModelService for Cache {
                     };
                     store(&state, max_bytes, key, entry);
                 }
-                release();
-                drop(leader);
+                drop(flight);
             }
         };
         Ok(Answer {

@@ -15,7 +15,7 @@ pub struct Step {
 }
 
 /// The fallback layer. It moves on after a retryable failure (429, 5xx, 529,
-/// timeouts, connection errors) that happens before any output.
+/// timeouts, connection errors) or refused provider credentials, before any output.
 pub struct Fallback {
     steps: Vec<Step>,
 }
@@ -39,7 +39,7 @@ impl ModelService for Fallback {
                     answer.info.step = index;
                     return Ok(answer);
                 }
-                Err(error) if error.is_retryable() => {
+                Err(error) if error.is_fallback_eligible() => {
                     tracing::warn!(step = index, model = %step.model, error = %error, "fallback step failed");
                     last_error = error;
                 }

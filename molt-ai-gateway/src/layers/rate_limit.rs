@@ -87,6 +87,8 @@ impl Counter {
 /// Counts for every limit and subject.
 struct Ledger {
     counters: HashMap<(usize, String), Counter>,
+    /// How many counters the last sweep kept: the next sweep waits until twice as many.
+    kept_at_sweep: usize,
 }
 
 /// Subjects kept before stale counters are swept.
@@ -108,6 +110,7 @@ impl RateLimit {
             limits: limits.into(),
             ledger: Arc::new(Mutex::new(Ledger {
                 counters: HashMap::new(),
+                kept_at_sweep: 0,
             })),
             clock,
         }
@@ -159,11 +162,12 @@ impl RateLimit {
     fn admit(&self, call: &Call) -> Result<Vec<(usize, String)>, GatewayError> {
         let now = self.clock.now();
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        if ledger.counters.len() > SWEEP_AT {
+        if ledger.counters.len() > SWEEP_AT.max(2 * ledger.kept_at_sweep) {
             let limits = self.limits.clone();
             ledger.counters.retain(|(index, _), counter| {
                 now.0 / period_ms(&limits[*index]) <= counter.window + 1
             });
+            ledger.kept_at_sweep = ledger.counters.len();
         }
         let mut subjects = Vec::with_capacity(self.limits.len());
         for (index, limit) in self.limits.iter().enumerate() {

@@ -37,6 +37,8 @@ struct MessagesRequest {
     #[serde(default)]
     stream: bool,
     metadata: Option<InMetadata>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +175,7 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     options.tool_choice = tool_choice;
     options.parallel_tool_calls = parallel_tool_calls;
     options.user = parsed.metadata.and_then(|metadata| metadata.user_id);
+    options.provider_fields = super::provider_fields(super::ANTHROPIC, parsed.rest);
     Ok(ParsedRequest {
         request,
         stream: parsed.stream,
@@ -231,7 +234,12 @@ fn block_from_wire(block: InBlock) -> Result<ContentBlock, GatewayError> {
 
 /// Encodes a neutral request as a streaming Messages API body for `model`.
 /// Anthropic requires `max_tokens`; `default_max_tokens` fills it when unset.
-pub fn encode_request(request: &ModelRequest, model: &str, default_max_tokens: u32) -> Value {
+/// Fails when the request carries OpenAI-only fields that cannot be translated.
+pub fn encode_request(
+    request: &ModelRequest,
+    model: &str,
+    default_max_tokens: u32,
+) -> Result<Value, GatewayError> {
     let mut messages: Vec<Value> = Vec::with_capacity(request.messages.len());
     let mut last_role = None;
     for message in &request.messages {
@@ -296,7 +304,8 @@ pub fn encode_request(request: &ModelRequest, model: &str, default_max_tokens: u
         body.insert("metadata".into(), json!({ "user_id": user }));
     }
     body.insert("stream".into(), json!(true));
-    Value::Object(body)
+    super::merge_provider_fields(&mut body, request, super::ANTHROPIC)?;
+    Ok(Value::Object(body))
 }
 
 fn block_to_wire(block: &ContentBlock) -> Value {
@@ -627,6 +636,7 @@ pub struct StreamEncoder {
     started: bool,
     open_block: Option<(usize, bool)>,
     next_index: usize,
+    tool_blocks: HashMap<String, usize>,
     usage: Usage,
 }
 
@@ -639,6 +649,7 @@ impl StreamEncoder {
             started: false,
             open_block: None,
             next_index: 0,
+            tool_blocks: HashMap::new(),
             usage: Usage::default(),
         }
     }
@@ -718,19 +729,22 @@ impl StreamEncoder {
                 out.push(("content_block_delta", delta.to_string()));
             }
             ModelEvent::ToolCallStart { id, name } => {
-                self.open_block(
-                    json!({ "type": "tool_use", "id": id, "name": name, "input": {} }),
-                    false,
-                    out,
-                );
+                let block = json!({ "type": "tool_use", "id": id, "name": name, "input": {} });
+                let index = self.open_block(block, false, out);
+                self.tool_blocks.insert(id.clone(), index);
             }
-            ModelEvent::ToolCallDelta { arguments, .. } => {
-                if let Some((index, false)) = self.open_block {
+            // Each call's arguments go to its own block, even if another one opened since.
+            ModelEvent::ToolCallDelta { id, arguments } => {
+                if let Some(index) = self.tool_blocks.get(id) {
                     let delta = json!({ "type": "content_block_delta", "index": index, "delta": { "type": "input_json_delta", "partial_json": arguments } });
                     out.push(("content_block_delta", delta.to_string()));
                 }
             }
-            ModelEvent::ToolCallEnd { .. } => self.close_block(out),
+            ModelEvent::ToolCallEnd { id } => {
+                if self.open_block.map(|(index, _)| index) == self.tool_blocks.get(id).copied() {
+                    self.close_block(out);
+                }
+            }
             ModelEvent::Stop(reason) => {
                 self.close_block(out);
                 let delta = json!({

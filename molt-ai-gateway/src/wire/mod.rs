@@ -8,6 +8,73 @@ pub mod anthropic;
 pub mod openai;
 
 use crate::error::GatewayError;
+use molt_core::model::{ModelRequest, ProviderFields};
+use serde_json::{Map, Value};
+
+/// The API name of Anthropic's Messages API in [`ProviderFields`].
+pub const ANTHROPIC: &str = "anthropic";
+/// The API name of OpenAI's Chat Completions API in [`ProviderFields`].
+pub const OPENAI: &str = "openai";
+
+/// Fields that only tune sampling, storage or billing: safe to leave out when
+/// the request goes to a provider of the other API.
+const DROPPABLE: [&str; 12] = [
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "store",
+    "metadata",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "verbosity",
+    "top_k",
+    "container",
+];
+
+/// Keeps a client's API-specific fields (those `parse` did not translate).
+pub(crate) fn provider_fields(api: &str, fields: Map<String, Value>) -> Option<ProviderFields> {
+    (!fields.is_empty()).then(|| ProviderFields {
+        api: api.to_string(),
+        fields,
+    })
+}
+
+/// Adds a request's API-specific fields to a body for a provider speaking `api`:
+/// for the same API they are added (never replacing what the gateway wrote);
+/// for the other API, fields that only tune sampling or billing are dropped and
+/// any other one is refused, since its meaning would be lost.
+pub(crate) fn merge_provider_fields(
+    body: &mut Map<String, Value>,
+    request: &ModelRequest,
+    api: &str,
+) -> Result<(), GatewayError> {
+    let Some(extra) = &request.options.provider_fields else {
+        return Ok(());
+    };
+    if extra.api == api {
+        for (name, value) in &extra.fields {
+            body.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        return Ok(());
+    }
+    let kept: Vec<&str> = extra
+        .fields
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !DROPPABLE.contains(name))
+        .collect();
+    if !kept.is_empty() {
+        return Err(GatewayError::InvalidRequest(format!(
+            "{} cannot be translated from the {} API to the {api} API",
+            kept.join(", "),
+            extra.api
+        )));
+    }
+    tracing::debug!(fields = ?extra.fields.keys().collect::<Vec<_>>(), "dropping fields the provider's API does not have");
+    Ok(())
+}
 
 /// An image given inline as a `data:` URL, split into media type and base64 data.
 pub(crate) fn split_data_url(url: &str) -> Option<(&str, &str)> {

@@ -37,6 +37,8 @@ struct ChatRequest {
     stream_options: Option<StreamOptions>,
     user: Option<String>,
     n: Option<u32>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +278,7 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     options.tool_choice = tool_choice;
     options.parallel_tool_calls = parsed.parallel_tool_calls;
     options.user = parsed.user;
+    options.provider_fields = super::provider_fields(super::OPENAI, parsed.rest);
     Ok(ParsedRequest {
         request,
         stream: parsed.stream,
@@ -286,7 +289,14 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
 }
 
 /// Encodes a neutral request as a streaming Chat Completions body for `model`.
-pub fn encode_request(request: &ModelRequest, model: &str) -> Value {
+/// `max_completion_tokens` names the output limit as OpenAI now does (its
+/// reasoning models refuse `max_tokens`); compatible servers expect `max_tokens`.
+/// Fails when the request carries Anthropic-only fields that cannot be translated.
+pub fn encode_request(
+    request: &ModelRequest,
+    model: &str,
+    max_completion_tokens: bool,
+) -> Result<Value, GatewayError> {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if !request.system.is_empty() {
         messages.push(json!({ "role": "system", "content": request.system }));
@@ -371,7 +381,12 @@ pub fn encode_request(request: &ModelRequest, model: &str) -> Value {
         body.insert("tool_choice".into(), choice);
     }
     if let Some(max_tokens) = options.max_tokens {
-        body.insert("max_tokens".into(), json!(max_tokens));
+        let field = if max_completion_tokens {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body.insert(field.into(), json!(max_tokens));
     }
     if let Some(temperature) = options.temperature {
         body.insert("temperature".into(), json!(temperature));
@@ -387,7 +402,8 @@ pub fn encode_request(request: &ModelRequest, model: &str) -> Value {
     }
     body.insert("stream".into(), json!(true));
     body.insert("stream_options".into(), json!({ "include_usage": true }));
-    Value::Object(body)
+    super::merge_provider_fields(&mut body, request, super::OPENAI)?;
+    Ok(Value::Object(body))
 }
 
 /// The finish reason as OpenAI spells it.
@@ -475,7 +491,7 @@ struct ChunkDelta {
 
 #[derive(Deserialize)]
 struct ToolCallDelta {
-    index: usize,
+    index: Option<usize>,
     id: Option<String>,
     function: Option<FunctionDelta>,
 }
@@ -568,11 +584,16 @@ pub fn error_body(error: &GatewayError) -> Value {
 }
 
 /// Turns a Chat Completions chunk stream into model events.
+///
+/// Tool calls are told apart by `index`, and also by `id`: some compatible
+/// servers number every call 0 (or omit the index), so a new id starts a new call.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
     provider: String,
+    /// The current call id at each index.
     calls: Vec<(usize, String)>,
-    open_call: Option<usize>,
+    open_call: Option<String>,
+    calls_started: usize,
     finish: Option<String>,
     done: bool,
 }
@@ -587,11 +608,53 @@ impl StreamDecoder {
     }
 
     fn close_call(&mut self, out: &mut Vec<ModelEvent>) {
-        if let Some(index) = self.open_call.take()
-            && let Some((_, id)) = self.calls.iter().find(|(i, _)| *i == index)
-        {
-            out.push(ModelEvent::ToolCallEnd { id: id.clone() });
+        if let Some(id) = self.open_call.take() {
+            out.push(ModelEvent::ToolCallEnd { id });
         }
+    }
+
+    fn tool_call(&mut self, position: usize, call: ToolCallDelta, out: &mut Vec<ModelEvent>) {
+        let index = call.index.unwrap_or(position);
+        let known = self
+            .calls
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, id)| id.clone());
+        let new_id = call.id.filter(|id| !id.is_empty());
+        let (name, arguments) = match call.function {
+            Some(function) => (function.name, function.arguments),
+            None => (None, None),
+        };
+        let id = match (known, new_id) {
+            (Some(known), Some(id)) if known != id => self.start_call(index, id, name, out),
+            (Some(known), _) => known,
+            (None, id) => {
+                let id = id.unwrap_or_else(|| format!("call_{}", self.calls_started));
+                self.start_call(index, id, name, out)
+            }
+        };
+        if let Some(arguments) = arguments.filter(|a| !a.is_empty()) {
+            out.push(ModelEvent::ToolCallDelta { id, arguments });
+        }
+    }
+
+    fn start_call(
+        &mut self,
+        index: usize,
+        id: String,
+        name: Option<String>,
+        out: &mut Vec<ModelEvent>,
+    ) -> String {
+        self.close_call(out);
+        self.calls.retain(|(i, _)| *i != index);
+        self.calls.push((index, id.clone()));
+        self.calls_started += 1;
+        self.open_call = Some(id.clone());
+        out.push(ModelEvent::ToolCallStart {
+            id: id.clone(),
+            name: name.unwrap_or_default(),
+        });
+        id
     }
 
     /// Takes one chunk's data (or `[DONE]`).
@@ -620,33 +683,9 @@ impl StreamDecoder {
                     self.close_call(out);
                     out.push(ModelEvent::TextDelta(text));
                 }
-                for call in delta.tool_calls.unwrap_or_default() {
-                    let known = self
-                        .calls
-                        .iter()
-                        .find(|(i, _)| *i == call.index)
-                        .map(|(_, id)| id.clone());
-                    let (name, arguments) = match call.function {
-                        Some(function) => (function.name, function.arguments),
-                        None => (None, None),
-                    };
-                    let id = match known {
-                        Some(id) => id,
-                        None => {
-                            self.close_call(out);
-                            let id = call.id.unwrap_or_else(|| format!("call_{}", call.index));
-                            self.calls.push((call.index, id.clone()));
-                            self.open_call = Some(call.index);
-                            out.push(ModelEvent::ToolCallStart {
-                                id: id.clone(),
-                                name: name.unwrap_or_default(),
-                            });
-                            id
-                        }
-                    };
-                    if let Some(arguments) = arguments.filter(|a| !a.is_empty()) {
-                        out.push(ModelEvent::ToolCallDelta { id, arguments });
-                    }
+                for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate()
+                {
+                    self.tool_call(position, call, out);
                 }
             }
             if let Some(reason) = choice.finish_reason {
@@ -670,7 +709,12 @@ impl StreamDecoder {
             message: "the stream ended without a finish_reason".into(),
         })?;
         self.done = true;
-        out.push(ModelEvent::Stop(stop_reason_from(&reason)));
+        // Some servers finish tool calls with "stop"; the caller still has to run them.
+        let stop = match stop_reason_from(&reason) {
+            StopReason::EndTurn if self.calls_started > 0 => StopReason::ToolUse,
+            other => other,
+        };
+        out.push(ModelEvent::Stop(stop));
         Ok(())
     }
 

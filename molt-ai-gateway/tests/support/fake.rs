@@ -14,6 +14,8 @@
 //! | `error-mid-stream` | HTTP 200, some text, then an error event |
 //! | `cut-mid-stream` | HTTP 200, some text, then the connection is cut |
 //! | `slow-first-token` | waits `first_token_delay` before the first event |
+//! | `parallel-tools` | two tool calls (`get_weather` for Paris, then `get_time` for Tokyo) |
+//! | `same-index-tools` | OpenAI only: two calls both at index 0, told apart by id (as some compatible servers send) |
 
 #![allow(dead_code)]
 
@@ -299,7 +301,30 @@ async fn anthropic(
         events.push(anthropic_event(json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } })));
         return sse(events, None, false);
     }
-    let (stop, output) = if model == "tool" {
+    let (stop, output) = if model == "parallel-tools" {
+        let calls = [
+            (
+                "toolu_01Weather",
+                "get_weather",
+                ["{\"city\": ", "\"Paris\"}"],
+            ),
+            (
+                "toolu_02Time",
+                "get_time",
+                ["{\"zone\": \"Asia/", "Tokyo\"}"],
+            ),
+        ];
+        for (index, (id, name, pieces)) in calls.iter().enumerate() {
+            events.push(anthropic_event(json!({ "type": "content_block_start", "index": index, "content_block": { "type": "tool_use", "id": id, "name": name, "input": {} } })));
+            for piece in pieces {
+                events.push(anthropic_event(json!({ "type": "content_block_delta", "index": index, "delta": { "type": "input_json_delta", "partial_json": piece } })));
+            }
+            events.push(anthropic_event(
+                json!({ "type": "content_block_stop", "index": index }),
+            ));
+        }
+        ("tool_use", 20)
+    } else if model == "tool" {
         events.push(anthropic_event(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } })));
         events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "Let me check." } })));
         events.push(anthropic_event(
@@ -453,7 +478,23 @@ async fn openai(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: B
         chunks.push(format!("data: {}\n\n", json!({ "error": { "message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": null, "code": null } })));
         return sse(chunks, None, false);
     }
-    let (finish, output) = if model == "tool" {
+    let (finish, output) = if model == "parallel-tools" || model == "same-index-tools" {
+        let same_index = model == "same-index-tools";
+        let calls = [
+            ("call_Weather", "get_weather", ["{\"city\": ", "\"Paris\"}"]),
+            ("call_Time", "get_time", ["{\"zone\": \"Asia/", "Tokyo\"}"]),
+        ];
+        for (index, (id, name, pieces)) in calls.iter().enumerate() {
+            let index = if same_index { 0 } else { index };
+            let start = json!({ "tool_calls": [{ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] });
+            chunks.push(chunk(&model, start, None));
+            for piece in pieces {
+                chunks.push(chunk(&model, json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }), None));
+            }
+        }
+        // Compatible servers that number every call 0 often finish with "stop".
+        (if same_index { "stop" } else { "tool_calls" }, 20)
+    } else if model == "tool" {
         let start = json!({ "tool_calls": [{ "index": 0, "id": "call_FakeToolCall", "type": "function", "function": { "name": "get_weather", "arguments": "" } }] });
         chunks.push(chunk(&model, start, None));
         for piece in TOOL_ARGUMENT_PIECES.iter().skip(1) {

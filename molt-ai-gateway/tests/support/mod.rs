@@ -254,11 +254,13 @@ pub async fn start_proxy(toml: &str, max_body_bytes: usize) -> RunningProxy {
         keys: vec![("test".into(), Secret::new(GATEWAY_KEY))],
         max_body_bytes,
     };
-    let app = molt_ai_gateway::proxy::router(gateway.clone(), proxy_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let served = gateway.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        molt_ai_gateway::proxy::serve(listener, served, proxy_config, std::future::pending())
+            .await
+            .unwrap();
     });
     RunningProxy {
         address,
