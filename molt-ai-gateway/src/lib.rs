@@ -43,3 +43,8 @@ pub use error::GatewayError;
 pub use gateway::Gateway;
 pub use provider::{Api, Provider, ProviderConfig};
 pub use service::{Answer, AnswerInfo, Call, CallContext, ModelService};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
