@@ -238,7 +238,7 @@ impl Provider {
             .body(body.to_string());
         if let Some(key) = &self.config.api_key {
             request = match self.config.api {
-                Api::Anthropic => request.header("x-api-key", key.expose()),
+                Api::Anthropic => request.header("x-api-key", sensitive(key.expose())?),
                 Api::OpenAi => request.bearer_auth(key.expose()),
             };
         }
@@ -246,7 +246,8 @@ impl Provider {
             request = request.header("anthropic-version", anthropic::API_VERSION);
         }
         if let Some(token) = &self.config.gateway_token {
-            request = request.header("cf-aig-authorization", format!("Bearer {}", token.expose()));
+            let value = sensitive(&format!("Bearer {}", token.expose()))?;
+            request = request.header("cf-aig-authorization", value);
         }
         let response = request
             .send()
@@ -421,6 +422,17 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
         }
     }
     body
+}
+
+/// A header value that HTTP/2 never indexes and `Debug` never prints.
+fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, GatewayError> {
+    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        GatewayError::InvalidRequest(
+            "a configured key holds characters a header cannot carry".into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The longest `retry-after` believed; anything longer (or not a number) is capped.

@@ -134,14 +134,157 @@ async fn cached_tokens_mean_the_same_thing_from_both_apis() {
                 _ => None,
             })
             .unwrap();
-        // Anthropic reports 20 uncached + 100 cached; OpenAI reports prompt_tokens 120 of which 100 cached.
+        // Anthropic reports 20 uncached + 100 read + 50 written; OpenAI reports
+        // prompt_tokens 120 of which 100 cached (it has no cache writes).
+        let written = if provider.name() == "anthropic" {
+            50
+        } else {
+            0
+        };
         assert_eq!(
-            (usage.input_tokens, usage.cache_read_tokens),
-            (20, 100),
+            (
+                usage.input_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens
+            ),
+            (20, 100, written),
             "{}: {usage:?}",
             provider.name()
         );
     }
+}
+
+#[tokio::test]
+async fn a_cloudflare_gateway_token_is_sent_as_cf_aig_authorization() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let config = provider
+            .config()
+            .clone()
+            .with_gateway_token(molt_core::Secret::new("cf-token"));
+        drain(
+            Provider::new(config)
+                .unwrap()
+                .call(call("echo", "hi"))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let received = fake.state.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.gateway_authorization.as_deref() == Some("Bearer cf-token"))
+    );
+}
+
+#[tokio::test]
+async fn the_attempt_and_total_limits_end_streams_and_retries() {
+    let fake = FakeProvider::start().await;
+    for provider in both(&fake).await {
+        let name = provider.name().to_string();
+        let provider: Arc<Provider> = Arc::new(provider);
+        // The attempt limit passes while the stream stalls: it ends in a timeout error, not a clean end.
+        let limited = Retry::new(
+            provider.clone(),
+            RetryPolicy::default(),
+            Timeouts {
+                attempt: Some(Duration::from_millis(500)),
+                ..Timeouts::default()
+            },
+        );
+        let answer = limited
+            .call(call("stall-mid-stream", "one two three"))
+            .await
+            .unwrap();
+        let (events, error) = drain(answer).await;
+        assert_eq!(text(&events), "You said: ", "{name}");
+        assert!(
+            matches!(error, Some(GatewayError::Timeout(TimeoutKind::Attempt))),
+            "{name}: {error:?}"
+        );
+        // The total limit stops retries too.
+        let total = Retry::new(
+            provider,
+            RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_millis(1),
+                ..RetryPolicy::default()
+            },
+            Timeouts {
+                total: Some(Duration::from_millis(300)),
+                ..Timeouts::default()
+            },
+        );
+        let error = total
+            .call(call("slow-first-token", "hi"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, GatewayError::Timeout(TimeoutKind::Total)),
+            "{name}: {error:?}"
+        );
+    }
+    assert_eq!(
+        fake.state.requests_for("slow-first-token"),
+        2,
+        "one attempt per API: the total limit ran out during it"
+    );
+}
+
+#[tokio::test]
+async fn images_reach_each_api_in_its_own_form() {
+    let fake = FakeProvider::start().await;
+    let mut request = call("echo", "");
+    request.request.messages = vec![molt_core::message::Message {
+        role: molt_core::message::Role::User,
+        content: vec![
+            molt_core::message::ContentBlock::Text {
+                text: "what is this?".into(),
+            },
+            molt_core::message::ContentBlock::Image {
+                url: "data:image/png;base64,iVBORw0KGgo=".into(),
+                media_type: Some("image/png".into()),
+            },
+            molt_core::message::ContentBlock::Image {
+                url: "https://example.com/cat.jpg".into(),
+                media_type: None,
+            },
+        ],
+    }];
+    for provider in both(&fake).await {
+        drain(provider.call(request.clone()).await.unwrap()).await;
+    }
+    let received = fake.state.received.lock().unwrap().clone();
+    let anthropic =
+        &received.iter().find(|r| r.api == "anthropic").unwrap().body["messages"][0]["content"];
+    assert_eq!(
+        anthropic[1]["source"],
+        json!({ "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo=" })
+    );
+    assert_eq!(
+        anthropic[2]["source"],
+        json!({ "type": "url", "url": "https://example.com/cat.jpg" })
+    );
+    let openai =
+        &received.iter().find(|r| r.api == "openai").unwrap().body["messages"][0]["content"];
+    assert_eq!(
+        openai[1],
+        json!({ "type": "image_url", "image_url": { "url": "data:image/png;base64,iVBORw0KGgo=" } })
+    );
+    assert_eq!(openai[2]["image_url"]["url"], "https://example.com/cat.jpg");
+    // And back: an OpenAI client's image becomes Anthropic's base64 source.
+    let parsed = molt_ai_gateway::wire::openai::parse_request(
+        br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/jpeg;base64,/9j/4AAQ"}}]}]}"#,
+    )
+    .unwrap();
+    let body = molt_ai_gateway::wire::anthropic::encode_request(&parsed.request, "m", 10).unwrap();
+    assert_eq!(
+        body["messages"][0]["content"][0]["source"],
+        json!({ "type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ" })
+    );
 }
 
 #[tokio::test]

@@ -85,14 +85,23 @@ fn main() -> ExitCode {
 }
 
 /// `RUST_LOG` (default `info`), except that the WebSocket library never logs
-/// below `warn`: at `trace` it prints whole frames, and `connect` frames carry
-/// the gateway token.
+/// below `warn` (at `trace` it prints whole frames, and `connect` frames carry
+/// the gateway token), nor the HTTP and TLS libraries below `info` (their
+/// traces show request frames, which carry provider keys).
 fn log_filter() -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    ["tungstenite=warn", "tokio_tungstenite=warn"]
-        .into_iter()
-        .filter_map(|directive| directive.parse().ok())
-        .fold(filter, EnvFilter::add_directive)
+    [
+        "tungstenite=warn",
+        "tokio_tungstenite=warn",
+        "h2=info",
+        "hyper=info",
+        "hyper_util=info",
+        "reqwest=info",
+        "rustls=info",
+    ]
+    .into_iter()
+    .filter_map(|directive| directive.parse().ok())
+    .fold(filter, EnvFilter::add_directive)
 }
 
 async fn run() -> Result<(), String> {

@@ -831,3 +831,76 @@ pub fn encode_response(response: &ModelResponse, id: &str, model: &str, created:
         "usage": usage_to_wire(&response.usage),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[&str]) -> Result<Vec<ModelEvent>, GatewayError> {
+        let mut decoder = StreamDecoder::new("test");
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.push(chunk, &mut out)?;
+        }
+        decoder.finish(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn usage_on_the_finish_chunk_counts_as_much_as_usage_in_its_own_chunk() {
+        let on_finish = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":30,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":10}}}"#,
+            "[DONE]",
+        ])
+        .unwrap();
+        let separate = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":30,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":10}}}"#,
+            "[DONE]",
+        ])
+        .unwrap();
+        assert_eq!(on_finish, separate);
+        let usage = Usage {
+            input_tokens: 20,
+            output_tokens: 2,
+            cache_read_tokens: 10,
+            cache_write_tokens: 0,
+        };
+        assert!(
+            on_finish.contains(&ModelEvent::Usage(usage)),
+            "{on_finish:?}"
+        );
+        assert_eq!(
+            on_finish.last(),
+            Some(&ModelEvent::Stop(StopReason::EndTurn))
+        );
+    }
+
+    #[test]
+    fn a_stream_without_a_finish_reason_is_an_error_and_a_missing_done_is_tolerated() {
+        assert!(decode(&[r#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#]).is_err());
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"length"}]}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            events.last(),
+            Some(&ModelEvent::Stop(StopReason::MaxTokens))
+        );
+    }
+
+    #[test]
+    fn tool_calls_without_an_index_are_numbered_by_position() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{}"}},{"id":"b","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+        ])
+        .unwrap();
+        let starts: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, ModelEvent::ToolCallStart { .. }))
+            .collect();
+        assert_eq!(starts.len(), 2);
+    }
+}

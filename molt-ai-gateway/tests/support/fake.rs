@@ -15,6 +15,7 @@
 //! | `cut-mid-stream` | HTTP 200, some text, then the connection is cut |
 //! | `slow-first-token` | waits `first_token_delay` before the first event |
 //! | `parallel-tools` | two tool calls (`get_weather` for Paris, then `get_time` for Tokyo) |
+//! | `stall-mid-stream` | some text, then a pause of `first_token_delay`, then the rest |
 //! | `same-index-tools` | OpenAI only: two calls both at index 0, told apart by id (as some compatible servers send) |
 
 #![allow(dead_code)]
@@ -43,6 +44,8 @@ pub struct Received {
     pub api: &'static str,
     /// The JSON body.
     pub body: Value,
+    /// The `cf-aig-authorization` header, when sent.
+    pub gateway_authorization: Option<String>,
 }
 
 /// Shared state: what arrived, and per-model counters.
@@ -151,13 +154,19 @@ fn input_tokens(body: &Value) -> u64 {
 
 const TOOL_ARGUMENT_PIECES: [&str; 4] = ["", "{\"city\": \"Pa", "ris\", \"days\"", ": 3}"];
 
+/// In a list of stream items: pause for `STALL_FOR` here.
+const STALL: &str = "\u{0}stall";
+const STALL_FOR: Duration = Duration::from_secs(2);
+
 /// A stream body: `items` then, when `cut`, a broken connection.
 fn sse(items: Vec<String>, delay: Option<Duration>, cut: bool) -> Response {
-    let stream = futures::stream::iter(
-        items
-            .into_iter()
-            .map(|item| Ok::<_, std::io::Error>(Bytes::from(item))),
-    );
+    let stream = futures::stream::iter(items).then(|item| async move {
+        if item == STALL {
+            tokio::time::sleep(STALL_FOR).await;
+            return Ok::<_, std::io::Error>(Bytes::new());
+        }
+        Ok(Bytes::from(item))
+    });
     let stream = match delay {
         Some(delay) => futures::stream::once(async move {
             tokio::time::sleep(delay).await;
@@ -184,11 +193,16 @@ fn sse(items: Vec<String>, delay: Option<Duration>, cut: bool) -> Response {
         .unwrap()
 }
 
-fn record(state: &FakeState, api: &'static str, body: &Value) {
+fn record(state: &FakeState, api: &'static str, headers: &HeaderMap, body: &Value) {
     if !state.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+        let gateway_authorization = headers
+            .get("cf-aig-authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         state.received.lock().unwrap().push(Received {
             api,
             body: body.clone(),
+            gateway_authorization,
         });
     }
 }
@@ -244,7 +258,7 @@ async fn anthropic(
             "messages: at least one message is required",
         );
     }
-    record(&state, "anthropic", &body);
+    record(&state, "anthropic", &headers, &body);
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let count = state.count(&format!("anthropic/{model}"));
     match model.as_str() {
@@ -284,17 +298,17 @@ async fn anthropic(
             "this fake serves streams only",
         );
     }
-    let (input, cache_read) = if model == "cached" {
-        (20, 100)
+    let (input, cache_read, cache_write) = if model == "cached" {
+        (20, 100, 50)
     } else {
-        (input_tokens(&body), 0)
+        (input_tokens(&body), 0, 0)
     };
     let mut events = vec![anthropic_event(json!({
         "type": "message_start",
         "message": {
             "id": "msg_01FakeMessageId", "type": "message", "role": "assistant", "content": [], "model": model,
             "stop_reason": null, "stop_sequence": null,
-            "usage": { "input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read, "output_tokens": 1 }
+            "usage": { "input_tokens": input, "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read, "output_tokens": 1 }
         }
     }))];
     if model == "error-before-output" {
@@ -354,6 +368,7 @@ async fn anthropic(
                         return sse(events, None, false);
                     }
                     "cut-mid-stream" => return sse(events, None, true),
+                    "stall-mid-stream" => events.push(STALL.into()),
                     _ => {}
                 }
             }
@@ -420,7 +435,7 @@ async fn openai(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: B
             "[] is too short - 'messages'",
         );
     }
-    record(&state, "openai", &body);
+    record(&state, "openai", &headers, &body);
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let count = state.count(&format!("openai/{model}"));
     match model.as_str() {
@@ -516,6 +531,7 @@ async fn openai(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: B
                         return sse(chunks, None, false);
                     }
                     "cut-mid-stream" => return sse(chunks, None, true),
+                    "stall-mid-stream" => chunks.push(STALL.into()),
                     _ => {}
                 }
             }
