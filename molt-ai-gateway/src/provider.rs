@@ -23,6 +23,10 @@ pub enum Api {
     OpenAi,
 }
 
+/// Log targets whose traces show HTTP frames, which carry provider keys:
+/// binaries should keep them at `info` or above.
+pub const HTTP_LOG_TARGETS: [&str; 5] = ["h2", "hyper", "hyper_util", "reqwest", "rustls"];
+
 /// Cloudflare AI Gateway's public endpoint.
 pub const CLOUDFLARE_AI_GATEWAY: &str = "https://gateway.ai.cloudflare.com/v1";
 

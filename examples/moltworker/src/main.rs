@@ -90,18 +90,13 @@ fn main() -> ExitCode {
 /// traces show request frames, which carry provider keys).
 fn log_filter() -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    [
-        "tungstenite=warn",
-        "tokio_tungstenite=warn",
-        "h2=info",
-        "hyper=info",
-        "hyper_util=info",
-        "reqwest=info",
-        "rustls=info",
-    ]
-    .into_iter()
-    .filter_map(|directive| directive.parse().ok())
-    .fold(filter, EnvFilter::add_directive)
+    let websocket = ["tungstenite=warn", "tokio_tungstenite=warn"].map(String::from);
+    let http = molt_ai_gateway::provider::HTTP_LOG_TARGETS.map(|target| format!("{target}=info"));
+    websocket
+        .into_iter()
+        .chain(http)
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, EnvFilter::add_directive)
 }
 
 async fn run() -> Result<(), String> {

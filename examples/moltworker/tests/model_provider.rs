@@ -75,3 +75,64 @@ steps = [{{ provider = "openai", model = "rate-limited" }}, {{ provider = "opena
     );
     assert_eq!(fake.state.requests_for("rate-limited"), 1);
 }
+
+/// A guard against any code path logging the key (the request, the config, an error).
+#[tokio::test]
+async fn the_provider_key_stays_out_of_the_logs_even_at_trace_level() {
+    let fake = fake::FakeProvider::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moltworker"))
+        .env("MOLT_STATE_DIR", state.path())
+        .env("MOLT_BIND", "127.0.0.1:0")
+        .env(
+            "RUST_LOG",
+            "trace,hyper=trace,hyper_util=trace,reqwest=trace,h2=trace",
+        )
+        .env("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY)
+        .env("ANTHROPIC_BASE_URL", fake.anthropic_url())
+        .env("MOLT_MODEL", "echo")
+        .env_remove("MOLTBOT_GATEWAY_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().strip_prefix("Control UI: http://").unwrap();
+    let (address, query) = url.split_once('/').unwrap();
+    let token = query.trim_start_matches("?token=").to_owned();
+    let gateway = Gateway {
+        child,
+        address: address.to_owned(),
+        token,
+    };
+    let mut client = gateway.connected().await;
+    let events = client.chat("hello provider", "run-1").await;
+    assert_eq!(
+        events.last().unwrap()["payload"]["message"]["content"][0]["text"],
+        "You said: hello provider"
+    );
+    drop(client);
+    gateway.signal("-TERM");
+    let mut gateway = gateway;
+    let _ = gateway.child.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(gateway.child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("molt-ai-gateway"),
+        "trace logs were captured: {logs}"
+    );
+    let leaks: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(fake::ANTHROPIC_KEY))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the provider key appeared in the logs:\n{}",
+        leaks.join("\n")
+    );
+}

@@ -30,16 +30,10 @@ async fn main() -> ExitCode {
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOLT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    [
-        "h2=info",
-        "hyper=info",
-        "hyper_util=info",
-        "reqwest=info",
-        "rustls=info",
-    ]
-    .into_iter()
-    .filter_map(|directive| directive.parse().ok())
-    .fold(filter, tracing_subscriber::EnvFilter::add_directive)
+    molt_ai_gateway::provider::HTTP_LOG_TARGETS
+        .iter()
+        .filter_map(|target| format!("{target}=info").parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
 
 async fn run() -> Result<(), String> {

@@ -291,12 +291,7 @@ pub fn encode_request(
     if let Some(choice) = choice {
         body.insert("tool_choice".into(), choice);
     }
-    if let Some(temperature) = options.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if let Some(top_p) = options.top_p {
-        body.insert("top_p".into(), json!(top_p));
-    }
+    super::insert_sampling(&mut body, options);
     if !options.stop_sequences.is_empty() {
         body.insert("stop_sequences".into(), json!(options.stop_sequences));
     }

@@ -8,7 +8,7 @@ pub mod anthropic;
 pub mod openai;
 
 use crate::error::GatewayError;
-use molt_core::model::{ModelRequest, ProviderFields};
+use molt_core::model::{ModelOptions, ModelRequest, ProviderFields};
 use serde_json::{Map, Value};
 
 /// The API name of Anthropic's Messages API in [`ProviderFields`].
@@ -32,6 +32,16 @@ const DROPPABLE: [&str; 12] = [
     "top_k",
     "container",
 ];
+
+/// Adds `temperature` and `top_p`, which both APIs name alike.
+pub(crate) fn insert_sampling(body: &mut Map<String, Value>, options: &ModelOptions) {
+    if let Some(temperature) = options.temperature {
+        body.insert("temperature".into(), Value::from(temperature));
+    }
+    if let Some(top_p) = options.top_p {
+        body.insert("top_p".into(), Value::from(top_p));
+    }
+}
 
 /// Keeps a client's API-specific fields (those `parse` did not translate).
 pub(crate) fn provider_fields(api: &str, fields: Map<String, Value>) -> Option<ProviderFields> {
