@@ -10,8 +10,37 @@ use molt_core::Secret;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+const USAGE: &str = "\
+molt-ai-proxy: an OpenAI- and Anthropic-compatible proxy in front of model providers
+
+USAGE: molt-ai-proxy [--help | --version]
+
+Environment:
+  MOLT_AI_GATEWAY_KEY  the key clients must present (required)
+  MOLT_AI_BIND         the address to listen on (default 127.0.0.1:8788)
+  MOLT_AI_CONFIG       a TOML configuration file (providers, routes, cache, limits, budgets)
+  ANTHROPIC_API_KEY, OPENAI_API_KEY, CLOUDFLARE_AI_GATEWAY_API_KEY + CF_AI_GATEWAY_ACCOUNT_ID
+  + CF_AI_GATEWAY_GATEWAY_ID (+ CF_AI_GATEWAY_MODEL), AI_GATEWAY_API_KEY + AI_GATEWAY_BASE_URL
+                       providers, as Moltworker users set them
+  MOLT_LOG             the log filter (default info); logs go to stderr";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("molt-ai-proxy {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("molt-ai-proxy: unknown argument {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
@@ -64,10 +93,30 @@ async fn run() -> Result<(), String> {
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     tracing::info!(%address, models = ?gateway.models(), "molt-ai-proxy listening");
     println!("listening on http://{address}");
-    proxy::serve(listener, gateway, proxy_config, shutdown())
-        .await
-        .map_err(|err| err.to_string())
+    // Open requests get DRAIN_TIMEOUT to finish after a stop signal.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = proxy::serve(listener, gateway, proxy_config, async move {
+        shutdown().await;
+        let _ = stopping.send(());
+    });
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(|err| err.to_string()),
+        () = deadline => {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
 }
+
+/// How long open requests may run on after SIGTERM or SIGINT.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown() {
     let interrupt = tokio::signal::ctrl_c();
