@@ -398,10 +398,10 @@ fn emit(sinks: &[Arc<dyn AnalyticsSink>], record: &RequestRecord) {
     }
 }
 
+/// A call that never reached a provider keeps empty provider and model labels
+/// (its `requested` name stays in the record): metrics must not grow a series
+/// for every name a caller makes up.
 fn failed(record: &mut RequestRecord, error: &GatewayError) {
-    if record.model.is_empty() {
-        record.model = record.requested.clone();
-    }
     record.status = error.status();
     record.error = Some(error.label());
 }
@@ -423,7 +423,6 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
-            record.model = record.requested.clone();
             record.status = 499;
             record.error = Some("abandoned".into());
             record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;

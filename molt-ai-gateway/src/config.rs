@@ -119,6 +119,9 @@ pub struct CacheEntry {
     pub ttl: Option<Duration>,
     /// The memory bound.
     pub max_bytes: Option<usize>,
+    /// How long an identical call waits for the first caller's answer.
+    #[serde(default, with = "optional_duration")]
+    pub wait_limit: Option<Duration>,
 }
 
 /// Budget settings in the file.
@@ -170,7 +173,7 @@ pub struct TimeoutsEntry {
     /// One attempt.
     #[serde(default, with = "optional_duration")]
     pub attempt: Option<Duration>,
-    /// The whole call.
+    /// The whole call: every retry and fallback step, and the stream.
     #[serde(default, with = "optional_duration")]
     pub total: Option<Duration>,
 }

@@ -9,7 +9,7 @@ use crate::layers::budget::{Budget, BudgetConfig};
 use crate::layers::cache::{Cache, CacheConfig};
 use crate::layers::fallback::{Fallback, Step};
 use crate::layers::rate_limit::RateLimit;
-use crate::layers::retry::Retry;
+use crate::layers::retry::{Retry, RetryPolicy, Timeouts};
 use crate::layers::split::{Condition, Conditional, Split};
 use crate::pricing::PriceTable;
 use crate::provider::{Provider, ProviderConfig};
@@ -23,8 +23,8 @@ use molt_core::platform::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// The gateway: analytics ⟶ rate limits ⟶ budget ⟶ cache ⟶ router ⟶ routes
-/// (split, conditional, fallback) ⟶ retries ⟶ providers. The budget sits above
+/// The gateway: analytics ⟶ rate limits ⟶ budget ⟶ cache ⟶ total time limit
+/// ⟶ router ⟶ routes (split, conditional, fallback) ⟶ retries ⟶ providers. The budget sits above
 /// the cache so a downgraded call is cached under the cheaper model it used.
 pub struct Gateway {
     service: SharedService,
@@ -71,9 +71,21 @@ impl Gateway {
     ) -> Result<Self, ConfigError> {
         let policy = config.retry_policy();
         let timeouts = config.timeouts();
+        // Steps retry within their own first-token and attempt limits; the total
+        // limit covers the whole call, every step and the stream included.
+        let step_timeouts = Timeouts {
+            total: None,
+            ..timeouts
+        };
         let mut router = Router::new();
         let mut providers: BTreeMap<String, SharedService> = BTreeMap::new();
         for entry in &config.providers {
+            if providers.contains_key(&entry.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "provider {:?} is defined twice",
+                    entry.name
+                )));
+            }
             let mut provider =
                 ProviderConfig::openai_compatible(&entry.name, &entry.base_url, None);
             provider.api = entry.api;
@@ -91,7 +103,7 @@ impl Gateway {
                 reason: err.to_string(),
             })?;
             let service: SharedService =
-                Arc::new(Retry::new(Arc::new(client), policy.clone(), timeouts));
+                Arc::new(Retry::new(Arc::new(client), policy.clone(), step_timeouts));
             router.provider(entry.name.clone(), service.clone());
             providers.insert(entry.name.clone(), service);
         }
@@ -119,12 +131,22 @@ impl Gateway {
         prices.extend(config.prices.clone());
         let prices = Arc::new(prices);
         let mut service: SharedService = Arc::new(router);
+        if timeouts.total.is_some() {
+            let once = RetryPolicy {
+                max_attempts: 1,
+                ..policy
+            };
+            let total = Timeouts {
+                total: timeouts.total,
+                ..Timeouts::default()
+            };
+            service = Arc::new(Retry::new(service, once, total));
+        }
+        let defaults = CacheConfig::default();
         let cache = CacheConfig {
             default_ttl: config.cache.ttl,
-            max_bytes: config
-                .cache
-                .max_bytes
-                .unwrap_or(CacheConfig::default().max_bytes),
+            max_bytes: config.cache.max_bytes.unwrap_or(defaults.max_bytes),
+            wait_limit: config.cache.wait_limit.unwrap_or(defaults.wait_limit),
         };
         service = Arc::new(Cache::new(service, cache));
         if let Some(budget) = &config.budget {

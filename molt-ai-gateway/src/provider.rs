@@ -317,6 +317,11 @@ impl Provider {
                     match step {
                         Ok(ended) if out.is_empty() && !ended => continue,
                         Ok(ended) => {
+                            // Nothing after the stop matters, not even a reset connection.
+                            let ended = ended
+                                || out
+                                    .iter()
+                                    .any(|e| matches!(e, molt_core::model::ModelEvent::Stop(_)));
                             let items: Vec<_> = out.into_iter().map(Ok).collect();
                             return Some((stream::iter(items), (events, decoder, ended)));
                         }
@@ -396,6 +401,9 @@ pub fn http_client(
         .read_timeout(read_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
+        // Never follow redirects: they would carry `x-api-key` and
+        // `cf-aig-authorization` to another host (reqwest strips only `Authorization`).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|err| {
             GatewayError::InvalidRequest(format!("HTTP client setup: {}", error_chain(&err)))

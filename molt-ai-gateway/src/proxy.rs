@@ -170,6 +170,9 @@ impl Proxy {
     }
 }
 
+/// The longest cache TTL a request may ask for (Cloudflare's limit: a month).
+const MAX_CACHE_TTL_SECONDS: u64 = 30 * 86_400;
+
 /// Reads Cloudflare AI Gateway's request headers into a call context.
 fn context(headers: &HeaderMap, key_id: String) -> Result<CallContext, GatewayError> {
     let text = |name: &str| {
@@ -183,9 +186,15 @@ fn context(headers: &HeaderMap, key_id: String) -> Result<CallContext, GatewayEr
         ..CallContext::default()
     };
     if let Some(ttl) = text("cf-aig-cache-ttl") {
-        let seconds: u64 = ttl.parse().map_err(|_| {
-            GatewayError::InvalidRequest(format!("cf-aig-cache-ttl: expected seconds, got {ttl:?}"))
-        })?;
+        let seconds: u64 = ttl
+            .parse()
+            .ok()
+            .filter(|seconds| *seconds <= MAX_CACHE_TTL_SECONDS)
+            .ok_or_else(|| {
+                GatewayError::InvalidRequest(format!(
+                    "cf-aig-cache-ttl: expected seconds, at most {MAX_CACHE_TTL_SECONDS} (30 days); got {ttl:?}"
+                ))
+            })?;
         context.cache.ttl = Some(Duration::from_secs(seconds));
     }
     context.cache.skip =

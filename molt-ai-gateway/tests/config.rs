@@ -143,6 +143,10 @@ fn routes_are_checked_when_the_gateway_is_built() {
         ),
         ("[routes.a]\n", "exactly one of"),
         ("default_route = \"zzz\"\n", "default_route"),
+        (
+            "[[providers]]\nname = \"p\"\napi = \"openai\"\nbase_url = \"http://127.0.0.1:8/v1\"\n",
+            "defined twice",
+        ),
     ];
     for (routes, expected) in cases {
         let config = GatewayConfig::from_toml(&format!("{routes}{base}")).unwrap();

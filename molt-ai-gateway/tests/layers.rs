@@ -240,6 +240,7 @@ fn cache_over(inner: SharedService, ttl: Option<Duration>, max_bytes: usize) -> 
         CacheConfig {
             default_ttl: ttl,
             max_bytes,
+            ..CacheConfig::default()
         },
     )
 }
@@ -568,7 +569,13 @@ async fn a_sliding_window_weighs_the_previous_window() {
     for _ in 0..10 {
         limiter.call(call("m", "x")).await.unwrap();
     }
-    assert!(limiter.call(call("m", "x")).await.is_err());
+    // This window is full; in the next one it must fade to 9 of 10: 60 s + 6 s.
+    let GatewayError::RateLimited { retry_after, .. } =
+        limiter.call(call("m", "x")).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(retry_after, Duration::from_secs(66));
     // Halfway through the next window, half of the previous one still counts: 5 more fit.
     clock.advance(90_000);
     for _ in 0..5 {
@@ -760,7 +767,9 @@ async fn analytics_records_every_call_with_tokens_cost_and_cache_status() {
     assert_eq!((failed.status, failed.error.as_deref()), (503, Some("503")));
 
     let by_model = metrics.by_model();
-    assert_eq!((by_model["big"].requests, by_model["big"].errors), (3, 1));
+    assert_eq!((by_model["big"].requests, by_model["big"].errors), (2, 0));
+    // A call that reached no provider is counted without inventing a model label.
+    assert_eq!((by_model[""].requests, by_model[""].errors), (1, 1));
     assert_eq!(by_model["big"].cache_hits, 1);
     assert_eq!(metrics.by_day().len(), 1);
     let text = metrics.prometheus();
@@ -800,4 +809,67 @@ async fn analytics_records_every_call_with_tokens_cost_and_cache_status() {
     .unwrap();
     assert_eq!(first["cache"], "MISS");
     assert_eq!(first["usage"]["output_tokens"], 5);
+}
+
+#[tokio::test]
+async fn a_leader_whose_reader_stalls_holds_identical_calls_only_until_the_wait_limit() {
+    let inner = Answering::new("up");
+    let cache = Cache::new(
+        inner.clone(),
+        CacheConfig {
+            default_ttl: Some(Duration::from_secs(60)),
+            max_bytes: 1 << 20,
+            wait_limit: Duration::from_millis(200),
+        },
+    );
+    // The first caller takes the answer and never reads it.
+    let held = cache.call(call("m", "hi")).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), cache.call(call("m", "hi")))
+        .await
+        .expect("not stuck")
+        .unwrap();
+    assert_eq!(second.info.cache, CacheStatus::Miss);
+    assert_eq!(inner.count(), 2);
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_ttl_beyond_the_clock_is_kept_not_a_panic() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), None, 1 << 20);
+    for _ in 0..2 {
+        let mut c = call("m", "hi");
+        c.context.cache.ttl = Some(Duration::MAX);
+        drain(cache.call(c).await.unwrap()).await;
+    }
+    assert_eq!(inner.count(), 1);
+}
+
+#[tokio::test]
+async fn the_total_limit_covers_every_fallback_step() {
+    let fake = FakeProvider::start().await;
+    let toml = format!(
+        "{}\n[timeouts]\ntotal = \"300ms\"\nfirst_token = \"10s\"\n[routes.slow]\nsteps = [{{ provider = \"anthropic\", model = \"slow-first-token\" }}, {{ provider = \"openai\", model = \"slow-first-token\" }}]\n",
+        support::gateway_toml(&fake, "")
+    );
+    let gateway = molt_ai_gateway::Gateway::from_config(
+        &molt_ai_gateway::GatewayConfig::from_toml(&toml).unwrap(),
+        |_| None,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let error = gateway.call(call("slow", "hi")).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            GatewayError::Timeout(molt_ai_gateway::error::TimeoutKind::Total)
+        ),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        fake.state.requests_for("slow-first-token"),
+        1,
+        "the second step never started"
+    );
 }

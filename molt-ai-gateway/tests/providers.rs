@@ -573,3 +573,19 @@ fn openai_itself_gets_max_completion_tokens_and_compatible_servers_max_tokens() 
         molt_ai_gateway::ProviderConfig::openai(molt_core::Secret::new("k")).max_completion_tokens
     );
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_keys_stay_with_the_provider() {
+    let fake = FakeProvider::start().await;
+    let error = support::anthropic(&fake)
+        .call(call("redirect", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 307, "{error:?}");
+    assert_eq!(
+        fake.state
+            .redirected
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}

@@ -518,3 +518,40 @@ async fn fields_one_api_cannot_express_are_refused_clearly() {
         "the same API takes it"
     );
 }
+
+#[tokio::test]
+async fn unsupported_anthropic_features_and_absurd_ttls_are_refused_by_name() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let mut body = message("anthropic/echo", "hi", false);
+    body["thinking"] = json!({ "type": "enabled", "budget_tokens": 1024 });
+    let response = post(&proxy, "/v1/messages", body, &[]).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("thinking"),
+        "{error}"
+    );
+    let response = post(
+        &proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "hi", false),
+        &[("cf-aig-cache-ttl", "18446744073709551615")],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        post(
+            &proxy,
+            "/v1/chat/completions",
+            chat("openai/echo", "hi", false),
+            &[]
+        )
+        .await
+        .status(),
+        200
+    );
+}

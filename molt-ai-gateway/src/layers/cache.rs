@@ -26,6 +26,9 @@ pub struct CacheConfig {
     pub default_ttl: Option<Duration>,
     /// The most bytes of answers kept.
     pub max_bytes: usize,
+    /// How long an identical call waits for the first caller's answer before
+    /// asking upstream itself.
+    pub wait_limit: Duration,
 }
 
 impl Default for CacheConfig {
@@ -33,6 +36,7 @@ impl Default for CacheConfig {
         Self {
             default_ttl: None,
             max_bytes: 64 * 1024 * 1024,
+            wait_limit: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +153,7 @@ impl Cache {
 enum Lookup {
     Hit(Answer),
     Wait(watch::Receiver<()>),
+    Bypass,
     Lead(Flight),
 }
 
@@ -174,6 +179,11 @@ impl Drop for Flight {
         }
         // `_done` drops after this, waking the waiters, who then find the slot free.
     }
+}
+
+/// About thirty years from now: "never" for an expiry.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
 fn store(state: &Mutex<State>, max_bytes: usize, key: Key, entry: Entry) {
@@ -202,6 +212,7 @@ impl ModelService for Cache {
             _ => return self.inner.call(call).await,
         };
         let key = Self::key(&call);
+        let mut waited = false;
         let flight = loop {
             let lookup = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,7 +228,9 @@ impl ModelService for Cache {
                             state.bytes -= old.size;
                         }
                         match state.inflight.get(&key) {
+                            Some(_) if waited => Lookup::Bypass,
                             Some((_, waiting)) => Lookup::Wait(waiting.clone()),
+                            None if waited => Lookup::Bypass,
                             None => {
                                 let (sender, receiver) = watch::channel(());
                                 state.next_flight += 1;
@@ -236,9 +249,17 @@ impl ModelService for Cache {
             };
             match lookup {
                 Lookup::Hit(answer) => return Ok(answer),
-                // Wakes when the leader's claim is released; then look again.
+                // Wait once, for the leader's claim to end or the wait limit; then
+                // look again, and without an answer go upstream directly, so a
+                // failing or slow leader never lines its waiters up one by one.
                 Lookup::Wait(mut receiver) => {
-                    let _ = receiver.changed().await;
+                    let _ = tokio::time::timeout(self.config.wait_limit, receiver.changed()).await;
+                    waited = true;
+                }
+                Lookup::Bypass => {
+                    let mut answer = self.inner.call(call).await?;
+                    answer.info.cache = CacheStatus::Miss;
+                    return Ok(answer);
                 }
                 Lookup::Lead(flight) => break flight,
             }
@@ -249,27 +270,32 @@ impl ModelService for Cache {
             cache: CacheStatus::Miss,
             ..answer.info
         };
+        let max_bytes = self.config.max_bytes;
         let collected = Arc::new(Mutex::new((Vec::new(), ENTRY_OVERHEAD)));
         let on_event = {
             let collected = collected.clone();
             move |event: &ModelEvent| {
-                let mut collected = collected.lock().unwrap_or_else(|e| e.into_inner());
-                collected.1 += event_size(event);
-                collected.0.push(event.clone());
+                let (events, size) = &mut *collected.lock().unwrap_or_else(|e| e.into_inner());
+                // An answer larger than the whole cache is never stored: stop keeping it.
+                if *size <= max_bytes {
+                    *size += event_size(event);
+                    events.push(event.clone());
+                }
             }
         };
         let on_end = {
             let state = self.state.clone();
             let info = info.clone();
-            let max_bytes = self.config.max_bytes;
             move |end: StreamEnd| {
                 if matches!(end, StreamEnd::Complete) {
                     let (events, size) =
                         std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+                    // A TTL too large for the clock keeps the answer until evicted.
+                    let expires = Instant::now().checked_add(ttl).unwrap_or_else(far_future);
                     let entry = Entry {
                         events: events.into(),
                         info,
-                        expires: Instant::now() + ttl,
+                        expires,
                         size,
                     };
                     store(&state, max_bytes, key, entry);

@@ -148,7 +148,20 @@ fn check(limit: &Limit, counter: &Counter, now: Timestamp, cost: u64) -> Result<
                 return Ok(());
             }
             let room = limit.limit as f64 - counter.current as f64 - cost as f64;
-            if counter.previous == 0 || room < 0.0 {
+            if room < 0.0 {
+                // This window alone is over the limit. Next window it becomes the
+                // previous one, and must fade until `cost` more fits.
+                let budget = limit.limit as f64 - cost as f64;
+                let fade = if counter.current == 0 {
+                    1.0
+                } else {
+                    (1.0 - budget / counter.current as f64).clamp(0.0, 1.0)
+                };
+                let wait =
+                    to_window_end + Duration::from_millis((fade * period as f64).ceil() as u64);
+                return Err(wait);
+            }
+            if counter.previous == 0 {
                 return Err(to_window_end);
             }
             let needed = 1.0 - room / counter.previous as f64;

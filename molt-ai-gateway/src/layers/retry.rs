@@ -87,13 +87,23 @@ fn earliest(limits: &[(Option<Instant>, TimeoutKind)]) -> Option<(Instant, Timeo
 #[async_trait]
 impl ModelService for Retry {
     async fn call(&self, call: Call) -> Result<Answer, GatewayError> {
-        let total_deadline = self.timeouts.total.map(|limit| Instant::now() + limit);
+        // A limit too large for the clock is no limit.
+        let total_deadline = self
+            .timeouts
+            .total
+            .and_then(|limit| Instant::now().checked_add(limit));
         let mut attempt = 0;
         loop {
             attempt += 1;
             let start = Instant::now();
-            let attempt_deadline = self.timeouts.attempt.map(|limit| start + limit);
-            let first_deadline = self.timeouts.first_token.map(|limit| start + limit);
+            let attempt_deadline = self
+                .timeouts
+                .attempt
+                .and_then(|limit| start.checked_add(limit));
+            let first_deadline = self
+                .timeouts
+                .first_token
+                .and_then(|limit| start.checked_add(limit));
             let limit = earliest(&[
                 (first_deadline, TimeoutKind::FirstToken),
                 (attempt_deadline, TimeoutKind::Attempt),
@@ -129,7 +139,11 @@ impl ModelService for Retry {
                 return Err(error);
             }
             let delay = self.policy.delay(attempt, error.retry_after());
-            if total_deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
+            if total_deadline.is_some_and(|deadline| {
+                Instant::now()
+                    .checked_add(delay)
+                    .is_none_or(|at| at >= deadline)
+            }) {
                 return Err(error);
             }
             tracing::debug!(attempt, ?delay, error = %error, "retrying a model call");

@@ -175,6 +175,13 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     options.tool_choice = tool_choice;
     options.parallel_tool_calls = parallel_tool_calls;
     options.user = parsed.metadata.and_then(|metadata| metadata.user_id);
+    if parsed.rest.contains_key("thinking") {
+        // Thinking blocks would be dropped from answers and refused in history,
+        // which breaks tool use with thinking: refuse it plainly instead.
+        return Err(GatewayError::InvalidRequest(
+            "thinking: extended thinking is not supported by this gateway yet".into(),
+        ));
+    }
     options.provider_fields = super::provider_fields(super::ANTHROPIC, parsed.rest);
     Ok(ParsedRequest {
         request,

@@ -481,6 +481,7 @@ struct ChunkChoice {
 #[derive(Deserialize)]
 struct ChunkDelta {
     content: Option<String>,
+    refusal: Option<String>,
     tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
@@ -589,6 +590,7 @@ pub struct StreamDecoder {
     calls: Vec<(usize, String)>,
     open_call: Option<String>,
     calls_started: usize,
+    refused: bool,
     finish: Option<String>,
     done: bool,
 }
@@ -678,6 +680,11 @@ impl StreamDecoder {
                     self.close_call(out);
                     out.push(ModelEvent::TextDelta(text));
                 }
+                // A refusal is text the caller should see, and it ends as one.
+                if let Some(text) = delta.refusal.filter(|text| !text.is_empty()) {
+                    self.refused = true;
+                    out.push(ModelEvent::TextDelta(text));
+                }
                 for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate()
                 {
                     self.tool_call(position, call, out);
@@ -706,6 +713,7 @@ impl StreamDecoder {
         self.done = true;
         // Some servers finish tool calls with "stop"; the caller still has to run them.
         let stop = match stop_reason_from(&reason) {
+            StopReason::EndTurn if self.refused => StopReason::Other("refusal".into()),
             StopReason::EndTurn if self.calls_started > 0 => StopReason::ToolUse,
             other => other,
         };
@@ -727,7 +735,8 @@ pub struct StreamEncoder {
     created: u64,
     include_usage: bool,
     started: bool,
-    tool_indexes: Vec<String>,
+    /// Each call's id, and whether any of its arguments were sent.
+    tool_indexes: Vec<(String, bool)>,
     usage: Usage,
 }
 
@@ -758,6 +767,20 @@ impl StreamEncoder {
         .to_string()
     }
 
+    fn arguments_chunk(&self, index: usize, arguments: &str) -> String {
+        let call = json!({ "index": index, "function": { "arguments": arguments } });
+        self.chunk(json!({ "tool_calls": [call] }), None)
+    }
+
+    /// A call that got no arguments at all gets `{}`, as OpenAI sends for a
+    /// tool without parameters (an empty string is not JSON).
+    fn close_arguments(&mut self, index: usize, out: &mut Vec<String>) {
+        if !self.tool_indexes[index].1 {
+            self.tool_indexes[index].1 = true;
+            out.push(self.arguments_chunk(index, "{}"));
+        }
+    }
+
     /// Encodes one item; an error becomes an `{"error":...}` chunk.
     pub fn encode(&mut self, item: &Result<ModelEvent, GatewayError>, out: &mut Vec<String>) {
         let event = match item {
@@ -775,19 +798,26 @@ impl StreamEncoder {
             ModelEvent::TextDelta(text) => out.push(self.chunk(json!({ "content": text }), None)),
             ModelEvent::ToolCallStart { id, name } => {
                 let index = self.tool_indexes.len();
-                self.tool_indexes.push(id.clone());
+                self.tool_indexes.push((id.clone(), false));
                 let call = json!({ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } });
                 out.push(self.chunk(json!({ "tool_calls": [call] }), None));
             }
             ModelEvent::ToolCallDelta { id, arguments } => {
-                if let Some(index) = self.tool_indexes.iter().position(|known| known == id) {
-                    let call = json!({ "index": index, "function": { "arguments": arguments } });
-                    out.push(self.chunk(json!({ "tool_calls": [call] }), None));
+                if let Some(index) = self.tool_indexes.iter().position(|(known, _)| known == id) {
+                    self.tool_indexes[index].1 |= !arguments.is_empty();
+                    out.push(self.arguments_chunk(index, arguments));
                 }
             }
-            ModelEvent::ToolCallEnd { .. } => {}
+            ModelEvent::ToolCallEnd { id } => {
+                if let Some(index) = self.tool_indexes.iter().position(|(known, _)| known == id) {
+                    self.close_arguments(index, out);
+                }
+            }
             ModelEvent::Usage(usage) => self.usage = *usage,
             ModelEvent::Stop(reason) => {
+                for index in 0..self.tool_indexes.len() {
+                    self.close_arguments(index, out);
+                }
                 out.push(self.chunk(json!({}), Some(finish_reason_name(reason))));
                 if self.include_usage {
                     let usage = json!({
@@ -884,6 +914,49 @@ mod tests {
             events.last(),
             Some(&ModelEvent::Stop(StopReason::MaxTokens))
         );
+    }
+
+    #[test]
+    fn a_refusal_is_shown_and_ends_as_one() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"refusal":"I can't help with that."},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            events[0],
+            ModelEvent::TextDelta("I can't help with that.".into())
+        );
+        assert_eq!(
+            events.last(),
+            Some(&ModelEvent::Stop(StopReason::Other("refusal".into())))
+        );
+    }
+
+    #[test]
+    fn a_tool_call_without_arguments_streams_an_empty_object() {
+        let mut encoder = StreamEncoder::new("id", "m", 0, false);
+        let mut out = Vec::new();
+        for event in [
+            ModelEvent::ToolCallStart {
+                id: "t".into(),
+                name: "now".into(),
+            },
+            ModelEvent::ToolCallEnd { id: "t".into() },
+            ModelEvent::Stop(StopReason::ToolUse),
+        ] {
+            encoder.encode(&Ok(event), &mut out);
+        }
+        let arguments: String = out
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|chunk| {
+                chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(arguments, "{}");
     }
 
     #[test]

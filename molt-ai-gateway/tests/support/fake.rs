@@ -13,6 +13,7 @@
 //! | `error-before-output` | HTTP 200, then an error event before any text |
 //! | `error-mid-stream` | HTTP 200, some text, then an error event |
 //! | `cut-mid-stream` | HTTP 200, some text, then the connection is cut |
+//! | `redirect` | Anthropic only: 307 to `/elsewhere`, which counts who follows |
 //! | `slow-first-token` | waits `first_token_delay` before the first event |
 //! | `parallel-tools` | two tool calls (`get_weather` for Paris, then `get_time` for Tokyo) |
 //! | `stall-mid-stream` | some text, then a pause of `first_token_delay`, then the rest |
@@ -56,6 +57,8 @@ pub struct FakeState {
     pub first_token_delay: Mutex<Duration>,
     /// Keep no request log (for benchmarks).
     pub quiet: std::sync::atomic::AtomicBool,
+    /// Requests that followed a redirect to `/elsewhere`.
+    pub redirected: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeState {
@@ -94,6 +97,15 @@ impl FakeProvider {
         let app = axum::Router::new()
             .route("/v1/messages", post(anthropic))
             .route("/v1/chat/completions", post(openai))
+            .route(
+                "/elsewhere",
+                post(|State(state): State<Arc<FakeState>>| async move {
+                    state
+                        .redirected
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    "followed"
+                }),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -289,6 +301,13 @@ async fn anthropic(
             return response;
         }
         "overloaded" => return anthropic_error(529, "overloaded_error", "Overloaded"),
+        "redirect" => {
+            return Response::builder()
+                .status(307)
+                .header("location", "/elsewhere")
+                .body(Body::empty())
+                .unwrap();
+        }
         _ => {}
     }
     if body["stream"] != true {
