@@ -555,3 +555,68 @@ async fn unsupported_anthropic_features_and_absurd_ttls_are_refused_by_name() {
         200
     );
 }
+
+#[tokio::test]
+async fn prompt_cache_breakpoints_reach_anthropic_where_the_client_put_them() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let ephemeral = json!({ "type": "ephemeral" });
+    let hour = json!({ "type": "ephemeral", "ttl": "1h" });
+    let body = json!({
+        "model": "anthropic/echo",
+        "max_tokens": 100,
+        "system": [{ "type": "text", "text": "You are terse.", "cache_control": hour }],
+        "tools": [{ "name": "get_weather", "input_schema": { "type": "object" }, "cache_control": ephemeral }],
+        "messages": [
+            { "role": "user", "content": "first" },
+            { "role": "assistant", "content": "ok" },
+            { "role": "user", "content": [{ "type": "text", "text": "second", "cache_control": ephemeral }] },
+        ],
+    });
+    assert_eq!(
+        post(&proxy, "/v1/messages", body.clone(), &[])
+            .await
+            .status(),
+        200
+    );
+    let sent = fake
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    assert_eq!(
+        sent["system"],
+        json!([{ "type": "text", "text": "You are terse.", "cache_control": hour }])
+    );
+    assert_eq!(sent["tools"][0]["cache_control"], ephemeral);
+    assert_eq!(
+        sent["messages"][2]["content"][0]["cache_control"],
+        ephemeral
+    );
+    assert!(
+        sent["messages"][0]["content"][0]
+            .get("cache_control")
+            .is_none()
+    );
+    // OpenAI caches prompts by itself: the markers are simply not sent there.
+    let mut to_openai = body;
+    to_openai["model"] = json!("openai/echo");
+    assert_eq!(
+        post(&proxy, "/v1/messages", to_openai, &[]).await.status(),
+        200
+    );
+    let sent = fake
+        .state
+        .received
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .body
+        .to_string();
+    assert!(!sent.contains("cache_control"), "{sent}");
+}

@@ -3,8 +3,8 @@
 use crate::cancel::CancelToken;
 use crate::message::{ContentBlock, Message, Role, Usage};
 use crate::model::{
-    LanguageModel, ModelError, ModelEvent, ModelOptions, ModelRequest, ResponseBuilder, StopReason,
-    ToolCall,
+    CacheBreakpoint, LanguageModel, ModelError, ModelEvent, ModelOptions, ModelRequest, PromptPart,
+    ResponseBuilder, StopReason, ToolCall,
 };
 use crate::platform::Timer;
 use crate::tool::ToolRegistry;
@@ -22,6 +22,9 @@ pub struct AgentOptions {
     pub run_timeout: Duration,
     /// Options passed to every model call.
     pub model: ModelOptions,
+    /// Mark the system prompt, the tools and the conversation so far as
+    /// cacheable, so each step and each turn reuses the provider's prompt cache.
+    pub prompt_caching: bool,
 }
 
 impl Default for AgentOptions {
@@ -30,8 +33,29 @@ impl Default for AgentOptions {
             max_steps: 8,
             run_timeout: Duration::from_secs(600),
             model: ModelOptions::default(),
+            prompt_caching: true,
         }
     }
+}
+
+/// Two breakpoints: after the stable prefix (tools, or the system prompt when
+/// there are none) and after the newest message, so the next step or turn reads
+/// everything before it from the cache.
+fn prompt_cache_breakpoints(tools: usize, messages: &[Message]) -> Vec<CacheBreakpoint> {
+    let stable = match tools {
+        0 => PromptPart::System,
+        count => PromptPart::Tool { index: count - 1 },
+    };
+    let mut breakpoints = vec![CacheBreakpoint::after(stable)];
+    if let Some((message, last)) = messages.iter().enumerate().next_back()
+        && !last.content.is_empty()
+    {
+        breakpoints.push(CacheBreakpoint::after(PromptPart::Block {
+            message,
+            block: last.content.len() - 1,
+        }));
+    }
+    breakpoints
 }
 
 /// What observers see while a run goes on.
@@ -205,11 +229,18 @@ impl Agent {
         let mut usage = Usage::default();
         let mut steps = 0;
         loop {
+            let tools = self.tools.specs();
+            let cache_breakpoints = if self.options.prompt_caching {
+                prompt_cache_breakpoints(tools.len(), &messages)
+            } else {
+                Vec::new()
+            };
             let request = ModelRequest {
                 system: system.to_owned(),
                 messages: messages.clone(),
-                tools: self.tools.specs(),
+                tools,
                 options: self.options.model.clone(),
+                cache_breakpoints,
             };
             let mut stream = self.model.stream(request).await?;
             let mut builder = ResponseBuilder::default();

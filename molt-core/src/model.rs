@@ -80,6 +80,52 @@ pub struct ModelRequest {
     pub tools: Vec<ToolSpec>,
     /// Call options.
     pub options: ModelOptions,
+    /// Where the provider may cache the prompt up to. Providers with explicit
+    /// prompt caching (Anthropic's `cache_control`) use them; those that cache
+    /// on their own ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_breakpoints: Vec<CacheBreakpoint>,
+}
+
+/// The end of a prompt prefix the provider may cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheBreakpoint {
+    /// The last part of the cached prefix.
+    pub after: PromptPart,
+    /// How long to keep it, as the provider spells it (`5m`, `1h`); the
+    /// provider's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+impl CacheBreakpoint {
+    /// A breakpoint after `part` with the provider's default lifetime.
+    pub fn after(part: PromptPart) -> Self {
+        Self {
+            after: part,
+            ttl: None,
+        }
+    }
+}
+
+/// A part of a prompt, in the order providers read them: system, tools, messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "part", rename_all = "snake_case")]
+pub enum PromptPart {
+    /// The system prompt.
+    System,
+    /// The tool at this index.
+    Tool {
+        /// Its index in `tools`.
+        index: usize,
+    },
+    /// A content block of a message.
+    Block {
+        /// The message's index in `messages`.
+        message: usize,
+        /// The block's index in that message.
+        block: usize,
+    },
 }
 
 /// Why the model stopped.

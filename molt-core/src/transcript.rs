@@ -238,6 +238,7 @@ pub async fn compact_if_needed(
         messages: vec![Message::user(transcript)],
         tools: Vec::new(),
         options: ModelOptions::default(),
+        cache_breakpoints: Vec::new(),
     };
     let text = complete(model, request).await?.message.text();
     let record = TranscriptRecord::Summary {

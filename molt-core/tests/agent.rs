@@ -8,7 +8,7 @@ use molt_core::agent::{Agent, AgentError, AgentEvent, AgentOptions, RunEnd};
 use molt_core::cancel::CancelToken;
 use molt_core::echo::WordCountTool;
 use molt_core::message::{ContentBlock, Message, Role};
-use molt_core::model::LanguageModel;
+use molt_core::model::{LanguageModel, PromptPart};
 use molt_core::tool::{SideEffect, Tool, ToolError, ToolRegistry};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -75,6 +75,20 @@ fn tool_call_round_trip() {
     assert_eq!(requests[1].messages.len(), 3);
     assert_eq!(requests[0].tools[0].name, "word_count");
     assert_eq!(requests[0].system, "sys");
+    // The prompt is marked cacheable after the tools and after the newest message.
+    let cached = |request: &molt_core::model::ModelRequest| -> Vec<PromptPart> {
+        request.cache_breakpoints.iter().map(|b| b.after).collect()
+    };
+    assert_eq!(
+        cached(&requests[1]),
+        [
+            PromptPart::Tool { index: 0 },
+            PromptPart::Block {
+                message: 2,
+                block: 0
+            }
+        ]
+    );
     let kinds: Vec<_> = events
         .iter()
         .filter_map(|e| match e {

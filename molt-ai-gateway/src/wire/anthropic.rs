@@ -3,7 +3,9 @@
 use super::{error_message, parse_json, split_data_url};
 use crate::error::GatewayError;
 use molt_core::message::{ContentBlock, Message, Role, Usage};
-use molt_core::model::{ModelEvent, ModelRequest, ModelResponse, StopReason, ToolChoice};
+use molt_core::model::{
+    CacheBreakpoint, ModelEvent, ModelRequest, ModelResponse, PromptPart, StopReason, ToolChoice,
+};
 use molt_core::tool::ToolSpec;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -64,21 +66,58 @@ struct InMessage {
 enum InBlock {
     Text {
         text: String,
+        cache_control: Option<CacheControl>,
     },
     Image {
         source: ImageSource,
+        cache_control: Option<CacheControl>,
     },
     ToolUse {
         id: String,
         name: String,
         input: Value,
+        cache_control: Option<CacheControl>,
     },
     ToolResult {
         tool_use_id: String,
         content: Option<TextOrBlocks>,
         #[serde(default)]
         is_error: bool,
+        cache_control: Option<CacheControl>,
     },
+}
+
+impl InBlock {
+    fn cache_control(&self) -> Option<&CacheControl> {
+        match self {
+            InBlock::Text { cache_control, .. }
+            | InBlock::Image { cache_control, .. }
+            | InBlock::ToolUse { cache_control, .. }
+            | InBlock::ToolResult { cache_control, .. } => cache_control.as_ref(),
+        }
+    }
+}
+
+/// A prompt-cache breakpoint as Anthropic writes it (`{"type":"ephemeral","ttl":"1h"}`).
+#[derive(Deserialize)]
+struct CacheControl {
+    ttl: Option<String>,
+}
+
+impl CacheControl {
+    fn breakpoint(&self, after: PromptPart) -> CacheBreakpoint {
+        CacheBreakpoint {
+            after,
+            ttl: self.ttl.clone(),
+        }
+    }
+}
+
+fn cache_control_to_wire(breakpoint: &CacheBreakpoint) -> Value {
+    match &breakpoint.ttl {
+        Some(ttl) => json!({ "type": "ephemeral", "ttl": ttl }),
+        None => json!({ "type": "ephemeral" }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -93,6 +132,7 @@ struct InTool {
     name: String,
     description: Option<String>,
     input_schema: Option<Value>,
+    cache_control: Option<CacheControl>,
 }
 
 #[derive(Deserialize)]
@@ -106,19 +146,36 @@ struct InToolChoice {
 /// Parses a Messages API request body.
 pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let parsed: MessagesRequest = parse_json(body)?;
+    let mut breakpoints = Vec::new();
     let system = match parsed.system {
         None => String::new(),
         Some(TextOrBlocks::Text(text)) => text,
-        Some(TextOrBlocks::Blocks(blocks)) => text_of(blocks, "system")?,
+        Some(TextOrBlocks::Blocks(blocks)) => {
+            if let Some(control) = blocks.iter().rev().find_map(InBlock::cache_control) {
+                breakpoints.push(control.breakpoint(PromptPart::System));
+            }
+            text_of(blocks, "system")?
+        }
     };
     let mut messages = Vec::with_capacity(parsed.messages.len());
-    for message in parsed.messages {
+    for (message_index, message) in parsed.messages.into_iter().enumerate() {
         let content = match message.content {
             TextOrBlocks::Text(text) => vec![ContentBlock::Text { text }],
-            TextOrBlocks::Blocks(blocks) => blocks
-                .into_iter()
-                .map(block_from_wire)
-                .collect::<Result<_, _>>()?,
+            TextOrBlocks::Blocks(blocks) => {
+                for (block, wire) in blocks.iter().enumerate() {
+                    if let Some(control) = wire.cache_control() {
+                        let after = PromptPart::Block {
+                            message: message_index,
+                            block,
+                        };
+                        breakpoints.push(control.breakpoint(after));
+                    }
+                }
+                blocks
+                    .into_iter()
+                    .map(block_from_wire)
+                    .collect::<Result<_, _>>()?
+            }
         };
         messages.push(Message {
             role: message.role,
@@ -128,7 +185,11 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let tools = parsed
         .tools
         .into_iter()
-        .map(|tool| {
+        .enumerate()
+        .map(|(index, tool)| {
+            if let Some(control) = &tool.cache_control {
+                breakpoints.push(control.breakpoint(PromptPart::Tool { index }));
+            }
             let input_schema = tool.input_schema.ok_or_else(|| {
                 GatewayError::InvalidRequest(format!(
                     "tool {:?}: server tools are not supported; give an input_schema",
@@ -164,6 +225,7 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, GatewayError> {
         system,
         messages,
         tools,
+        cache_breakpoints: breakpoints,
         ..ModelRequest::default()
     };
     let options = &mut request.options;
@@ -193,7 +255,7 @@ fn text_of(blocks: Vec<InBlock>, place: &str) -> Result<String, GatewayError> {
     let mut text = String::new();
     for block in blocks {
         match block {
-            InBlock::Text { text: part } => {
+            InBlock::Text { text: part, .. } => {
                 if !text.is_empty() {
                     text.push('\n');
                 }
@@ -211,8 +273,8 @@ fn text_of(blocks: Vec<InBlock>, place: &str) -> Result<String, GatewayError> {
 
 fn block_from_wire(block: InBlock) -> Result<ContentBlock, GatewayError> {
     Ok(match block {
-        InBlock::Text { text } => ContentBlock::Text { text },
-        InBlock::Image { source } => match source {
+        InBlock::Text { text, .. } => ContentBlock::Text { text },
+        InBlock::Image { source, .. } => match source {
             ImageSource::Base64 { media_type, data } => ContentBlock::Image {
                 url: format!("data:{media_type};base64,{data}"),
                 media_type: Some(media_type),
@@ -222,11 +284,14 @@ fn block_from_wire(block: InBlock) -> Result<ContentBlock, GatewayError> {
                 media_type: None,
             },
         },
-        InBlock::ToolUse { id, name, input } => ContentBlock::ToolUse { id, name, input },
+        InBlock::ToolUse {
+            id, name, input, ..
+        } => ContentBlock::ToolUse { id, name, input },
         InBlock::ToolResult {
             tool_use_id,
             content,
             is_error,
+            ..
         } => ContentBlock::ToolResult {
             tool_use_id,
             content: match content {
@@ -247,10 +312,27 @@ pub fn encode_request(
     model: &str,
     default_max_tokens: u32,
 ) -> Result<Value, GatewayError> {
+    let breakpoint = |part: PromptPart| {
+        request
+            .cache_breakpoints
+            .iter()
+            .find(|breakpoint| breakpoint.after == part)
+            .map(cache_control_to_wire)
+    };
     let mut messages: Vec<Value> = Vec::with_capacity(request.messages.len());
     let mut last_role = None;
-    for message in &request.messages {
-        let blocks = message.content.iter().map(block_to_wire);
+    for (message_index, message) in request.messages.iter().enumerate() {
+        let blocks = message.content.iter().enumerate().map(|(block, content)| {
+            let mut wire = block_to_wire(content);
+            let part = PromptPart::Block {
+                message: message_index,
+                block,
+            };
+            if let Some(control) = breakpoint(part) {
+                wire["cache_control"] = control;
+            }
+            wire
+        });
         if last_role == Some(message.role)
             && let Some(Value::Array(content)) =
                 messages.last_mut().and_then(|m| m.get_mut("content"))
@@ -269,15 +351,26 @@ pub fn encode_request(
         json!(options.max_tokens.unwrap_or(default_max_tokens)),
     );
     if !request.system.is_empty() {
-        body.insert("system".into(), json!(request.system));
+        let system = match breakpoint(PromptPart::System) {
+            Some(control) => {
+                json!([{ "type": "text", "text": request.system, "cache_control": control }])
+            }
+            None => json!(request.system),
+        };
+        body.insert("system".into(), system);
     }
     body.insert("messages".into(), Value::Array(messages));
     if !request.tools.is_empty() {
         let tools: Vec<Value> = request
             .tools
             .iter()
-            .map(|tool| {
-                json!({ "name": tool.name, "description": tool.description, "input_schema": tool.input_schema })
+            .enumerate()
+            .map(|(index, tool)| {
+                let mut wire = json!({ "name": tool.name, "description": tool.description, "input_schema": tool.input_schema });
+                if let Some(control) = breakpoint(PromptPart::Tool { index }) {
+                    wire["cache_control"] = control;
+                }
+                wire
             })
             .collect();
         body.insert("tools".into(), Value::Array(tools));
