@@ -31,6 +31,18 @@ async fn post(
     request.send().await.unwrap()
 }
 
+/// The proxy answers a plain request: bad input before did it no harm.
+async fn assert_still_serves(proxy: &RunningProxy) {
+    let response = post(
+        proxy,
+        "/v1/chat/completions",
+        chat("openai/echo", "hi", false),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}
+
 fn chat(model: &str, text: &str, stream: bool) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": text }], "stream": stream, "stream_options": if stream { json!({ "include_usage": true }) } else { Value::Null } })
 }
@@ -140,57 +152,33 @@ async fn a_fallback_route_reports_the_step_that_answered() {
 async fn cloudflare_cache_headers_work_and_a_cached_answer_replays_as_a_stream() {
     let fake = FakeProvider::start().await;
     let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
-    let ttl = [("cf-aig-cache-ttl", "60")];
-    let first = post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "cache me", false),
-        &ttl,
-    )
-    .await;
-    assert_eq!(first.headers()["cf-aig-cache-status"], "MISS");
-    let second = post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "cache me", false),
-        &ttl,
-    )
-    .await;
-    assert_eq!(second.headers()["cf-aig-cache-status"], "HIT");
-    let streamed = post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "cache me", true),
-        &ttl,
-    )
-    .await;
-    assert_eq!(streamed.headers()["cf-aig-cache-status"], "HIT");
+    let ask =
+        |text: &'static str, stream: bool, headers: &'static [(&'static str, &'static str)]| {
+            post(
+                &proxy,
+                "/v1/chat/completions",
+                chat("openai/echo", text, stream),
+                headers,
+            )
+        };
+    let status = |response: &reqwest::Response| {
+        response.headers()["cf-aig-cache-status"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    const TTL: &[(&str, &str)] = &[("cf-aig-cache-ttl", "60")];
+    assert_eq!(status(&ask("cache me", false, TTL).await), "MISS");
+    assert_eq!(status(&ask("cache me", false, TTL).await), "HIT");
+    let streamed = ask("cache me", true, TTL).await;
+    assert_eq!(status(&streamed), "HIT");
     let events = sse_events(&streamed.text().await.unwrap());
     assert_eq!(events.last().unwrap().1, "[DONE]");
-    let skipped = post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "cache me", false),
-        &[("cf-aig-cache-ttl", "60"), ("cf-aig-skip-cache", "true")],
-    )
-    .await;
-    assert_eq!(skipped.headers()["cf-aig-cache-status"], "MISS");
-    let keyed = [("cf-aig-cache-ttl", "60"), ("cf-aig-cache-key", "k")];
-    post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "one", false),
-        &keyed,
-    )
-    .await;
-    let other = post(
-        &proxy,
-        "/v1/chat/completions",
-        chat("openai/echo", "two", false),
-        &keyed,
-    )
-    .await;
-    assert_eq!(other.headers()["cf-aig-cache-status"], "HIT");
+    let skip = &[("cf-aig-cache-ttl", "60"), ("cf-aig-skip-cache", "true")];
+    assert_eq!(status(&ask("cache me", false, skip).await), "MISS");
+    let keyed = &[("cf-aig-cache-ttl", "60"), ("cf-aig-cache-key", "k")];
+    ask("one", false, keyed).await;
+    assert_eq!(status(&ask("two", false, keyed).await), "HIT");
     assert_eq!(fake.state.requests_for("echo"), 3);
 }
 
@@ -272,17 +260,7 @@ async fn bad_input_gets_the_providers_error_shape_and_status() {
     .await;
     assert_eq!(response.status(), 400);
     // The proxy still serves after all that.
-    assert_eq!(
-        post(
-            &proxy,
-            "/v1/chat/completions",
-            chat("openai/echo", "hi", false),
-            &[]
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_still_serves(&proxy).await;
 }
 
 #[tokio::test]
@@ -543,17 +521,7 @@ async fn unsupported_anthropic_features_and_absurd_ttls_are_refused_by_name() {
     )
     .await;
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        post(
-            &proxy,
-            "/v1/chat/completions",
-            chat("openai/echo", "hi", false),
-            &[]
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_still_serves(&proxy).await;
 }
 
 #[tokio::test]
