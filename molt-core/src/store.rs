@@ -42,6 +42,53 @@ pub enum StoreError {
         /// What could not be decoded.
         reason: String,
     },
+    /// A remote store (R2, S3) refused or failed the operation.
+    #[error("remote store failed for {key:?} ({kind}): {message}")]
+    Remote {
+        /// The key.
+        key: String,
+        /// What kind of failure.
+        kind: RemoteErrorKind,
+        /// The store's own words.
+        message: String,
+    },
+}
+
+/// What kind of failure a remote store reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// The credentials are missing, wrong, or not allowed this.
+    Auth,
+    /// The bucket does not exist.
+    BucketMissing,
+    /// The store could not be reached, or the connection broke.
+    Network,
+    /// The store asked to slow down (429, 503 SlowDown).
+    Throttled,
+    /// A conditional write found the object not as expected.
+    PreconditionFailed,
+    /// Anything else the store answered.
+    Other,
+}
+
+impl RemoteErrorKind {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(self, RemoteErrorKind::Network | RemoteErrorKind::Throttled)
+    }
+}
+
+impl std::fmt::Display for RemoteErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RemoteErrorKind::Auth => "bad credentials",
+            RemoteErrorKind::BucketMissing => "missing bucket",
+            RemoteErrorKind::Network => "network",
+            RemoteErrorKind::Throttled => "throttled",
+            RemoteErrorKind::PreconditionFailed => "precondition failed",
+            RemoteErrorKind::Other => "store error",
+        })
+    }
 }
 
 /// The result of [`Store::put_if_absent`].

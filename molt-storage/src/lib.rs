@@ -25,5 +25,7 @@
 //! ```
 
 mod local;
+pub mod s3;
 
 pub use local::LocalFileStore;
+pub use s3::{S3Config, S3ConfigError, S3Store};
