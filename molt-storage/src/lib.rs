@@ -25,7 +25,9 @@
 //! ```
 
 mod local;
+pub mod mirror;
 pub mod s3;
 
 pub use local::LocalFileStore;
+pub use mirror::{MirrorError, MirrorOptions, MirrorStatus, StateMirror};
 pub use s3::{S3Config, S3ConfigError, S3Store};

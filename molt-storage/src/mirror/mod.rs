@@ -1,0 +1,781 @@
+//! Continuous backup of the state directory to a bucket, and crash-safe restore.
+//!
+//! Layout under the mirror's prefix:
+//! - `objects/<sha256>`: file contents, named by their hash, written once;
+//! - `manifests/<seq>.json`: one per snapshot, naming every file and its hash.
+//!
+//! A backup uploads the objects it lacks first and writes the manifest last,
+//! with a conditional put, so a manifest in the bucket always describes a
+//! complete snapshot and a backup cut halfway leaves only unreferenced objects.
+//! Restore takes the newest manifest whose objects are all there. Only changed
+//! files move (content hashes), deletions propagate (a file missing from the
+//! manifest is gone), and the last `keep_manifests` snapshots stay available.
+
+mod manifest;
+mod scan;
+
+pub use manifest::{FileEntry, Manifest};
+pub use scan::{Excludes, hash_bytes};
+
+use crate::s3::remote_error;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use manifest::{MANIFEST_VERSION, manifest_name, object_name, parse_manifest_name};
+use molt_core::store::StoreError;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use scan::HashCache;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How the mirror behaves.
+#[derive(Clone, Debug)]
+pub struct MirrorOptions {
+    /// The key prefix in the bucket (`molt` by default).
+    pub prefix: String,
+    /// Paths never mirrored.
+    pub excludes: Excludes,
+    /// Snapshots kept for point-in-time restore.
+    pub keep_manifests: usize,
+    /// How long the directory must stay quiet after a change before a backup.
+    pub debounce: Duration,
+    /// How often a full check runs even without change events.
+    pub full_check: Duration,
+    /// The longest wait between attempts while the bucket fails.
+    pub max_backoff: Duration,
+    /// Uploads and downloads in flight at once.
+    pub concurrency: usize,
+    /// Unreferenced objects younger than this are left alone (a backup may be writing them).
+    pub orphan_grace: Duration,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "molt".into(),
+            excludes: Excludes::default(),
+            keep_manifests: 10,
+            debounce: Duration::from_millis(200),
+            full_check: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(30),
+            concurrency: 16,
+            orphan_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why a backup or restore failed. Local state is never changed by a failed one.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// Reading or writing the state directory failed.
+    #[error("state directory {path}: {source}")]
+    Local {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bucket failed (see the kind: credentials, network, throttling, ...).
+    #[error(transparent)]
+    Remote(#[from] StoreError),
+    /// A manifest or object in the bucket is not what it claims.
+    #[error("snapshot {seq}: {reason}")]
+    Corrupt {
+        /// The snapshot.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The bucket holds no snapshot (or not the one asked for).
+    #[error("no snapshot to restore{}", .0.map(|seq| format!(" numbered {seq}")).unwrap_or_default())]
+    NoSnapshot(Option<u64>),
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BackupReport {
+    /// The snapshot written, or `None` when nothing had changed.
+    pub seq: Option<u64>,
+    /// Objects uploaded.
+    pub objects: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Requests made to the bucket.
+    pub requests: usize,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// The snapshot restored.
+    pub seq: u64,
+    /// Files written.
+    pub files: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Local files removed because the snapshot does not have them.
+    pub removed: usize,
+}
+
+/// The mirror's state, for the admin API and `backup status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorStatus {
+    /// When the last backup succeeded (ms since the Unix epoch).
+    pub last_success_ms: Option<u64>,
+    /// When the last backup was tried.
+    pub last_attempt_ms: Option<u64>,
+    /// The newest snapshot in the bucket that this mirror knows of.
+    pub manifest_seq: Option<u64>,
+    /// Objects uploaded since start.
+    pub objects_uploaded: u64,
+    /// Bytes uploaded since start.
+    pub bytes_uploaded: u64,
+    /// How long the last backup took.
+    pub last_duration_ms: u64,
+    /// The last failure, cleared by a success.
+    pub last_error: Option<String>,
+    /// Failures since the last success.
+    pub failures_in_a_row: u32,
+    /// Whether changes are waiting to be backed up.
+    pub pending: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    cache: HashCache,
+    /// The newest snapshot known to be in the bucket.
+    last: Option<Manifest>,
+    /// Objects known to be in the bucket (listed once, then kept up to date).
+    known_objects: Option<HashSet<String>>,
+    /// Manifests already read, by number.
+    manifests: HashMap<u64, Manifest>,
+}
+
+/// Mirrors one state directory to one bucket prefix.
+pub struct StateMirror {
+    root: PathBuf,
+    remote: Arc<dyn ObjectStore>,
+    options: MirrorOptions,
+    inner: tokio::sync::Mutex<Inner>,
+    status: Mutex<MirrorStatus>,
+    wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for StateMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMirror")
+            .field("root", &self.root)
+            .field("prefix", &self.options.prefix)
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// The file inside the state directory that records the last snapshot this
+/// directory matched (written after each backup and restore).
+const MARKER: &str = ".molt-sync/snapshot.json";
+const STAGING: &str = ".molt-sync/restore";
+
+impl StateMirror {
+    /// A mirror of `root` into `remote` (see [`S3Config::object_store`](crate::S3Config::object_store)).
+    pub fn new(
+        root: impl Into<PathBuf>,
+        remote: Arc<dyn ObjectStore>,
+        options: MirrorOptions,
+    ) -> Self {
+        Self {
+            root: root.into(),
+            remote,
+            options,
+            inner: tokio::sync::Mutex::new(Inner::default()),
+            status: Mutex::new(MirrorStatus::default()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The mirror's state now.
+    pub fn status(&self) -> MirrorStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks the running mirror ([`run`](Self::run)) to back up now.
+    pub fn trigger(&self) {
+        self.mark_pending();
+        self.wake.notify_one();
+    }
+
+    fn mark_pending(&self) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending = true;
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        match self.options.prefix.trim_matches('/') {
+            "" => ObjectPath::from(name),
+            prefix => ObjectPath::from(format!("{prefix}/{name}")),
+        }
+    }
+
+    fn local_error(&self, path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError {
+        let path = path.to_path_buf();
+        move |source| MirrorError::Local { path, source }
+    }
+
+    /// The snapshot numbers in the bucket, oldest first.
+    pub async fn manifests(&self) -> Result<Vec<u64>, MirrorError> {
+        let directory = self.path("manifests");
+        let mut numbers: Vec<u64> = self
+            .remote
+            .list(Some(&directory))
+            .map_ok(|meta| parse_manifest_name(meta.location.as_ref()))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|err| remote_error("manifests/", err))?
+            .into_iter()
+            .flatten()
+            .collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    async fn read_manifest(&self, inner: &mut Inner, seq: u64) -> Result<Manifest, MirrorError> {
+        if let Some(manifest) = inner.manifests.get(&seq) {
+            return Ok(manifest.clone());
+        }
+        let name = manifest_name(seq);
+        let bytes = self
+            .remote
+            .get(&self.path(&name))
+            .await
+            .map_err(|err| remote_error(&name, err))?
+            .bytes()
+            .await
+            .map_err(|err| remote_error(&name, err))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|err| MirrorError::Corrupt {
+                seq,
+                reason: format!("unreadable manifest: {err}"),
+            })?;
+        if manifest.seq != seq || manifest.version > MANIFEST_VERSION {
+            return Err(MirrorError::Corrupt {
+                seq,
+                reason: format!(
+                    "manifest says seq {} version {}",
+                    manifest.seq, manifest.version
+                ),
+            });
+        }
+        inner.manifests.insert(seq, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// Backs the state directory up now: uploads what changed, then writes a
+    /// new snapshot if anything did. Serialised with other backups and restores.
+    pub async fn backup_now(&self) -> Result<BackupReport, MirrorError> {
+        let started = Instant::now();
+        let attempt = now_ms();
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_attempt_ms = Some(attempt);
+        let result = {
+            let mut inner = self.inner.lock().await;
+            self.backup(&mut inner).await
+        };
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.last_duration_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(report) => {
+                status.last_success_ms = Some(attempt);
+                status.last_error = None;
+                status.failures_in_a_row = 0;
+                status.objects_uploaded += report.objects as u64;
+                status.bytes_uploaded += report.bytes;
+                if report.seq.is_some() {
+                    status.manifest_seq = report.seq;
+                }
+                status.pending = false;
+            }
+            Err(error) => {
+                status.last_error = Some(error.to_string());
+                status.failures_in_a_row += 1;
+                status.pending = true;
+            }
+        }
+        result
+    }
+
+    async fn backup(&self, inner: &mut Inner) -> Result<BackupReport, MirrorError> {
+        let mut report = BackupReport::default();
+        let files = self.scan(inner).await?;
+        if inner.last.is_none() {
+            report.requests += 1;
+            if let Some(&newest) = self.manifests().await?.last() {
+                report.requests += 1;
+                inner.last = Some(self.read_manifest(inner, newest).await?);
+            }
+        }
+        if inner.last.as_ref().is_some_and(|last| last.files == files) {
+            self.write_marker(inner.last.as_ref().expect("checked"))?;
+            return Ok(report);
+        }
+        if inner.known_objects.is_none() {
+            report.requests += 1;
+            inner.known_objects = Some(
+                self.list_objects()
+                    .await?
+                    .into_iter()
+                    .map(|(hash, _)| hash)
+                    .collect(),
+            );
+        }
+        let known = inner.known_objects.as_ref().expect("just listed");
+        let mut missing: Vec<(String, String)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (path, entry) in &files {
+            if !known.contains(&entry.hash) && seen.insert(entry.hash.clone()) {
+                missing.push((path.clone(), entry.hash.clone()));
+            }
+        }
+        // Upload what the bucket lacks; a file that changed since the scan is
+        // uploaded as it is now, and the manifest names what was uploaded.
+        let mut files = files;
+        let uploads = futures::stream::iter(missing)
+            .map(|(path, hash)| async move {
+                let local = self.root.join(&path);
+                let bytes = match tokio::fs::read(&local).await {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok((path, None));
+                    }
+                    Err(err) => {
+                        return Err(MirrorError::Local {
+                            path: local,
+                            source: err,
+                        });
+                    }
+                };
+                let actual = hash_bytes(&bytes);
+                let size = bytes.len() as u64;
+                self.put_object(&actual, bytes).await?;
+                Ok::<_, MirrorError>((path, Some((hash, actual, size))))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        let known = inner.known_objects.as_mut().expect("listed above");
+        for (path, uploaded) in uploads {
+            report.requests += 1;
+            match uploaded {
+                None => {
+                    files.remove(&path);
+                }
+                Some((_, actual, size)) => {
+                    report.objects += 1;
+                    report.bytes += size;
+                    known.insert(actual.clone());
+                    files.insert(path, FileEntry { hash: actual, size });
+                }
+            }
+        }
+        // Every path that shared an uploaded hash still names a present object.
+        let mut seq = inner.last.as_ref().map_or(1, |last| last.seq + 1);
+        let manifest = loop {
+            let manifest = Manifest {
+                version: MANIFEST_VERSION,
+                seq,
+                created_ms: now_ms(),
+                files: files.clone(),
+            };
+            let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+            report.requests += 1;
+            match self
+                .put_create(&manifest_name(seq), Bytes::from(body))
+                .await?
+            {
+                true => break manifest,
+                false => {
+                    // Another writer took this number: carry on after the newest.
+                    tracing::warn!(
+                        seq,
+                        "another writer holds this snapshot number; taking the next"
+                    );
+                    report.requests += 1;
+                    seq = self.manifests().await?.last().copied().unwrap_or(seq) + 1;
+                }
+            }
+        };
+        report.seq = Some(manifest.seq);
+        self.write_marker(&manifest)?;
+        inner.manifests.insert(manifest.seq, manifest.clone());
+        inner.last = Some(manifest);
+        report.requests += self.prune(inner).await?;
+        Ok(report)
+    }
+
+    async fn scan(&self, inner: &mut Inner) -> Result<BTreeMap<String, FileEntry>, MirrorError> {
+        let mut cache = std::mem::take(&mut inner.cache);
+        let (root, excludes) = (self.root.clone(), self.options.excludes.clone());
+        let (cache, files) = tokio::task::spawn_blocking(move || {
+            let files = scan::scan(&root, &excludes, &mut cache);
+            (cache, files)
+        })
+        .await
+        .expect("the scan does not panic");
+        inner.cache = cache;
+        files.map_err(self.local_error(&self.root))
+    }
+
+    /// Every object in the bucket: its hash and when it was written.
+    async fn list_objects(&self) -> Result<Vec<(String, SystemTime)>, MirrorError> {
+        let directory = self.path("objects");
+        self.remote
+            .list(Some(&directory))
+            .map_ok(|meta| {
+                let hash = meta.location.filename().unwrap_or_default().to_string();
+                (hash, SystemTime::from(meta.last_modified))
+            })
+            .try_collect()
+            .await
+            .map_err(|err| MirrorError::Remote(remote_error("objects/", err)))
+    }
+
+    async fn put_object(&self, hash: &str, bytes: Bytes) -> Result<(), MirrorError> {
+        // Content-addressed: an existing object already holds these bytes.
+        self.put_create(&object_name(hash), bytes).await.map(|_| ())
+    }
+
+    /// Writes `name` unless it exists; `false` when it did.
+    async fn put_create(&self, name: &str, bytes: Bytes) -> Result<bool, MirrorError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .remote
+            .put_opts(&self.path(name), PutPayload::from_bytes(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(err) => Err(remote_error(name, err).into()),
+        }
+    }
+
+    /// Keeps the newest snapshots; removes older manifests and the objects no
+    /// kept manifest names. Returns the requests it made.
+    async fn prune(&self, inner: &mut Inner) -> Result<usize, MirrorError> {
+        let keep = self.options.keep_manifests.max(1);
+        let numbers = self.manifests().await?;
+        let mut requests = 1;
+        if numbers.len() <= keep {
+            return Ok(requests);
+        }
+        let (old, kept) = numbers.split_at(numbers.len() - keep);
+        let mut referenced = HashSet::new();
+        for &seq in kept {
+            if !inner.manifests.contains_key(&seq) {
+                requests += 1;
+            }
+            let manifest = self.read_manifest(inner, seq).await?;
+            referenced.extend(manifest.files.values().map(|file| file.hash.clone()));
+        }
+        for &seq in old {
+            requests += 1;
+            let name = manifest_name(seq);
+            match self.remote.delete(&self.path(&name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(remote_error(&name, err).into()),
+            }
+            inner.manifests.remove(&seq);
+        }
+        requests += 1;
+        let cutoff = SystemTime::now() - self.options.orphan_grace;
+        for (hash, written) in self.list_objects().await? {
+            if referenced.contains(&hash) || written > cutoff {
+                continue;
+            }
+            requests += 1;
+            let name = object_name(&hash);
+            match self.remote.delete(&self.path(&name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(remote_error(&name, err).into()),
+            }
+            if let Some(known) = inner.known_objects.as_mut() {
+                known.remove(&hash);
+            }
+        }
+        Ok(requests)
+    }
+
+    fn write_marker(&self, manifest: &Manifest) -> Result<(), MirrorError> {
+        let path = self.root.join(MARKER);
+        let body = serde_json::to_vec(manifest).expect("manifests serialize");
+        write_atomically(&path, &body).map_err(self.local_error(&path))
+    }
+
+    fn read_marker(&self) -> Option<Manifest> {
+        let bytes = std::fs::read(self.root.join(MARKER)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Restores snapshot `at`, or the newest complete one, into the state
+    /// directory. Everything is downloaded and checked before any local file
+    /// changes; then files are put in place one by one, each atomically.
+    pub async fn restore(&self, at: Option<u64>) -> Result<RestoreReport, MirrorError> {
+        let mut inner = self.inner.lock().await;
+        let numbers = self.manifests().await?;
+        let candidates: Vec<u64> = match at {
+            Some(seq) if numbers.contains(&seq) => vec![seq],
+            Some(seq) => return Err(MirrorError::NoSnapshot(Some(seq))),
+            None => numbers.iter().rev().copied().collect(),
+        };
+        let mut last_error = MirrorError::NoSnapshot(None);
+        for seq in candidates {
+            match self.restore_one(&mut inner, seq).await {
+                Ok(report) => {
+                    let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                    status.manifest_seq = status.manifest_seq.max(numbers.last().copied());
+                    return Ok(report);
+                }
+                // A damaged snapshot: fall back to the one before it.
+                Err(error @ MirrorError::Corrupt { .. }) if at.is_none() => {
+                    tracing::warn!(%error, "skipping a damaged snapshot");
+                    last_error = error;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn restore_one(&self, inner: &mut Inner, seq: u64) -> Result<RestoreReport, MirrorError> {
+        let manifest = self.read_manifest(inner, seq).await?;
+        let local = self.scan(inner).await?;
+        let staging = self.root.join(STAGING);
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(self.local_error(&staging))?;
+        let needed: Vec<(String, FileEntry)> = manifest
+            .files
+            .iter()
+            .filter(|(path, entry)| local.get(*path).is_none_or(|have| have.hash != entry.hash))
+            .map(|(path, entry)| (path.clone(), entry.clone()))
+            .collect();
+        let staging_ref = &staging;
+        let downloaded: Vec<(String, u64)> = futures::stream::iter(needed)
+            .map(|(path, entry)| async move {
+                let name = object_name(&entry.hash);
+                let bytes = match self.remote.get(&self.path(&name)).await {
+                    Ok(result) => result
+                        .bytes()
+                        .await
+                        .map_err(|err| remote_error(&name, err))?,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err(MirrorError::Corrupt {
+                            seq,
+                            reason: format!("object for {path} is missing"),
+                        });
+                    }
+                    Err(err) => return Err(remote_error(&name, err).into()),
+                };
+                if hash_bytes(&bytes) != entry.hash {
+                    return Err(MirrorError::Corrupt {
+                        seq,
+                        reason: format!("object for {path} does not match its hash"),
+                    });
+                }
+                let target = staging_ref.join(&path);
+                write_atomically(&target, &bytes).map_err(|source| MirrorError::Local {
+                    path: target,
+                    source,
+                })?;
+                Ok((path, bytes.len() as u64))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(staging_ref);
+            })?;
+        let mut report = RestoreReport {
+            seq,
+            files: downloaded.len(),
+            bytes: downloaded.iter().map(|(_, size)| size).sum(),
+            removed: 0,
+        };
+        for (path, _) in &downloaded {
+            let target = self.root.join(path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(self.local_error(parent))?;
+            }
+            std::fs::rename(staging.join(path), &target).map_err(self.local_error(&target))?;
+        }
+        for path in local
+            .keys()
+            .filter(|path| !manifest.files.contains_key(*path))
+        {
+            let target = self.root.join(path);
+            match std::fs::remove_file(&target) {
+                Ok(()) => report.removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(MirrorError::Local {
+                        path: target,
+                        source: err,
+                    });
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        self.write_marker(&manifest)?;
+        inner.last = Some(manifest);
+        Ok(report)
+    }
+
+    /// At start, before serving: restores the newest snapshot when the state
+    /// directory is empty, or when it still matches an older snapshot that the
+    /// bucket has since moved past. Local changes that were never backed up win.
+    pub async fn restore_if_needed(&self) -> Result<Option<RestoreReport>, MirrorError> {
+        let Some(&newest) = self.manifests().await?.last() else {
+            return Ok(None);
+        };
+        let local = {
+            let mut inner = self.inner.lock().await;
+            self.scan(&mut inner).await?
+        };
+        let behind = match self.read_marker() {
+            None => local.is_empty(),
+            Some(marker) => marker.seq < newest && marker.files == local,
+        };
+        if !behind {
+            tracing::info!(
+                newest,
+                "local state is current or newer than the bucket: not restoring"
+            );
+            return Ok(None);
+        }
+        self.restore(None).await.map(Some)
+    }
+
+    /// Mirrors continuously until `shutdown` completes: a backup after each
+    /// burst of changes (once the directory is quiet for `debounce`), a full
+    /// check every `full_check`, on [`trigger`](Self::trigger), and a last one
+    /// at shutdown. Failures back off up to `max_backoff` and are retried.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let (events, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = self.watch(events);
+        if watcher.is_none() {
+            tracing::warn!(root = %self.root.display(), "cannot watch the state directory; relying on the periodic check");
+        }
+        tokio::pin!(shutdown);
+        let mut due: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+        let mut backoff = Duration::ZERO;
+        let mut next_full = tokio::time::Instant::now() + self.options.full_check;
+        loop {
+            let wake_at = due.unwrap_or(next_full).min(next_full);
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = changes.recv() => {
+                    self.mark_pending();
+                    // Debounce: wait for quiet, but never later than a backoff allows.
+                    let quiet = tokio::time::Instant::now() + self.options.debounce;
+                    due = Some(due.map_or(quiet, |at| at.max(quiet)));
+                }
+                () = self.wake.notified() => due = Some(tokio::time::Instant::now()),
+                () = tokio::time::sleep_until(wake_at) => {
+                    if due.is_none_or(|at| at > tokio::time::Instant::now()) {
+                        // The periodic full check.
+                        next_full = tokio::time::Instant::now() + self.options.full_check;
+                    }
+                    match self.backup_now().await {
+                        Ok(_) => {
+                            backoff = Duration::ZERO;
+                            due = None;
+                        }
+                        Err(error) => {
+                            backoff = (backoff * 2).clamp(Duration::from_millis(500), self.options.max_backoff);
+                            tracing::warn!(%error, retry_in = ?backoff, "backup failed; local state is intact");
+                            due = Some(tokio::time::Instant::now() + backoff);
+                        }
+                    }
+                }
+            }
+        }
+        drop(watcher);
+        if let Err(error) = self.backup_now().await {
+            tracing::warn!(%error, "the last backup before shutdown failed");
+        }
+    }
+
+    /// Watches the state directory; each relevant change sends a unit.
+    fn watch(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let root = self.root.clone();
+        let excludes = self.options.excludes.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                let relevant = event.paths.iter().any(|path| {
+                    path.strip_prefix(&root)
+                        .ok()
+                        .and_then(|relative| relative.to_str())
+                        .is_some_and(|relative| !excludes.matches(&relative.replace('\\', "/")))
+                });
+                if relevant {
+                    let _ = events.send(());
+                }
+            })
+            .ok()?;
+        std::fs::create_dir_all(&self.root).ok()?;
+        watcher
+            .watch(&self.root, notify::RecursiveMode::Recursive)
+            .ok()?;
+        Some(watcher)
+    }
+}
+
+/// Writes a file through a synced temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let temp = parent.join(format!(
+        ".molt-tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("file")
+    ));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
