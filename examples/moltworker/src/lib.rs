@@ -4,6 +4,7 @@
 //! its chat channel.
 
 pub mod auth;
+pub mod backup;
 pub mod platform;
 pub mod protocol;
 pub mod server;

@@ -19,7 +19,7 @@ use molt_core::transcript::CompactionPolicy;
 use molt_storage::LocalFileStore;
 use moltworker::platform::TokioPlatform;
 use moltworker::server::AppState;
-use moltworker::{auth, server, webchat};
+use moltworker::{auth, backup, server, webchat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ const USAGE: &str = "\
 moltworker: the Molt assistant gateway
 
 USAGE: moltworker [--help | --version]
+       moltworker backup now | backup status | restore [--at N]
 
 Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
@@ -42,10 +43,16 @@ AI_GATEWAY_API_KEY + AI_GATEWAY_BASE_URL, CLOUDFLARE_AI_GATEWAY_API_KEY +
 CF_AI_GATEWAY_ACCOUNT_ID + CF_AI_GATEWAY_GATEWAY_ID (+ CF_AI_GATEWAY_MODEL),
 MOLT_MODEL, or <state>/ai-gateway.toml (MOLT_AI_CONFIG to change). Without
 one, replies come from the offline echo model.
+Backup: with R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and CF_ACCOUNT_ID (or
+S3_ENDPOINT) set, state is restored from the bucket at start when missing, and
+mirrored to it (R2_BUCKET_NAME, default moltbot-data) within a second of each
+change. `backup now`, `backup status` and `restore [--at N]` act on it.
 Logs go to stderr; RUST_LOG sets the level (default: info).";
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("backup" | "restore") => return run_command(&args),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -99,6 +106,28 @@ fn log_filter() -> EnvFilter {
         .fold(filter, EnvFilter::add_directive)
 }
 
+/// A one-off `backup` or `restore` command.
+fn run_command(args: &[String]) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr)
+        .init();
+    let state_dir =
+        PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| runtime.block_on(backup::command(&state_dir, args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("moltworker: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run() -> Result<(), String> {
     let started = Instant::now();
     let state_dir =
@@ -109,6 +138,30 @@ async fn run() -> Result<(), String> {
             state_dir.display()
         )
     })?;
+    // Restore before anything reads the state: the config, the token, the inbox.
+    let mirror = backup::mirror_from_env(&state_dir, |name| std::env::var(name).ok())?;
+    if let Some(mirror) = &mirror {
+        match mirror.restore_if_needed().await {
+            Ok(Some(report)) => tracing::info!(
+                snapshot = report.seq,
+                files = report.files,
+                bytes = report.bytes,
+                "restored state from the bucket"
+            ),
+            Ok(None) => {}
+            // With state on disk, serve it and let the mirror catch up later.
+            Err(err) if has_local_state(&state_dir) => {
+                tracing::warn!(%err, "cannot reach the bucket at start; serving the local state");
+            }
+            // With no state on disk, serving would start from nothing and later
+            // mirror that over the bucket's snapshots: refuse instead.
+            Err(err) => {
+                return Err(format!(
+                    "cannot restore state from the bucket, and there is none on disk: {err}"
+                ));
+            }
+        }
+    }
     let config = load_config(&state_dir)?;
     let (token, token_source) = auth::load_or_create(config.gateway.token.clone(), &state_dir)
         .map_err(|err| format!("cannot store the gateway token: {err}"))?;
@@ -172,6 +225,7 @@ async fn run() -> Result<(), String> {
         token: token.clone(),
         started,
         model_configured,
+        mirror: mirror.clone(),
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
@@ -188,6 +242,12 @@ async fn run() -> Result<(), String> {
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
     });
+    let (stop_mirror, mirror_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mirroring = mirror.map(|mirror| {
+        tokio::spawn(mirror.run(async move {
+            let _ = mirror_stopped.await;
+        }))
+    });
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -202,7 +262,19 @@ async fn run() -> Result<(), String> {
             "runs still in progress after {DRAIN_TIMEOUT:?}; they resume on the next start"
         );
     }
-    // Transcript records and inbox entries are fsynced as they are written: nothing is left to flush.
+    // Transcript records and inbox entries are fsynced as they are written; the
+    // mirror makes one last backup of them.
+    if let Some(mirroring) = mirroring {
+        let _ = stop_mirror.send(());
+        if tokio::time::timeout(DRAIN_TIMEOUT, mirroring)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the last backup did not finish in {DRAIN_TIMEOUT:?}; the next start restores the previous snapshot or keeps local state"
+            );
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -228,6 +300,11 @@ fn load_model(state_dir: &std::path::Path) -> Result<(Arc<dyn LanguageModel>, bo
     let gateway = AiGateway::from_config(&config, env).map_err(|err| err.to_string())?;
     tracing::info!(model = %gateway.name(), models = ?gateway.models(), "model calls go through molt-ai-gateway");
     Ok((Arc::new(gateway), true))
+}
+
+/// Whether the state directory holds anything (the token, the inbox, transcripts, ...).
+fn has_local_state(state_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(state_dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 fn load_config(state_dir: &std::path::Path) -> Result<Config, String> {

@@ -29,6 +29,8 @@ pub struct AppState {
     pub started: Instant,
     /// Whether a real model provider answers (not the offline echo model).
     pub model_configured: bool,
+    /// The mirror of the state directory to a bucket, when one is configured.
+    pub mirror: Option<std::sync::Arc<molt_storage::StateMirror>>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
             "uptimeSeconds": self.started.elapsed().as_secs(),
             "sessions": { "known": self.gateway.known_sessions(), "busy": self.gateway.busy_sessions() },
             "model": self.model_status(),
+            "storage": crate::backup::status(self.mirror.as_deref()),
             "channels": [crate::webchat::CHANNEL],
         })
     }
