@@ -291,3 +291,146 @@ async fn a_write_is_in_the_bucket_within_a_second() {
     running.await.unwrap();
     assert!(mirror.status().last_success_ms.is_some());
 }
+
+#[tokio::test]
+async fn with_a_key_the_bucket_holds_no_plaintext_and_restores_only_with_that_key() {
+    use base64::Engine;
+    let (_s3, server) = server().await;
+    let key = |byte: u8| {
+        let text = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        Some(molt_storage::mirror::BackupKey::from_base64(&molt_core::Secret::new(text)).unwrap())
+    };
+    let state = tempfile::tempdir().unwrap();
+    write(
+        state.path(),
+        "secrets/diary.md",
+        "the password is swordfish",
+    );
+    let mirror = StateMirror::new(
+        state.path(),
+        remote(&server),
+        MirrorOptions {
+            key: key(7),
+            ..options()
+        },
+    );
+    mirror.backup_now().await.unwrap();
+    // Nothing in the bucket shows the content, the file name, or the content's hash.
+    let plain_hash = molt_storage::mirror::hash_bytes(b"the password is swordfish");
+    let mut stored = Vec::new();
+    let mut pending = vec![server.root.join("moltbot-data")];
+    while let Some(directory) = pending.pop() {
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                stored.push((
+                    entry.path().display().to_string(),
+                    std::fs::read(entry.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    assert!(stored.len() >= 2);
+    for (name, bytes) in &stored {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains("swordfish") && !text.contains("diary") && !name.contains(&plain_hash),
+            "{name}"
+        );
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    StateMirror::new(
+        fresh.path(),
+        remote(&server),
+        MirrorOptions {
+            key: key(7),
+            ..options()
+        },
+    )
+    .restore(None)
+    .await
+    .unwrap();
+    assert_eq!(
+        read(fresh.path(), "secrets/diary.md").as_deref(),
+        Some("the password is swordfish")
+    );
+    let other = tempfile::tempdir().unwrap();
+    let error = StateMirror::new(other.path(), remote(&server), options())
+        .restore(None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("MOLT_BACKUP_KEY"), "{error}");
+    let error = StateMirror::new(
+        other.path(),
+        remote(&server),
+        MirrorOptions {
+            key: key(8),
+            ..options()
+        },
+    )
+    .restore(None)
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("wrong key"), "{error}");
+    assert_eq!(read(other.path(), "secrets/diary.md"), None);
+}
+
+#[tokio::test]
+async fn the_running_mirror_reports_an_outage_and_catches_up_when_the_bucket_returns() {
+    let (s3, mut server) = server().await;
+    let state = tempfile::tempdir().unwrap();
+    let options = MirrorOptions {
+        debounce: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..options()
+    };
+    let mirror = Arc::new(StateMirror::new(state.path(), remote(&server), options));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(mirror.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    // Waits (up to 10 s) until the mirror's status passes `check`.
+    let wait_for = |check: fn(&molt_storage::MirrorStatus) -> bool| {
+        let mirror = mirror.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !check(&mirror.status()) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            mirror.status()
+        }
+    };
+    let address = server.address;
+    server.stop();
+    for n in 0..5 {
+        write(state.path(), &format!("during-outage/{n}.json"), "kept");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let status = wait_for(|status| status.last_error.is_some() && status.pending).await;
+    assert!(
+        status.last_error.is_some() && status.pending,
+        "the outage shows: {status:?}"
+    );
+    let _server = S3Server::start_on(s3.path(), address).await;
+    let status = wait_for(|status| {
+        status.last_error.is_none() && !status.pending && status.manifest_seq.is_some()
+    })
+    .await;
+    assert!(
+        status.last_error.is_none() && !status.pending,
+        "caught up: {status:?}"
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let report = StateMirror::new(fresh.path(), remote(&server), MirrorOptions::default())
+        .restore(None)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.files, 5,
+        "nothing written during the outage was lost"
+    );
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}

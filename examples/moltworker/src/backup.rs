@@ -2,7 +2,8 @@
 //! beside the gateway, and the `backup` and `restore` subcommands.
 
 use molt_storage::S3Config;
-use molt_storage::mirror::{MirrorOptions, StateMirror};
+use molt_core::Secret;
+use molt_storage::mirror::{BackupKey, MirrorOptions, StateMirror};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,10 +19,14 @@ pub fn mirror_from_env(
     };
     let remote = config.object_store().map_err(|err| err.to_string())?;
     let mut options = MirrorOptions::default();
-    if let Some(prefix) = env("MOLT_BACKUP_PREFIX").filter(|prefix| !prefix.trim().is_empty()) {
+        if let Some(prefix) = env("MOLT_BACKUP_PREFIX").filter(|prefix| !prefix.trim().is_empty()) {
         options.prefix = prefix;
     }
-    tracing::info!(bucket = %config.bucket, endpoint = %config.endpoint, prefix = %options.prefix, "state is mirrored to the bucket");
+    if let Some(key) = env("MOLT_BACKUP_KEY").filter(|key| !key.trim().is_empty()) {
+        let key = BackupKey::from_base64(&Secret::new(key)).map_err(|err| format!("MOLT_BACKUP_KEY: {err}"))?;
+        options.key = Some(key);
+    }
+        tracing::info!(bucket = %config.bucket, endpoint = %config.endpoint, prefix = %options.prefix, encrypted = options.key.is_some(), "state is mirrored to the bucket");
     Ok(Some(Arc::new(StateMirror::new(state_dir, remote, options))))
 }
 

@@ -13,9 +13,11 @@
 
 mod manifest;
 mod scan;
+mod sealing;
 
 pub use manifest::{FileEntry, Manifest};
 pub use scan::{Excludes, hash_bytes};
+pub use sealing::{BackupKey, KeyError};
 
 use crate::s3::remote_error;
 use bytes::Bytes;
@@ -50,6 +52,8 @@ pub struct MirrorOptions {
     pub concurrency: usize,
     /// Unreferenced objects younger than this are left alone (a backup may be writing them).
     pub orphan_grace: Duration,
+    /// Encrypt everything written (AES-256-GCM); `None` stores plaintext.
+    pub key: Option<BackupKey>,
 }
 
 impl Default for MirrorOptions {
@@ -63,6 +67,7 @@ impl Default for MirrorOptions {
             max_backoff: Duration::from_secs(30),
             concurrency: 16,
             orphan_grace: Duration::from_secs(3600),
+            key: None,
         }
     }
 }
@@ -235,6 +240,35 @@ impl StateMirror {
         }
     }
 
+    /// The name of the object holding content with this hash.
+    fn object_id(&self, hash: &str) -> String {
+        match &self.options.key {
+            Some(key) => key.object_id(hash),
+            None => hash.to_string(),
+        }
+    }
+
+    fn seal(&self, bytes: Bytes) -> Bytes {
+        match &self.options.key {
+            Some(key) => Bytes::from(key.seal(&bytes)),
+            None => bytes,
+        }
+    }
+
+    fn open(&self, seq: u64, what: &str, bytes: Bytes) -> Result<Bytes, MirrorError> {
+        let corrupt = |reason: String| MirrorError::Corrupt {
+            seq,
+            reason: format!("{what}: {reason}"),
+        };
+        match &self.options.key {
+            Some(key) => key.open(&bytes).map(Bytes::from).map_err(corrupt),
+            None if sealing::is_sealed(&bytes) => Err(corrupt(
+                "encrypted; set the backup key (MOLT_BACKUP_KEY)".into(),
+            )),
+            None => Ok(bytes),
+        }
+    }
+
     fn local_error(&self, path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError {
         let path = path.to_path_buf();
         move |source| MirrorError::Local { path, source }
@@ -270,6 +304,7 @@ impl StateMirror {
             .bytes()
             .await
             .map_err(|err| remote_error(&name, err))?;
+        let bytes = self.open(seq, "manifest", bytes)?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|err| MirrorError::Corrupt {
                 seq,
@@ -352,7 +387,7 @@ impl StateMirror {
         let mut missing: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
         for (path, entry) in &files {
-            if !known.contains(&entry.hash) && seen.insert(entry.hash.clone()) {
+            if !known.contains(&self.object_id(&entry.hash)) && seen.insert(entry.hash.clone()) {
                 missing.push((path.clone(), entry.hash.clone()));
             }
         }
@@ -392,7 +427,7 @@ impl StateMirror {
                 Some((_, actual, size)) => {
                     report.objects += 1;
                     report.bytes += size;
-                    known.insert(actual.clone());
+                    known.insert(self.object_id(&actual));
                     files.insert(path, FileEntry { hash: actual, size });
                 }
             }
@@ -409,7 +444,7 @@ impl StateMirror {
             let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
             report.requests += 1;
             match self
-                .put_create(&manifest_name(seq), Bytes::from(body))
+                .put_create(&manifest_name(seq), self.seal(Bytes::from(body)))
                 .await?
             {
                 true => break manifest,
@@ -461,7 +496,8 @@ impl StateMirror {
 
     async fn put_object(&self, hash: &str, bytes: Bytes) -> Result<(), MirrorError> {
         // Content-addressed: an existing object already holds these bytes.
-        self.put_create(&object_name(hash), bytes).await.map(|_| ())
+        let name = object_name(&self.object_id(hash));
+        self.put_create(&name, self.seal(bytes)).await.map(|_| ())
     }
 
     /// Writes `name` unless it exists; `false` when it did.
@@ -500,7 +536,12 @@ impl StateMirror {
                 requests += 1;
             }
             let manifest = self.read_manifest(inner, seq).await?;
-            referenced.extend(manifest.files.values().map(|file| file.hash.clone()));
+            referenced.extend(
+                manifest
+                    .files
+                    .values()
+                    .map(|file| self.object_id(&file.hash)),
+            );
         }
         for &seq in old {
             requests += 1;
@@ -586,7 +627,7 @@ impl StateMirror {
         let staging_ref = &staging;
         let downloaded: Vec<(String, u64)> = futures::stream::iter(needed)
             .map(|(path, entry)| async move {
-                let name = object_name(&entry.hash);
+                let name = object_name(&self.object_id(&entry.hash));
                 let bytes = match self.remote.get(&self.path(&name)).await {
                     Ok(result) => result
                         .bytes()
@@ -600,6 +641,7 @@ impl StateMirror {
                     }
                     Err(err) => return Err(remote_error(&name, err).into()),
                 };
+                let bytes = self.open(seq, &path, bytes)?;
                 if hash_bytes(&bytes) != entry.hash {
                     return Err(MirrorError::Corrupt {
                         seq,
@@ -715,7 +757,8 @@ impl StateMirror {
                             due = None;
                         }
                         Err(error) => {
-                            backoff = (backoff * 2).clamp(Duration::from_millis(500), self.options.max_backoff);
+                            let ceiling = self.options.max_backoff.max(Duration::from_millis(10));
+                            backoff = (backoff * 2).max(Duration::from_millis(500).min(ceiling)).min(ceiling);
                             tracing::warn!(%error, retry_in = ?backoff, "backup failed; local state is intact");
                             due = Some(tokio::time::Instant::now() + backoff);
                         }
