@@ -434,3 +434,98 @@ async fn the_running_mirror_reports_an_outage_and_catches_up_when_the_bucket_ret
     stop.send(()).unwrap();
     running.await.unwrap();
 }
+
+async fn put(store: &Arc<dyn ObjectStore>, key: &str, text: &str) {
+    store
+        .put(&key.into(), PutPayload::from(text.as_bytes().to_vec()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_bucket_written_by_moltworkers_rclone_sync_restores_into_an_empty_directory() {
+    let (_s3, server) = server().await;
+    let store = remote(&server);
+    put(&store, "openclaw/openclaw.json", "{\"gateway\":{}}").await;
+    put(
+        &store,
+        "openclaw/agents/main/sessions/s1.jsonl",
+        "{\"role\":\"user\"}\n",
+    )
+    .await;
+    put(&store, "openclaw/gateway.lock", "stale").await;
+    put(&store, "workspace/notes.md", "notes").await;
+    put(&store, "skills/weather/SKILL.md", "# weather").await;
+    put(
+        &store,
+        "clawdbot/clawdbot.json",
+        "older, and ignored when openclaw/ exists",
+    )
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let mirror = StateMirror::new(state.path(), remote(&server), options());
+    let report = mirror
+        .restore_if_needed()
+        .await
+        .unwrap()
+        .expect("the legacy layout is restored");
+    assert_eq!((report.seq, report.files), (0, 4));
+    assert_eq!(
+        read(state.path(), "openclaw/openclaw.json").as_deref(),
+        Some("{\"gateway\":{}}")
+    );
+    assert_eq!(
+        read(state.path(), "openclaw/agents/main/sessions/s1.jsonl").as_deref(),
+        Some("{\"role\":\"user\"}\n")
+    );
+    assert_eq!(
+        read(state.path(), "workspace/notes.md").as_deref(),
+        Some("notes")
+    );
+    assert_eq!(
+        read(state.path(), "workspace/skills/weather/SKILL.md").as_deref(),
+        Some("# weather")
+    );
+    assert_eq!(
+        read(state.path(), "openclaw/gateway.lock"),
+        None,
+        "locks are excluded"
+    );
+    // The next backup writes the first snapshot in the mirror's own layout.
+    assert_eq!(mirror.backup_now().await.unwrap().seq, Some(1));
+}
+
+#[tokio::test]
+async fn the_moltbot_era_layout_restores_with_its_config_renamed() {
+    let (_s3, server) = server().await;
+    let store = remote(&server);
+    put(&store, "clawdbot/clawdbot.json", "{\"old\":true}").await;
+    put(&store, "clawdbot/devices/paired.json", "[]").await;
+    let state = tempfile::tempdir().unwrap();
+    StateMirror::new(state.path(), remote(&server), options())
+        .restore_if_needed()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read(state.path(), "openclaw/openclaw.json").as_deref(),
+        Some("{\"old\":true}")
+    );
+    assert_eq!(
+        read(state.path(), "openclaw/devices/paired.json").as_deref(),
+        Some("[]")
+    );
+    // And the oldest: a bare clawdbot.json at the root of the bucket.
+    let (_s3_oldest, oldest) = self::server().await;
+    put(&remote(&oldest), "clawdbot.json", "{\"oldest\":true}").await;
+    let state = tempfile::tempdir().unwrap();
+    StateMirror::new(state.path(), remote(&oldest), options())
+        .restore_if_needed()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read(state.path(), "openclaw/openclaw.json").as_deref(),
+        Some("{\"oldest\":true}")
+    );
+}

@@ -1,8 +1,8 @@
 //! State backup to R2 (or any S3-compatible bucket): the mirror that runs
 //! beside the gateway, and the `backup` and `restore` subcommands.
 
-use molt_storage::S3Config;
 use molt_core::Secret;
+use molt_storage::S3Config;
 use molt_storage::mirror::{BackupKey, MirrorOptions, StateMirror};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -19,14 +19,15 @@ pub fn mirror_from_env(
     };
     let remote = config.object_store().map_err(|err| err.to_string())?;
     let mut options = MirrorOptions::default();
-        if let Some(prefix) = env("MOLT_BACKUP_PREFIX").filter(|prefix| !prefix.trim().is_empty()) {
+    if let Some(prefix) = env("MOLT_BACKUP_PREFIX").filter(|prefix| !prefix.trim().is_empty()) {
         options.prefix = prefix;
     }
     if let Some(key) = env("MOLT_BACKUP_KEY").filter(|key| !key.trim().is_empty()) {
-        let key = BackupKey::from_base64(&Secret::new(key)).map_err(|err| format!("MOLT_BACKUP_KEY: {err}"))?;
+        let key = BackupKey::from_base64(&Secret::new(key))
+            .map_err(|err| format!("MOLT_BACKUP_KEY: {err}"))?;
         options.key = Some(key);
     }
-        tracing::info!(bucket = %config.bucket, endpoint = %config.endpoint, prefix = %options.prefix, encrypted = options.key.is_some(), "state is mirrored to the bucket");
+    tracing::info!(bucket = %config.bucket, endpoint = %config.endpoint, prefix = %options.prefix, encrypted = options.key.is_some(), "state is mirrored to the bucket");
     Ok(Some(Arc::new(StateMirror::new(state_dir, remote, options))))
 }
 

@@ -11,6 +11,7 @@
 //! files move (content hashes), deletions propagate (a file missing from the
 //! manifest is gone), and the last `keep_manifests` snapshots stay available.
 
+mod legacy;
 mod manifest;
 mod scan;
 mod sealing;
@@ -700,12 +701,18 @@ impl StateMirror {
     /// directory is empty, or when it still matches an older snapshot that the
     /// bucket has since moved past. Local changes that were never backed up win.
     pub async fn restore_if_needed(&self) -> Result<Option<RestoreReport>, MirrorError> {
-        let Some(&newest) = self.manifests().await?.last() else {
-            return Ok(None);
-        };
+        let newest = self.manifests().await?.last().copied();
         let local = {
             let mut inner = self.inner.lock().await;
             self.scan(&mut inner).await?
+        };
+        let Some(newest) = newest else {
+            // No snapshot of ours yet: a bucket written by Moltworker's rclone
+            // sync can still fill an empty state directory.
+            return match local.is_empty() {
+                true => self.restore_legacy().await,
+                false => Ok(None),
+            };
         };
         let behind = match self.read_marker() {
             None => local.is_empty(),
@@ -719,6 +726,127 @@ impl StateMirror {
             return Ok(None);
         }
         self.restore(None).await.map(Some)
+    }
+
+    /// Restores from Moltworker's rclone layout, when the bucket has one:
+    /// `openclaw/` (or the older `clawdbot/`, or a bare `clawdbot.json`) into
+    /// `openclaw/`, `workspace/` into `workspace/`, and `skills/` into
+    /// `workspace/skills/`. Like rclone's copy, it adds files and removes none.
+    /// The next backup then writes the first snapshot in this mirror's layout.
+    pub async fn restore_legacy(&self) -> Result<Option<RestoreReport>, MirrorError> {
+        let _guard = self.inner.lock().await;
+        let mut plan: Vec<(String, String)> = Vec::new();
+        for source in &legacy::CONFIG_SOURCES {
+            let found = self.legacy_files(source).await?;
+            if !found.is_empty() {
+                plan.extend(found);
+                break;
+            }
+        }
+        if plan.is_empty() {
+            let bare = ObjectPath::from(legacy::BARE_CONFIG);
+            match self.remote.head(&bare).await {
+                Ok(_) => plan.push((
+                    legacy::BARE_CONFIG.to_string(),
+                    legacy::OLD_CONFIG_NAME.to_string(),
+                )),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(remote_error(legacy::BARE_CONFIG, err).into()),
+            }
+        }
+        for source in &legacy::OTHER_SOURCES {
+            plan.extend(self.legacy_files(source).await?);
+        }
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        // One source per target: `skills/` wins over skills found under `workspace/`.
+        let plan: BTreeMap<String, String> = plan
+            .into_iter()
+            .map(|(key, target)| (target, key))
+            .collect();
+        let plan: Vec<(String, String)> = plan
+            .into_iter()
+            .map(|(target, key)| (key, target))
+            .collect();
+        let staging = self.root.join(STAGING);
+        let _ = std::fs::remove_dir_all(&staging);
+        let staging_ref = &staging;
+        let downloaded: Vec<(String, u64)> = futures::stream::iter(plan)
+            .map(|(key, target)| async move {
+                let bytes = self
+                    .remote
+                    .get(&ObjectPath::from(key.as_str()))
+                    .await
+                    .map_err(|err| remote_error(&key, err))?
+                    .bytes()
+                    .await
+                    .map_err(|err| remote_error(&key, err))?;
+                let staged = staging_ref.join(&target);
+                write_atomically(&staged, &bytes).map_err(|source| MirrorError::Local {
+                    path: staged,
+                    source,
+                })?;
+                Ok::<_, MirrorError>((target, bytes.len() as u64))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(staging_ref);
+            })?;
+        for (target, _) in &downloaded {
+            let mut destination = target.clone();
+            // Moltbot's config file takes its new name, unless that name is already there.
+            let renamed = destination == legacy::OLD_CONFIG_NAME
+                && !downloaded
+                    .iter()
+                    .any(|(other, _)| other == legacy::NEW_CONFIG_NAME);
+            if renamed {
+                destination = legacy::NEW_CONFIG_NAME.to_string();
+            }
+            let path = self.root.join(&destination);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(self.local_error(parent))?;
+            }
+            std::fs::rename(staging.join(target), &path).map_err(self.local_error(&path))?;
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        tracing::info!(
+            files = downloaded.len(),
+            "restored state from Moltworker's backup layout"
+        );
+        Ok(Some(RestoreReport {
+            seq: 0,
+            files: downloaded.len(),
+            bytes: downloaded.iter().map(|(_, size)| size).sum(),
+            removed: 0,
+        }))
+    }
+
+    /// The keys under a legacy prefix and where each lands; excluded and
+    /// unsafe paths are left out.
+    async fn legacy_files(
+        &self,
+        source: &legacy::LegacySource,
+    ) -> Result<Vec<(String, String)>, MirrorError> {
+        let prefix = ObjectPath::from(source.prefix.trim_end_matches('/'));
+        let keys: Vec<String> = self
+            .remote
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|err| remote_error(source.prefix, err))?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let relative = key.strip_prefix(source.prefix)?;
+                let target = format!("{}{relative}", source.target);
+                let safe = molt_core::store::validate_key(&target).is_ok();
+                (safe && !self.options.excludes.matches(&target)).then_some((key, target))
+            })
+            .collect())
     }
 
     /// Mirrors continuously until `shutdown` completes: a backup after each
