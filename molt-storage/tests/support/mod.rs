@@ -20,6 +20,8 @@ pub const SECRET_KEY: &str = "molt-test-secret-key-that-signs-requests";
 pub struct S3Server {
     pub address: SocketAddr,
     pub root: PathBuf,
+    /// Requests served so far (benchmarks count what each tool asks for).
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     tasks: JoinSet<()>,
 }
 
@@ -38,6 +40,8 @@ impl S3Server {
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let address = listener.local_addr().unwrap();
         let mut tasks = JoinSet::new();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -45,10 +49,15 @@ impl S3Server {
                     continue;
                 };
                 let service = service.clone();
+                let counter = counter.clone();
+                let counted = hyper::service::service_fn(move |request| {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    hyper::service::Service::call(&service, request)
+                });
                 connections.spawn(async move {
                     let connection = ConnectionBuilder::new(TokioExecutor::new());
                     let _ = connection
-                        .serve_connection(TokioIo::new(socket), service)
+                        .serve_connection(TokioIo::new(socket), counted)
                         .await;
                 });
             }
@@ -56,6 +65,7 @@ impl S3Server {
         Self {
             address,
             root: root.to_path_buf(),
+            requests,
             tasks,
         }
     }
