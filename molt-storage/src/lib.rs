@@ -2,12 +2,16 @@
 //!
 //! Persistence for the Molt assistant gateway.
 //!
-//! Today this crate holds the embedded default: [`LocalFileStore`], which keeps
-//! a state directory on the local filesystem and implements both
-//! [`molt_core::store::Store`] (objects, written atomically: temporary file,
-//! fsync, rename) and [`molt_core::store::LogStore`] (append-only JSONL logs,
-//! each record fsynced before the call returns). R2 through the S3 API, and
-//! continuous backup and crash-safe restore, build on it in a later release.
+//! - [`LocalFileStore`], the embedded default: a state directory on the local
+//!   filesystem implementing [`molt_core::store::Store`] (objects, written
+//!   atomically: temporary file, fsync, rename) and
+//!   [`molt_core::store::LogStore`] (append-only JSONL logs, each record fsynced
+//!   before the call returns).
+//! - [`S3Store`]: the same contract on R2 or any S3-compatible bucket, with
+//!   conditional writes and typed errors.
+//! - [`StateMirror`]: continuous backup of the state directory to a bucket
+//!   (content-addressed objects, then a manifest written last), and crash-safe
+//!   restore of the newest complete snapshot.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
