@@ -110,7 +110,15 @@ async fn run() {
     // back empty (so its sync re-uploads everything and its copy restores
     // nothing), which would make any comparison meaningless.
     let with_rclone = std::env::var_os("BENCH_RCLONE").is_some();
-    let skip = || async {};
+    let rclone_step = |args: Vec<String>| {
+        let server = &server;
+        async move {
+            if with_rclone {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                rclone(server, &args).await;
+            }
+        }
+    };
 
     steps.push(
         measure(&server, "first backup: molt", async {
@@ -119,13 +127,11 @@ async fn run() {
         .await,
     );
     steps.push(
-        measure(&server, "first backup: rclone sync", async {
-            if with_rclone {
-                rclone(&server, &["sync", &dir, rclone_target]).await
-            } else {
-                skip().await
-            }
-        })
+        measure(
+            &server,
+            "first backup: rclone sync",
+            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
+        )
         .await,
     );
     steps.push(
@@ -144,13 +150,11 @@ async fn run() {
         .await,
     );
     steps.push(
-        measure(&server, "no change: rclone sync", async {
-            if with_rclone {
-                rclone(&server, &["sync", &dir, rclone_target]).await
-            } else {
-                skip().await
-            }
-        })
+        measure(
+            &server,
+            "no change: rclone sync",
+            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
+        )
         .await,
     );
     std::fs::write(
@@ -165,13 +169,11 @@ async fn run() {
         .await,
     );
     steps.push(
-        measure(&server, "one file changed: rclone sync", async {
-            if with_rclone {
-                rclone(&server, &["sync", &dir, rclone_target]).await
-            } else {
-                skip().await
-            }
-        })
+        measure(
+            &server,
+            "one file changed: rclone sync",
+            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
+        )
         .await,
     );
     let fresh = tempfile::tempdir().unwrap();
@@ -185,13 +187,11 @@ async fn run() {
     let fresh_rclone = tempfile::tempdir().unwrap();
     let into = fresh_rclone.path().to_str().unwrap().to_string();
     steps.push(
-        measure(&server, "full restore: rclone copy", async {
-            if with_rclone {
-                rclone(&server, &["copy", rclone_target, &into]).await
-            } else {
-                skip().await
-            }
-        })
+        measure(
+            &server,
+            "full restore: rclone copy",
+            rclone_step(vec!["copy".into(), rclone_target.into(), into.clone()]),
+        )
         .await,
     );
 

@@ -617,17 +617,14 @@ impl StateMirror {
         let manifest = self.read_manifest(inner, seq).await?;
         let local = self.scan(inner).await?;
         let staging = self.root.join(STAGING);
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(self.local_error(&staging))?;
         let needed: Vec<(String, FileEntry)> = manifest
             .files
             .iter()
             .filter(|(path, entry)| local.get(*path).is_none_or(|have| have.hash != entry.hash))
             .map(|(path, entry)| (path.clone(), entry.clone()))
             .collect();
-        let staging_ref = &staging;
-        let downloaded: Vec<(String, u64)> = futures::stream::iter(needed)
-            .map(|(path, entry)| async move {
+        let downloaded = self
+            .stage(&staging, needed, |(path, entry)| async move {
                 let name = object_name(&self.object_id(&entry.hash));
                 let bytes = match self.remote.get(&self.path(&name)).await {
                     Ok(result) => result
@@ -649,19 +646,9 @@ impl StateMirror {
                         reason: format!("object for {path} does not match its hash"),
                     });
                 }
-                let target = staging_ref.join(&path);
-                write_atomically(&target, &bytes).map_err(|source| MirrorError::Local {
-                    path: target,
-                    source,
-                })?;
-                Ok((path, bytes.len() as u64))
+                Ok((path, bytes))
             })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect()
-            .await
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(staging_ref);
-            })?;
+            .await?;
         let mut report = RestoreReport {
             seq,
             files: downloaded.len(),
@@ -695,6 +682,40 @@ impl StateMirror {
         self.write_marker(&manifest)?;
         inner.last = Some(manifest);
         Ok(report)
+    }
+
+    /// Fetches every item (concurrently) into `staging` at the relative path
+    /// `fetch` names; on any failure the staging directory is removed and no
+    /// local file has changed. Returns each staged path and its size.
+    async fn stage<T, F, Fut>(
+        &self,
+        staging: &Path,
+        items: Vec<T>,
+        fetch: F,
+    ) -> Result<Vec<(String, u64)>, MirrorError>
+    where
+        F: Fn(T) -> Fut,
+        Fut: std::future::Future<Output = Result<(String, Bytes), MirrorError>>,
+    {
+        let _ = std::fs::remove_dir_all(staging);
+        std::fs::create_dir_all(staging).map_err(self.local_error(staging))?;
+        let fetch = &fetch;
+        futures::stream::iter(items)
+            .map(|item| async move {
+                let (path, bytes) = fetch(item).await?;
+                let target = staging.join(&path);
+                write_atomically(&target, &bytes).map_err(|source| MirrorError::Local {
+                    path: target,
+                    source,
+                })?;
+                Ok((path, bytes.len() as u64))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(staging);
+            })
     }
 
     /// At start, before serving: restores the newest snapshot when the state
@@ -770,10 +791,8 @@ impl StateMirror {
             .map(|(target, key)| (key, target))
             .collect();
         let staging = self.root.join(STAGING);
-        let _ = std::fs::remove_dir_all(&staging);
-        let staging_ref = &staging;
-        let downloaded: Vec<(String, u64)> = futures::stream::iter(plan)
-            .map(|(key, target)| async move {
+        let downloaded = self
+            .stage(&staging, plan, |(key, target)| async move {
                 let bytes = self
                     .remote
                     .get(&ObjectPath::from(key.as_str()))
@@ -782,19 +801,9 @@ impl StateMirror {
                     .bytes()
                     .await
                     .map_err(|err| remote_error(&key, err))?;
-                let staged = staging_ref.join(&target);
-                write_atomically(&staged, &bytes).map_err(|source| MirrorError::Local {
-                    path: staged,
-                    source,
-                })?;
-                Ok::<_, MirrorError>((target, bytes.len() as u64))
+                Ok((target, bytes))
             })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect()
-            .await
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(staging_ref);
-            })?;
+            .await?;
         for (target, _) in &downloaded {
             let mut destination = target.clone();
             // Moltbot's config file takes its new name, unless that name is already there.
