@@ -384,56 +384,65 @@ impl StateMirror {
                     .collect(),
             );
         }
-        let known = inner.known_objects.as_ref().expect("just listed");
-        let mut missing: Vec<(String, String)> = Vec::new();
-        let mut seen = HashSet::new();
-        for (path, entry) in &files {
-            if !known.contains(&self.object_id(&entry.hash)) && seen.insert(entry.hash.clone()) {
-                missing.push((path.clone(), entry.hash.clone()));
-            }
-        }
-        // Upload what the bucket lacks; a file that changed since the scan is
-        // uploaded as it is now, and the manifest names what was uploaded.
+        // Upload what the bucket lacks, one object per distinct hash. A file
+        // that changed since the scan is uploaded as it is now and the manifest
+        // names that; a file that vanished leaves the manifest. Paths that
+        // shared the old hash of a changed file still lack their object, so
+        // repeat until every path names an object the bucket has (each round
+        // settles at least one path).
         let mut files = files;
-        let uploads = futures::stream::iter(missing)
-            .map(|(path, hash)| async move {
-                let local = self.root.join(&path);
-                let bytes = match tokio::fs::read(&local).await {
-                    Ok(bytes) => Bytes::from(bytes),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                        return Ok((path, None));
+        loop {
+            let known = inner.known_objects.as_ref().expect("listed above");
+            let mut seen = HashSet::new();
+            let missing: Vec<String> = files
+                .iter()
+                .filter(|(_, entry)| {
+                    !known.contains(&self.object_id(&entry.hash)) && seen.insert(&entry.hash)
+                })
+                .map(|(path, _)| path.clone())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let uploads = futures::stream::iter(missing)
+                .map(|path| async move {
+                    let local = self.root.join(&path);
+                    let bytes = match tokio::fs::read(&local).await {
+                        Ok(bytes) => Bytes::from(bytes),
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                            return Ok((path, None));
+                        }
+                        Err(source) => {
+                            return Err(MirrorError::Local {
+                                path: local,
+                                source,
+                            });
+                        }
+                    };
+                    let hash = hash_bytes(&bytes);
+                    let size = bytes.len() as u64;
+                    self.put_object(&hash, bytes).await?;
+                    Ok::<_, MirrorError>((path, Some(FileEntry { hash, size })))
+                })
+                .buffer_unordered(self.options.concurrency.max(1))
+                .try_collect::<Vec<_>>()
+                .await?;
+            let known = inner.known_objects.as_mut().expect("listed above");
+            for (path, uploaded) in uploads {
+                match uploaded {
+                    None => {
+                        files.remove(&path);
                     }
-                    Err(err) => {
-                        return Err(MirrorError::Local {
-                            path: local,
-                            source: err,
-                        });
+                    Some(entry) => {
+                        report.requests += 1;
+                        report.objects += 1;
+                        report.bytes += entry.size;
+                        known.insert(self.object_id(&entry.hash));
+                        files.insert(path, entry);
                     }
-                };
-                let actual = hash_bytes(&bytes);
-                let size = bytes.len() as u64;
-                self.put_object(&actual, bytes).await?;
-                Ok::<_, MirrorError>((path, Some((hash, actual, size))))
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect::<Vec<_>>()
-            .await?;
-        let known = inner.known_objects.as_mut().expect("listed above");
-        for (path, uploaded) in uploads {
-            report.requests += 1;
-            match uploaded {
-                None => {
-                    files.remove(&path);
-                }
-                Some((_, actual, size)) => {
-                    report.objects += 1;
-                    report.bytes += size;
-                    known.insert(self.object_id(&actual));
-                    files.insert(path, FileEntry { hash: actual, size });
                 }
             }
         }
-        // Every path that shared an uploaded hash still names a present object.
         let mut seq = inner.last.as_ref().map_or(1, |last| last.seq + 1);
         let manifest = loop {
             let manifest = Manifest {

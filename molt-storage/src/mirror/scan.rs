@@ -36,11 +36,20 @@ impl Excludes {
         Self(patterns.into_iter().map(Into::into).collect())
     }
 
-    /// Whether the relative path `path` is excluded.
+    /// Whether the relative path of a file, `path`, is excluded.
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_path(path, true)
+    }
+
+    /// Whether the relative path of a directory is excluded (with all below it).
+    pub fn matches_dir(&self, path: &str) -> bool {
+        self.matches_path(path, false)
+    }
+
+    fn matches_path(&self, path: &str, ends_in_file: bool) -> bool {
         let mut parts = path.split('/').peekable();
         while let Some(part) = parts.next() {
-            let is_file = parts.peek().is_none();
+            let is_file = ends_in_file && parts.peek().is_none();
             for pattern in &self.0 {
                 let hit = if let Some(directory) = pattern.strip_suffix('/') {
                     !is_file && part == directory
@@ -97,7 +106,7 @@ pub fn scan(
             };
             let kind = entry.file_type()?;
             if kind.is_dir() {
-                if !excludes.matches(&format!("{relative}/x")) {
+                if !excludes.matches_dir(&relative) {
                     pending.push(path);
                 }
                 continue;
