@@ -1,10 +1,13 @@
 //! The state mirror beside `rclone sync` (Debian's rclone, with Moltworker's
 //! flags), in one run, on one data set, against the same local S3 server
 //! (s3s-fs, SigV4 checked), counting the requests each makes at the server.
+//! Each step runs `BENCH_ROUNDS` times (default 3), molt and rclone taking
+//! turns, and the median is reported: this machine is noisy.
 //!
-//! Run: `cargo bench -p molt-storage --bench sync`; with `BENCH_RCLONE=1`
-//! rclone runs beside it (needs `rclone` on PATH: `apt-get install rclone`). `BENCH_FILES` and `BENCH_FILE_BYTES` change the
-//! data set (default 10,000 files of 10 KiB: 100 MB).
+//! Run: `cargo bench -p molt-storage --bench sync`. rclone runs beside it
+//! when it is on PATH (`apt-get install rclone`; `BENCH_RCLONE=0` skips it).
+//! `BENCH_FILES` and `BENCH_FILE_BYTES` change the data set (default 10,000
+//! files of 10 KiB: 100 MB).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -16,10 +19,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::{ACCESS_KEY, S3Server, SECRET_KEY};
 
-struct Step {
-    what: String,
+/// One measured run of one tool: how long it took, and the requests the
+/// server counted.
+#[derive(Clone, Copy)]
+struct Sample {
     seconds: f64,
     requests: usize,
+}
+
+/// One step of the table: the median of each tool's rounds.
+struct Row {
+    what: &'static str,
+    molt: Sample,
+    rclone: Option<Sample>,
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -39,20 +51,28 @@ fn write_data_set(root: &Path, files: usize, bytes: usize) {
     }
 }
 
-async fn rclone(server: &S3Server, args: &[&str]) {
+fn rclone_installed() -> bool {
+    std::process::Command::new("rclone")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+async fn rclone_run(server: &S3Server, args: &[&str]) {
     let status = tokio::process::Command::new("rclone")
         .args(args)
         // Moltworker's flags.
         .args(["--transfers=16", "--fast-list", "--s3-no-check-bucket"])
+        // No config file: the remote is configured by the variables below.
+        .env("RCLONE_CONFIG", "/notfound")
         .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
-        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Cloudflare")
         .env("RCLONE_CONFIG_BENCH_ENDPOINT", server.endpoint())
         .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", ACCESS_KEY)
         .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_BENCH_REGION", "auto")
         .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
-        // For provider "Other" rclone lists with ListObjects v1, which s3s-fs answers empty; R2 takes v2.
-        .env("RCLONE_CONFIG_BENCH_LIST_VERSION", "2")
         // rclone's S3 client fails on a custom CA bundle with its own transport; plain HTTP needs none.
         .env_remove("AWS_CA_BUNDLE")
         .status()
@@ -61,245 +81,251 @@ async fn rclone(server: &S3Server, args: &[&str]) {
     assert!(status.success(), "rclone {args:?} failed");
 }
 
-async fn measure<F: std::future::Future<Output = ()>>(
-    server: &S3Server,
-    what: &str,
-    run: F,
-) -> Step {
+async fn measure(server: &S3Server, run: impl std::future::Future<Output = ()>) -> Sample {
     let before = server.requests.load(Ordering::SeqCst);
     let started = Instant::now();
     run.await;
-    Step {
-        what: what.to_string(),
+    Sample {
         seconds: started.elapsed().as_secs_f64(),
         requests: server.requests.load(Ordering::SeqCst) - before,
     }
+}
+
+/// The sample of median time (requests are the same from round to round).
+fn median(mut samples: Vec<Sample>) -> Sample {
+    samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    samples[samples.len() / 2]
+}
+
+/// Counts the files under `root`.
+fn count_files(root: &Path) -> usize {
+    let mut count = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let entries = std::fs::read_dir(&directory)
+            .unwrap_or_else(|err| panic!("{}: {err}", directory.display()));
+        for entry in entries {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                count += 1;
+            }
+        }
+    }
+    count
 }
 
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // The server gets a runtime of its own, as it would a process of its own:
+    // molt then shares no worker threads with it, just as rclone does not.
+    let server_runtime = runtime();
+    let s3 = tempfile::tempdir().unwrap();
+    let server = server_runtime.block_on(S3Server::start(s3.path()));
+    runtime().block_on(run(&server));
 }
 
-async fn run() {
+async fn run(server: &S3Server) {
     let files = env_number("BENCH_FILES", 10_000);
     let file_bytes = env_number("BENCH_FILE_BYTES", 10 * 1024);
+    let rounds = env_number("BENCH_ROUNDS", 3).max(1);
     let total_mb = (files * file_bytes) as f64 / 1e6;
-    let s3 = tempfile::tempdir().unwrap();
-    let server = S3Server::start(s3.path()).await;
-    server.bucket("moltbot-data");
     let state = tempfile::tempdir().unwrap();
     write_data_set(state.path(), files, file_bytes);
-    let remote = server.config("moltbot-data").object_store().unwrap();
     let dir = state.path().to_str().unwrap().to_string();
-    // rclone gets a bucket of its own: at a prefix it first asks whether the
-    // prefix is a file, which s3s-fs (mapping keys to directories) answers with
-    // a 500 after about 45 s, a cost a real bucket does not have.
-    server.bucket("rclone-data");
-    let rclone_target = "bench:rclone-data";
-    let mirror = StateMirror::new(state.path(), remote.clone(), MirrorOptions::default());
-    let mut steps = Vec::new();
-    // rclone beside it: opt-in for now, since against s3s-fs its listings come
-    // back empty (so its sync re-uploads everything and its copy restores
-    // nothing), which would make any comparison meaningless.
-    let with_rclone = std::env::var_os("BENCH_RCLONE").is_some();
-    let rclone_step = |args: Vec<String>| {
-        let server = &server;
-        async move {
-            if with_rclone {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                rclone(server, &args).await;
-            }
-        }
-    };
+    let with_rclone = std::env::var("BENCH_RCLONE").as_deref() != Ok("0") && rclone_installed();
+    let options = MirrorOptions::default;
+    let mut rows = Vec::new();
 
-    steps.push(
-        measure(&server, "first backup: molt", async {
-            mirror.backup_now().await.map(drop).unwrap()
-        })
-        .await,
-    );
-    steps.push(
-        measure(
-            &server,
-            "first backup: rclone sync",
-            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
-        )
-        .await,
-    );
-    steps.push(
-        measure(&server, "no change: molt (running mirror)", async {
-            mirror.backup_now().await.map(drop).unwrap()
-        })
-        .await,
-    );
-    let cold = StateMirror::new(state.path(), remote.clone(), MirrorOptions::default());
-    steps.push(
-        measure(
-            &server,
-            "no change: molt (fresh process: hashes every file)",
-            async { cold.backup_now().await.map(drop).unwrap() },
-        )
-        .await,
-    );
-    steps.push(
-        measure(
-            &server,
-            "no change: rclone sync",
-            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
-        )
-        .await,
-    );
-    std::fs::write(
-        state.path().join("workspace/dir000/file00000.md"),
-        "changed\n",
-    )
-    .unwrap();
-    steps.push(
-        measure(&server, "one file changed: molt (running mirror)", async {
-            mirror.backup_now().await.map(drop).unwrap()
-        })
-        .await,
-    );
-    steps.push(
-        measure(
-            &server,
-            "one file changed: rclone sync",
-            rclone_step(vec!["sync".into(), dir.clone(), rclone_target.into()]),
-        )
-        .await,
-    );
-    let fresh = tempfile::tempdir().unwrap();
-    let restorer = StateMirror::new(fresh.path(), remote.clone(), MirrorOptions::default());
-    steps.push(
-        measure(&server, "full restore: molt", async {
-            restorer.restore(None).await.map(drop).unwrap()
-        })
-        .await,
-    );
-    let fresh_rclone = tempfile::tempdir().unwrap();
-    let into = fresh_rclone.path().to_str().unwrap().to_string();
-    steps.push(
-        measure(
-            &server,
-            "full restore: rclone copy",
-            rclone_step(vec!["copy".into(), rclone_target.into(), into.clone()]),
-        )
-        .await,
-    );
-
-    // Both restores must have brought every file back.
-    let count = |root: &Path| {
-        let mut count = 0;
-        let mut pending = vec![root.to_path_buf()];
-        while let Some(directory) = pending.pop() {
-            let entries = std::fs::read_dir(&directory)
-                .unwrap_or_else(|err| panic!("{}: {err}", directory.display()));
-            for entry in entries {
-                let entry = entry.unwrap();
-                if entry.file_type().unwrap().is_dir() {
-                    pending.push(entry.path());
-                } else {
-                    count += 1;
+    // Each step: `rounds` turns of molt then rclone, medians reported.
+    macro_rules! step {
+        ($what:expr, |$round:ident| $molt:expr, $rclone:expr) => {{
+            let (mut molt, mut rclone) = (Vec::new(), Vec::new());
+            for $round in 0..rounds {
+                molt.push(measure(server, $molt).await);
+                if with_rclone {
+                    let args: Vec<String> = $rclone;
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    rclone.push(measure(server, rclone_run(server, &args)).await);
                 }
             }
-        }
-        count
-    };
-    assert!(
-        count(&fresh.path().join("workspace")) == files,
-        "molt restored every file"
-    );
-    if with_rclone {
-        assert_eq!(
-            count(&fresh_rclone.path().join("workspace")),
-            files,
-            "rclone restored every file"
-        );
+            rows.push(Row {
+                what: $what,
+                molt: median(molt),
+                rclone: with_rclone.then(|| median(rclone)),
+            });
+        }};
     }
 
-    // Write to durable: the running mirror (default 200 ms debounce), five writes.
-    let running = Arc::new(StateMirror::new(
-        state.path(),
-        remote.clone(),
-        MirrorOptions::default(),
-    ));
+    // First backup: each round into empty buckets of its own (rclone's, the
+    // way Moltworker uses one, is a bucket to itself). The last round's
+    // buckets serve the steps after.
+    let bucket = |tool: &str, round: usize| {
+        let name = format!("{tool}-{round}");
+        server.bucket(&name);
+        name
+    };
+    let last = rounds - 1;
+    let remote = |round: usize| {
+        server
+            .config(&format!("molt-{round}"))
+            .object_store()
+            .unwrap()
+    };
+    let rclone_target = format!("bench:rclone-{last}");
+    step!(
+        "first backup",
+        |round| async {
+            bucket("molt", round);
+            let mirror = StateMirror::new(state.path(), remote(round), options());
+            mirror.backup_now().await.map(drop).unwrap()
+        },
+        vec![
+            "sync".into(),
+            dir.clone(),
+            format!("bench:{}", bucket("rclone", round))
+        ]
+    );
+    let mirror = StateMirror::new(state.path(), remote(last), options());
+    mirror.backup_now().await.unwrap();
+    step!(
+        "no change (running mirror)",
+        |_round| async { mirror.backup_now().await.map(drop).unwrap() },
+        vec!["sync".into(), dir.clone(), rclone_target.clone()]
+    );
+    step!(
+        "no change (fresh process: hashes every file)",
+        |_round| async {
+            let cold = StateMirror::new(state.path(), remote(last), options());
+            cold.backup_now().await.map(drop).unwrap()
+        },
+        vec!["sync".into(), dir.clone(), rclone_target.clone()]
+    );
+    let changed = state.path().join("workspace/dir000/file00000.md");
+    step!(
+        "one file changed (running mirror)",
+        |round| async {
+            std::fs::write(&changed, format!("changed in round {round}\n")).unwrap();
+            mirror.backup_now().await.map(drop).unwrap()
+        },
+        vec!["sync".into(), dir.clone(), rclone_target.clone()]
+    );
+    let restored = tempfile::tempdir().unwrap();
+    let into = |tool: &str, round: usize| restored.path().join(format!("{tool}-{round}"));
+    step!(
+        "full restore",
+        |round| async {
+            let restorer = StateMirror::new(into("molt", round), remote(last), options());
+            restorer.restore(None).await.map(drop).unwrap()
+        },
+        vec![
+            "copy".into(),
+            rclone_target.clone(),
+            into("rclone", round).to_str().unwrap().to_string(),
+        ]
+    );
+    // Every restore must have brought every file back.
+    for round in 0..rounds {
+        assert_eq!(count_files(&into("molt", round).join("workspace")), files);
+        if with_rclone {
+            assert_eq!(count_files(&into("rclone", round).join("workspace")), files);
+        }
+    }
+
+    let latencies = write_to_durable(state.path(), remote(last)).await;
+
+    println!(
+        "\nData set: {files} files, {total_mb:.0} MB. Same s3s-fs server on loopback; requests counted at the server; median of {rounds} rounds.\n"
+    );
+    println!(
+        "| step | molt s | molt requests | rclone s | rclone requests | rclone / molt (time) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        let (seconds, requests, ratio) = match row.rclone {
+            Some(rclone) => (
+                format!("{:.3}", rclone.seconds),
+                rclone.requests.to_string(),
+                format!("{:.1}×", rclone.seconds / row.molt.seconds),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {:.3} | {} | {seconds} | {requests} | {ratio} |",
+            row.what, row.molt.seconds, row.molt.requests
+        );
+    }
+    let restore = rows.last().expect("rows");
+    print!(
+        "\nRestore throughput: molt {:.0} MB/s",
+        total_mb / restore.molt.seconds
+    );
+    match restore.rclone {
+        Some(rclone) => println!(", rclone {:.0} MB/s.", total_mb / rclone.seconds),
+        None => println!(". (rclone skipped: not on PATH, or BENCH_RCLONE=0.)"),
+    }
+    println!(
+        "Write to durable in the bucket (running mirror, {} writes 130 ms apart): median {:.0} ms, max {:.0} ms.",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+}
+
+/// A fresh running mirror (default 200 ms debounce) over `state`; writes every
+/// 130 ms, so some land while a backup is under way. A write is durable when a
+/// snapshot in the bucket names it (the marker file is that snapshot's copy,
+/// written once its manifest is in the bucket). Returns sorted latencies in ms.
+async fn write_to_durable(state: &Path, remote: Arc<dyn object_store::ObjectStore>) -> Vec<f64> {
+    let running = Arc::new(StateMirror::new(state, remote, MirrorOptions::default()));
     running.backup_now().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(running.clone().run(async move {
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = env_number("BENCH_WRITES", 20).max(1);
+    let mut written: Vec<(String, Instant)> = Vec::new();
     let mut latencies = Vec::new();
-    for n in 0..5 {
-        let seq_before = running.status().manifest_seq;
-        let written = Instant::now();
-        std::fs::write(
-            state.path().join(format!("pairing-{n}.json")),
-            format!("{{\"n\":{n}}}"),
-        )
-        .unwrap();
-        while running.status().manifest_seq == seq_before
-            && written.elapsed() < Duration::from_secs(30)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut seen_seq = running.status().manifest_seq;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latencies.len() < writes && Instant::now() < deadline {
+        let due = written
+            .last()
+            .is_none_or(|(_, at)| at.elapsed() >= Duration::from_millis(130));
+        if written.len() < writes && due {
+            let name = format!("pairing-{}.json", written.len());
+            std::fs::write(state.join(&name), "{\"paired\":true}").unwrap();
+            written.push((name, Instant::now()));
         }
-        latencies.push(written.elapsed().as_secs_f64() * 1000.0);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if running.status().manifest_seq != seen_seq {
+            seen_seq = running.status().manifest_seq;
+            let marker: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(state.join(".molt-sync/snapshot.json")).unwrap(),
+            )
+            .unwrap();
+            for (name, at) in written.iter().skip(latencies.len()) {
+                if marker["files"].get(name.as_str()).is_none() {
+                    break;
+                }
+                latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(latencies.len(), writes, "every write became durable");
     let _ = stop.send(());
     let _ = task.await;
     latencies.sort_by(f64::total_cmp);
-
-    println!(
-        "\nData set: {files} files, {total_mb:.0} MB. Same s3s-fs server on loopback; requests counted at the server.\n"
-    );
-    println!("| step | seconds | requests |");
-    println!("|---|---|---|");
-    for step in steps
-        .iter()
-        .filter(|step| with_rclone || !step.what.contains("rclone"))
-    {
-        println!(
-            "| {} | {:.3} | {} |",
-            step.what, step.seconds, step.requests
-        );
-    }
-    let ratio = |molt: usize, rclone: usize| steps[rclone].seconds / steps[molt].seconds;
-    if with_rclone {
-        println!("\n| comparison | rclone / molt |");
-        println!("|---|---|");
-        println!("| first backup, time | {:.1}× |", ratio(0, 1));
-        println!("| no change, time (running mirror) | {:.0}× |", ratio(2, 4));
-        println!("| no change, time (fresh process) | {:.1}× |", ratio(3, 4));
-        println!("| one file changed, time | {:.0}× |", ratio(5, 6));
-        println!(
-            "| one file changed, requests | {} vs {} |",
-            steps[6].requests, steps[5].requests
-        );
-        println!("| full restore, time | {:.1}× |", ratio(7, 8));
-        println!(
-            "\nRestore throughput: molt {:.0} MB/s, rclone {:.0} MB/s.",
-            total_mb / steps[7].seconds,
-            total_mb / steps[8].seconds
-        );
-    } else {
-        println!("\n(rclone steps skipped: set BENCH_RCLONE=1 to run them.)");
-        println!(
-            "\nRestore throughput: molt {:.0} MB/s.",
-            total_mb / steps[7].seconds
-        );
-    }
-    println!(
-        "Write to durable in the bucket (running mirror, 5 writes): median {:.0} ms, max {:.0} ms.",
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() - 1]
-    );
+    latencies
 }

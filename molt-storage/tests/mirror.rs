@@ -2,6 +2,7 @@
 
 mod support;
 
+use futures::TryStreamExt;
 use molt_core::store::RemoteErrorKind;
 use molt_storage::mirror::{MirrorError, MirrorOptions, StateMirror};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -119,7 +120,8 @@ async fn a_backup_cut_halfway_is_never_restored() {
     let store = remote(&server);
     store
         .put(
-            &"molt/objects/0000000000000000000000000000000000000000000000000000000000000000".into(),
+            &"molt/objects/00/0000000000000000000000000000000000000000000000000000000000000000"
+                .into(),
             PutPayload::from_static(b"half"),
         )
         .await
@@ -172,10 +174,12 @@ async fn old_snapshots_are_pruned_with_their_objects_and_any_kept_one_restores()
         mirror.backup_now().await.unwrap();
     }
     assert_eq!(mirror.manifests().await.unwrap(), [3, 4]);
-    let objects = std::fs::read_dir(server.root.join("moltbot-data/molt/objects"))
-        .unwrap()
-        .count();
-    assert_eq!(objects, 2, "objects of pruned snapshots are gone");
+    let objects: Vec<_> = remote(&server)
+        .list(Some(&"molt/objects".into()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 2, "objects of pruned snapshots are gone");
     let fresh = tempfile::tempdir().unwrap();
     StateMirror::new(fresh.path(), remote(&server), options())
         .restore(Some(3))
@@ -290,6 +294,76 @@ async fn a_write_is_in_the_bucket_within_a_second() {
     stop.send(()).unwrap();
     running.await.unwrap();
     assert!(mirror.status().last_success_ms.is_some());
+}
+
+#[tokio::test]
+async fn a_steady_stream_of_writes_does_not_hold_backups_off() {
+    let (_s3, server) = server().await;
+    let state = tempfile::tempdir().unwrap();
+    // Writes come every 100 ms, more often than the debounce lets quiet
+    // begin: only the `max_delay` ceiling gets a backup out while they last.
+    let mirror = Arc::new(StateMirror::new(
+        state.path(),
+        remote(&server),
+        MirrorOptions {
+            debounce: Duration::from_millis(300),
+            max_delay: Duration::from_millis(400),
+            ..options()
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(mirror.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = mirror.status().manifest_seq;
+    let mut backed_up_while_writing = false;
+    for n in 0..30 {
+        write(
+            state.path(),
+            "transcripts/main.jsonl",
+            &"line\n".repeat(n + 1),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        backed_up_while_writing |= mirror.status().manifest_seq != first;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert!(
+        backed_up_while_writing,
+        "no backup in 3 s of writes 100 ms apart"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_process_uploads_a_change_without_listing_the_bucket() {
+    let (_s3, server) = server().await;
+    let state = tempfile::tempdir().unwrap();
+    for n in 0..50 {
+        write(state.path(), &format!("notes/{n}.md"), &format!("note {n}"));
+    }
+    StateMirror::new(state.path(), remote(&server), options())
+        .backup_now()
+        .await
+        .unwrap();
+    write(state.path(), "notes/7.md", "changed");
+    let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let report = StateMirror::new(state.path(), remote(&server), options())
+        .backup_now()
+        .await
+        .unwrap();
+    let requests = server.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // List the manifests, read the newest (its objects are known to be in
+    // the bucket), upload the one new object, write the manifest, and list
+    // the manifests to prune: no listing of the objects.
+    assert_eq!((requests, report.requests, report.objects), (5, 5, 1));
+    let fresh = tempfile::tempdir().unwrap();
+    StateMirror::new(fresh.path(), remote(&server), options())
+        .restore(None)
+        .await
+        .unwrap();
+    assert_eq!(read(fresh.path(), "notes/7.md").as_deref(), Some("changed"));
+    assert_eq!(read(fresh.path(), "notes/8.md").as_deref(), Some("note 8"));
 }
 
 #[tokio::test]

@@ -108,7 +108,16 @@ async fn a_backup_killed_halfway_restores_the_previous_snapshot_never_a_mix() {
     // The second backup is killed while it uploads: once some of its objects are in.
     write_all("second");
     let objects = s3_root.path().join("moltbot-data/molt/objects");
-    let count = || std::fs::read_dir(&objects).map_or(0, |entries| entries.count());
+    // Objects sit in folders by the first two characters of their names.
+    let count = || {
+        std::fs::read_dir(&objects).map_or(0, |folders| {
+            folders
+                .flatten()
+                .filter_map(|folder| std::fs::read_dir(folder.path()).ok())
+                .map(|objects| objects.count())
+                .sum::<usize>()
+        })
+    };
     let mut child = backup().spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while count() < 410 && Instant::now() < deadline {

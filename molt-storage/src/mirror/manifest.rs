@@ -39,9 +39,13 @@ pub fn parse_manifest_name(name: &str) -> Option<u64> {
     name.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
 
-/// A content object's name under the mirror's prefix.
+/// A content object's name under the mirror's prefix: spread over 256
+/// subfolders by its first two characters, as git does, because S3 servers
+/// that keep objects as files (MinIO, s3s-fs) slow down badly when thousands
+/// of files are created in one directory. R2 does not mind either way.
 pub fn object_name(hash: &str) -> String {
-    format!("objects/{hash}")
+    let fanout = hash.get(..2).unwrap_or("00");
+    format!("objects/{fanout}/{hash}")
 }
 
 impl Manifest {

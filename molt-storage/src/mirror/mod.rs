@@ -45,6 +45,9 @@ pub struct MirrorOptions {
     pub keep_manifests: usize,
     /// How long the directory must stay quiet after a change before a backup.
     pub debounce: Duration,
+    /// The longest a change waits for its backup while changes keep coming
+    /// (so a steady stream of writes cannot hold backups off).
+    pub max_delay: Duration,
     /// How often a full check runs even without change events.
     pub full_check: Duration,
     /// The longest wait between attempts while the bucket fails.
@@ -64,6 +67,7 @@ impl Default for MirrorOptions {
             excludes: Excludes::default(),
             keep_manifests: 10,
             debounce: Duration::from_millis(200),
+            max_delay: Duration::from_millis(500),
             full_check: Duration::from_secs(60),
             max_backoff: Duration::from_secs(30),
             concurrency: 16,
@@ -155,8 +159,11 @@ struct Inner {
     cache: HashCache,
     /// The newest snapshot known to be in the bucket.
     last: Option<Manifest>,
-    /// Objects known to be in the bucket (listed once, then kept up to date).
-    known_objects: Option<HashSet<String>>,
+    /// Objects known to be in the bucket: those the snapshots seen name, and
+    /// those uploaded since (plus a listing, when one was worth it).
+    known_objects: HashSet<String>,
+    /// Whether `known_objects` includes a listing of the bucket.
+    listed: bool,
     /// Manifests already read, by number.
     manifests: HashMap<u64, Manifest>,
 }
@@ -190,6 +197,9 @@ fn now_ms() -> u64 {
 /// directory matched (written after each backup and restore).
 const MARKER: &str = ".molt-sync/snapshot.json";
 const STAGING: &str = ".molt-sync/restore";
+/// Up to this many objects not known to be in the bucket are uploaded
+/// conditionally without a listing (one listing page holds 1,000 keys).
+const BLIND_UPLOADS_BEFORE_LISTING: usize = 1000;
 
 impl StateMirror {
     /// A mirror of `root` into `remote` (see [`S3Config::object_store`](crate::S3Config::object_store)).
@@ -367,22 +377,29 @@ impl StateMirror {
             report.requests += 1;
             if let Some(&newest) = self.manifests().await?.last() {
                 report.requests += 1;
-                inner.last = Some(self.read_manifest(inner, newest).await?);
+                let newest = self.read_manifest(inner, newest).await?;
+                self.adopt(inner, newest);
             }
         }
         if inner.last.as_ref().is_some_and(|last| last.files == files) {
             self.write_marker(inner.last.as_ref().expect("checked"))?;
             return Ok(report);
         }
-        if inner.known_objects.is_none() {
+        // Objects not known to be there are written with `If-None-Match`, so
+        // an unneeded upload costs one request and changes nothing. Only when
+        // that would be many requests is the bucket listed instead.
+        let unknown: HashSet<&str> = files
+            .values()
+            .map(|entry| entry.hash.as_str())
+            .filter(|hash| !inner.known_objects.contains(&self.object_id(hash)))
+            .collect();
+        if unknown.len() > BLIND_UPLOADS_BEFORE_LISTING && !inner.listed {
             report.requests += 1;
-            inner.known_objects = Some(
-                self.list_objects()
-                    .await?
-                    .into_iter()
-                    .map(|(hash, _)| hash)
-                    .collect(),
-            );
+            let listed = self.list_objects().await?;
+            inner
+                .known_objects
+                .extend(listed.into_iter().map(|(hash, _)| hash));
+            inner.listed = true;
         }
         // Upload what the bucket lacks, one object per distinct hash. A file
         // that changed since the scan is uploaded as it is now and the manifest
@@ -392,7 +409,7 @@ impl StateMirror {
         // settles at least one path).
         let mut files = files;
         loop {
-            let known = inner.known_objects.as_ref().expect("listed above");
+            let known = &inner.known_objects;
             let mut seen = HashSet::new();
             let missing: Vec<String> = files
                 .iter()
@@ -427,7 +444,7 @@ impl StateMirror {
                 .buffer_unordered(self.options.concurrency.max(1))
                 .try_collect::<Vec<_>>()
                 .await?;
-            let known = inner.known_objects.as_mut().expect("listed above");
+            let known = &mut inner.known_objects;
             for (path, uploaded) in uploads {
                 match uploaded {
                     None => {
@@ -475,6 +492,17 @@ impl StateMirror {
         inner.last = Some(manifest);
         report.requests += self.prune(inner).await?;
         Ok(report)
+    }
+
+    /// Takes `manifest` as the newest snapshot in the bucket: the objects it
+    /// names are there, since a manifest is written after its objects.
+    fn adopt(&self, inner: &mut Inner, manifest: Manifest) {
+        let named = manifest
+            .files
+            .values()
+            .map(|file| self.object_id(&file.hash));
+        inner.known_objects.extend(named);
+        inner.last = Some(manifest);
     }
 
     async fn scan(&self, inner: &mut Inner) -> Result<BTreeMap<String, FileEntry>, MirrorError> {
@@ -574,9 +602,7 @@ impl StateMirror {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(err) => return Err(remote_error(&name, err).into()),
             }
-            if let Some(known) = inner.known_objects.as_mut() {
-                known.remove(&hash);
-            }
+            inner.known_objects.remove(&hash);
         }
         Ok(requests)
     }
@@ -689,7 +715,7 @@ impl StateMirror {
         }
         let _ = std::fs::remove_dir_all(&staging);
         self.write_marker(&manifest)?;
-        inner.last = Some(manifest);
+        self.adopt(inner, manifest);
         Ok(report)
     }
 
@@ -709,22 +735,36 @@ impl StateMirror {
         let _ = std::fs::remove_dir_all(staging);
         std::fs::create_dir_all(staging).map_err(self.local_error(staging))?;
         let fetch = &fetch;
-        futures::stream::iter(items)
+        let staged: Result<Vec<(String, u64)>, MirrorError> = futures::stream::iter(items)
             .map(|item| async move {
                 let (path, bytes) = fetch(item).await?;
                 let target = staging.join(&path);
-                write_atomically(&target, &bytes).map_err(|source| MirrorError::Local {
+                let size = bytes.len() as u64;
+                // The staging directory is private, so no temporary file is
+                // needed; the sync (off the async threads, many at once) makes
+                // the file durable before it is moved into place.
+                let written = target.clone();
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    std::fs::create_dir_all(written.parent().unwrap_or(Path::new(".")))?;
+                    let mut file = std::fs::File::create(&written)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()
+                })
+                .await
+                .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+                .map_err(|source| MirrorError::Local {
                     path: target,
                     source,
                 })?;
-                Ok((path, bytes.len() as u64))
+                Ok((path, size))
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .try_collect()
-            .await
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(staging);
-            })
+            .await;
+        staged.inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(staging);
+        })
     }
 
     /// At start, before serving: restores the newest snapshot when the state
@@ -868,7 +908,8 @@ impl StateMirror {
     }
 
     /// Mirrors continuously until `shutdown` completes: a backup after each
-    /// burst of changes (once the directory is quiet for `debounce`), a full
+    /// burst of changes (once the directory is quiet for `debounce`, or
+    /// `max_delay` after the burst began, whichever is first), a full
     /// check every `full_check`, on [`trigger`](Self::trigger), and a last one
     /// at shutdown. Failures back off up to `max_backoff` and are retried.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
@@ -878,35 +919,51 @@ impl StateMirror {
             tracing::warn!(root = %self.root.display(), "cannot watch the state directory; relying on the periodic check");
         }
         tokio::pin!(shutdown);
-        let mut due: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+        use tokio::time::Instant;
+        let mut asap = true; // a first check at start, and on each trigger
+        let mut first_change: Option<Instant> = None; // not yet backed up
+        let mut quiet_at = Instant::now();
+        let mut retry_at: Option<Instant> = None;
         let mut backoff = Duration::ZERO;
-        let mut next_full = tokio::time::Instant::now() + self.options.full_check;
+        let mut next_full = Instant::now() + self.options.full_check;
         loop {
-            let wake_at = due.unwrap_or(next_full).min(next_full);
+            let wanted = match asap {
+                true => Some(Instant::now()),
+                false => first_change.map(|first| quiet_at.min(first + self.options.max_delay)),
+            };
+            let due = wanted.map(|at| retry_at.map_or(at, |retry| at.max(retry)));
+            let wake_at = due.map_or(next_full, |at| at.min(next_full));
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(()) = changes.recv() => {
+                Some(changed_at) = changes.recv() => {
                     self.mark_pending();
-                    // Debounce: wait for quiet, but never later than a backoff allows.
-                    let quiet = tokio::time::Instant::now() + self.options.debounce;
-                    due = Some(due.map_or(quiet, |at| at.max(quiet)));
+                    // The change may have queued while a backup ran: count from when it happened.
+                    let changed_at = Instant::from_std(changed_at);
+                    first_change = Some(first_change.map_or(changed_at, |first| first.min(changed_at)));
+                    quiet_at = quiet_at.max(changed_at + self.options.debounce);
                 }
-                () = self.wake.notified() => due = Some(tokio::time::Instant::now()),
+                () = self.wake.notified() => {
+                    asap = true;
+                    retry_at = None;
+                }
                 () = tokio::time::sleep_until(wake_at) => {
-                    if due.is_none_or(|at| at > tokio::time::Instant::now()) {
+                    if due.is_none_or(|at| at > Instant::now()) {
                         // The periodic full check.
-                        next_full = tokio::time::Instant::now() + self.options.full_check;
+                        next_full = Instant::now() + self.options.full_check;
                     }
+                    asap = false;
                     match self.backup_now().await {
                         Ok(_) => {
+                            first_change = None;
+                            retry_at = None;
                             backoff = Duration::ZERO;
-                            due = None;
                         }
                         Err(error) => {
                             let ceiling = self.options.max_backoff.max(Duration::from_millis(10));
                             backoff = (backoff * 2).max(Duration::from_millis(500).min(ceiling)).min(ceiling);
                             tracing::warn!(%error, retry_in = ?backoff, "backup failed; local state is intact");
-                            due = Some(tokio::time::Instant::now() + backoff);
+                            retry_at = Some(Instant::now() + backoff);
+                            first_change.get_or_insert_with(Instant::now);
                         }
                     }
                 }
@@ -918,10 +975,10 @@ impl StateMirror {
         }
     }
 
-    /// Watches the state directory; each relevant change sends a unit.
+    /// Watches the state directory; each relevant change sends when it happened.
     fn watch(
         &self,
-        events: tokio::sync::mpsc::UnboundedSender<()>,
+        events: tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
     ) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let root = self.root.clone();
@@ -939,7 +996,7 @@ impl StateMirror {
                         .is_some_and(|relative| !excludes.matches(&relative.replace('\\', "/")))
                 });
                 if relevant {
-                    let _ = events.send(());
+                    let _ = events.send(std::time::Instant::now());
                 }
             })
             .ok()?;

@@ -29,7 +29,7 @@ assert manifests, "no manifest listed"
 manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifests[-1])["Body"].read())
 assert sorted(manifest["files"]) == sorted(expected), (manifest["files"].keys(), expected.keys())
 for path, entry in manifest["files"].items():
-    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/objects/{entry['hash']}")["Body"].read()
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/objects/{entry['hash'][:2]}/{entry['hash']}")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == entry["hash"], path
     assert body.decode() == expected[path], path
 print(f"boto3 read {len(manifest['files'])} files of snapshot {manifest['seq']}", file=sys.stderr)

@@ -8,10 +8,104 @@ use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use molt_core::Secret;
 use molt_storage::S3Config;
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio::task::JoinSet;
+
+/// `s3s-fs` with two departures from S3 put right, so that other clients
+/// (rclone) see what AWS S3 and R2 would answer:
+/// - an empty `delimiter=` means no delimiter (s3s-fs groups on "", one
+///   common prefix per first character);
+/// - a key that names a directory of the file system (a "folder" prefix) is
+///   no object: `NoSuchKey` (s3s-fs fails with a 500 after tens of seconds).
+struct StandardFs {
+    inner: s3s_fs::FileSystem,
+    root: PathBuf,
+}
+
+impl StandardFs {
+    fn is_folder(&self, bucket: &str, key: &str) -> bool {
+        self.root.join(bucket).join(key).is_dir()
+    }
+}
+
+fn no_empty_delimiter(delimiter: &mut Option<String>) {
+    if delimiter.as_deref() == Some("") {
+        *delimiter = None;
+    }
+}
+
+/// Implements `S3` for `StandardFs`: the methods given here, and the listed
+/// ones delegated to s3s-fs unchanged (inside one impl, for `async_trait`).
+macro_rules! standard_fs {
+    ($($method:ident: $input:ty => $output:ty;)*) => {
+        #[async_trait::async_trait]
+        impl S3 for StandardFs {
+            async fn list_objects(
+                &self,
+                mut req: S3Request<ListObjectsInput>,
+            ) -> S3Result<S3Response<ListObjectsOutput>> {
+                no_empty_delimiter(&mut req.input.delimiter);
+                self.inner.list_objects(req).await
+            }
+
+            async fn list_objects_v2(
+                &self,
+                mut req: S3Request<ListObjectsV2Input>,
+            ) -> S3Result<S3Response<ListObjectsV2Output>> {
+                no_empty_delimiter(&mut req.input.delimiter);
+                self.inner.list_objects_v2(req).await
+            }
+
+            async fn head_object(
+                &self,
+                req: S3Request<HeadObjectInput>,
+            ) -> S3Result<S3Response<HeadObjectOutput>> {
+                if self.is_folder(&req.input.bucket, &req.input.key) {
+                    return Err(s3s::s3_error!(NoSuchKey));
+                }
+                self.inner.head_object(req).await
+            }
+
+            async fn get_object(
+                &self,
+                req: S3Request<GetObjectInput>,
+            ) -> S3Result<S3Response<GetObjectOutput>> {
+                if self.is_folder(&req.input.bucket, &req.input.key) {
+                    return Err(s3s::s3_error!(NoSuchKey));
+                }
+                self.inner.get_object(req).await
+            }
+
+            $(
+                async fn $method(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
+                    self.inner.$method(req).await
+                }
+            )*
+        }
+    };
+}
+
+standard_fs! {
+    create_bucket: CreateBucketInput => CreateBucketOutput;
+    copy_object: CopyObjectInput => CopyObjectOutput;
+    delete_bucket: DeleteBucketInput => DeleteBucketOutput;
+    delete_object: DeleteObjectInput => DeleteObjectOutput;
+    delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
+    get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
+    head_bucket: HeadBucketInput => HeadBucketOutput;
+    list_buckets: ListBucketsInput => ListBucketsOutput;
+    put_object: PutObjectInput => PutObjectOutput;
+    create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
+    upload_part: UploadPartInput => UploadPartOutput;
+    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
+    list_parts: ListPartsInput => ListPartsOutput;
+    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
+    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+}
 
 pub const ACCESS_KEY: &str = "AKIAMOLTTESTKEY00001";
 pub const SECRET_KEY: &str = "molt-test-secret-key-that-signs-requests";
@@ -33,7 +127,10 @@ impl S3Server {
 
     /// Starts a server over `root` on `address` (to come back on the same port).
     pub async fn start_on(root: &Path, address: SocketAddr) -> Self {
-        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let fs = StandardFs {
+            inner: s3s_fs::FileSystem::new(root).unwrap(),
+            root: root.to_path_buf(),
+        };
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -48,6 +145,9 @@ impl S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                // As any production server does: without it, a response
+                // written in pieces waits on the client's delayed ACK (40 ms).
+                let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let counter = counter.clone();
                 let counted = hyper::service::service_fn(move |request| {
