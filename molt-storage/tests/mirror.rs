@@ -32,6 +32,28 @@ fn read(root: &Path, path: &str) -> Option<String> {
     std::fs::read_to_string(root.join(path)).ok()
 }
 
+/// A mirror running in the background until stopped.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(mirror: &Arc<StateMirror>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mirror.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stops it (after its last backup).
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
 fn options() -> MirrorOptions {
     MirrorOptions {
         orphan_grace: Duration::ZERO,
@@ -265,10 +287,7 @@ async fn a_write_is_in_the_bucket_within_a_second() {
             ..options()
         },
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(mirror.clone().run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(&mirror);
     // Let the first (empty) check pass, then write.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let written = Instant::now();
@@ -291,8 +310,7 @@ async fn a_write_is_in_the_bucket_within_a_second() {
     }
     // Reported, not asserted: timing on a shared machine is the benchmark's business.
     println!("write durable in the bucket after {:?}", written.elapsed());
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     assert!(mirror.status().last_success_ms.is_some());
 }
 
@@ -311,10 +329,7 @@ async fn a_steady_stream_of_writes_does_not_hold_backups_off() {
             ..options()
         },
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(mirror.clone().run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(&mirror);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let first = mirror.status().manifest_seq;
     let mut backed_up_while_writing = false;
@@ -327,8 +342,7 @@ async fn a_steady_stream_of_writes_does_not_hold_backups_off() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         backed_up_while_writing |= mirror.status().manifest_seq != first;
     }
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
     assert!(
         backed_up_while_writing,
         "no backup in 3 s of writes 100 ms apart"
@@ -364,6 +378,125 @@ async fn a_fresh_process_uploads_a_change_without_listing_the_bucket() {
         .unwrap();
     assert_eq!(read(fresh.path(), "notes/7.md").as_deref(), Some("changed"));
     assert_eq!(read(fresh.path(), "notes/8.md").as_deref(), Some("note 8"));
+}
+
+/// A file of `size` bytes that no two parts repeat.
+fn large_file(root: &Path, path: &str, size: usize) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..size)
+        .map(|n| (n % 251) as u8 ^ (n >> 20) as u8)
+        .collect();
+    let target = root.join(path);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(target, &bytes).unwrap();
+    bytes
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test]
+async fn a_large_file_goes_up_in_equal_parts_and_comes_back_whole() {
+    for sealed in [false, true] {
+        let (_s3, server) = server().await;
+        let state = tempfile::tempdir().unwrap();
+        let key = sealed.then(|| {
+            use base64::Engine;
+            let text = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+            molt_storage::mirror::BackupKey::from_base64(&molt_core::Secret::new(text)).unwrap()
+        });
+        let options = MirrorOptions {
+            multipart_threshold: 8 * MIB as u64,
+            part_size: 5 * MIB,
+            key,
+            ..options()
+        };
+        let big = large_file(state.path(), "workspace/archive.bin", 12 * MIB + 12_345);
+        write(state.path(), "small.json", "{}");
+        let mirror = StateMirror::new(state.path(), remote(&server), options.clone());
+        let report = mirror.backup_now().await.unwrap();
+        assert_eq!(report.objects, 2);
+        let parts = server.part_sizes.lock().unwrap().clone();
+        // Every part but the last is the part size; the last holds the rest
+        // (plus the seal's 36 bytes when encrypted).
+        let seal = if sealed { 8 + 12 + 16 } else { 0 };
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(
+            parts[..2].iter().all(|&size| size == 5 * MIB as u64),
+            "{parts:?}"
+        );
+        assert_eq!(parts[2], (2 * MIB + 12_345 + seal) as u64);
+
+        // A backup with nothing new does not send it again, even from a
+        // fresh process that does not know the bucket holds it.
+        write(state.path(), "small.json", "{\"changed\":1}");
+        StateMirror::new(state.path(), remote(&server), options.clone())
+            .backup_now()
+            .await
+            .unwrap();
+        assert_eq!(server.part_sizes.lock().unwrap().len(), 3);
+
+        let fresh = tempfile::tempdir().unwrap();
+        let restored = StateMirror::new(fresh.path(), remote(&server), options)
+            .restore(None)
+            .await
+            .unwrap();
+        assert_eq!(restored.files, 2);
+        let back = std::fs::read(fresh.path().join("workspace/archive.bin")).unwrap();
+        assert!(
+            back == big,
+            "the large file came back whole (sealed: {sealed})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_rewritten_during_its_upload_is_never_stored_torn() {
+    let (_s3, server) = server().await;
+    let state = tempfile::tempdir().unwrap();
+    let options = MirrorOptions {
+        multipart_threshold: 8 * MIB as u64,
+        part_size: 5 * MIB,
+        ..options()
+    };
+    let path = state.path().join("workspace/db.bin");
+    let versions: Vec<Vec<u8>> = (0..2u8)
+        .map(|version| vec![b'a' + version; 12 * MIB])
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &versions[0]).unwrap();
+    // Replace it atomically (a temporary file, then a rename, as the stores
+    // do), over and over, while backups run: the version the scan hashed is
+    // often not the one the upload then reads.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, versions, stop) = (path.clone(), versions.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let temp = path.with_file_name(".molt-tmp-db.bin");
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&temp, &versions[n % 2]).unwrap();
+                std::fs::rename(&temp, &path).unwrap();
+            }
+        })
+    };
+    let mirror = StateMirror::new(state.path(), remote(&server), options.clone());
+    for _ in 0..3 {
+        write(state.path(), "tick.json", &format!("{:?}", Instant::now()));
+        mirror.backup_now().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    // Whatever each snapshot holds of the file, it is one whole version.
+    for seq in mirror.manifests().await.unwrap() {
+        let fresh = tempfile::tempdir().unwrap();
+        StateMirror::new(fresh.path(), remote(&server), options.clone())
+            .restore(Some(seq))
+            .await
+            .unwrap();
+        if let Ok(back) = std::fs::read(fresh.path().join("workspace/db.bin")) {
+            assert!(versions.contains(&back), "snapshot {seq} holds a torn file");
+        }
+    }
 }
 
 #[tokio::test]
@@ -461,10 +594,7 @@ async fn the_running_mirror_reports_an_outage_and_catches_up_when_the_bucket_ret
         ..options()
     };
     let mirror = Arc::new(StateMirror::new(state.path(), remote(&server), options));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(mirror.clone().run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(&mirror);
     // Waits (up to 10 s) until the mirror's status passes `check`.
     let wait_for = |check: fn(&molt_storage::MirrorStatus) -> bool| {
         let mirror = mirror.clone();
@@ -505,8 +635,7 @@ async fn the_running_mirror_reports_an_outage_and_catches_up_when_the_bucket_ret
         report.files, 5,
         "nothing written during the outage was lost"
     );
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    running.stop().await;
 }
 
 async fn put(store: &Arc<dyn ObjectStore>, key: &str, text: &str) {

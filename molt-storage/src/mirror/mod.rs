@@ -1,7 +1,8 @@
 //! Continuous backup of the state directory to a bucket, and crash-safe restore.
 //!
 //! Layout under the mirror's prefix:
-//! - `objects/<sha256>`: file contents, named by their hash, written once;
+//! - `objects/<sh>/<sha256>`: file contents, named by their hash (in folders
+//!   by its first two characters), written once; large files in equal parts;
 //! - `manifests/<seq>.json`: one per snapshot, naming every file and its hash.
 //!
 //! A backup uploads the objects it lacks first and writes the manifest last,
@@ -15,6 +16,7 @@ mod legacy;
 mod manifest;
 mod scan;
 mod sealing;
+mod transfer;
 
 pub use manifest::{FileEntry, Manifest};
 pub use scan::{Excludes, hash_bytes};
@@ -26,13 +28,14 @@ use futures::{StreamExt, TryStreamExt};
 use manifest::{MANIFEST_VERSION, manifest_name, object_name, parse_manifest_name};
 use molt_core::store::StoreError;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use scan::HashCache;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use transfer::Uploaded;
 
 /// How the mirror behaves.
 #[derive(Clone, Debug)]
@@ -58,6 +61,11 @@ pub struct MirrorOptions {
     pub orphan_grace: Duration,
     /// Encrypt everything written (AES-256-GCM); `None` stores plaintext.
     pub key: Option<BackupKey>,
+    /// Files at least this large are uploaded in parts, streamed from disk.
+    pub multipart_threshold: u64,
+    /// The size of every part but the last (at least 5 MiB, as S3 and R2
+    /// require; R2 also wants them all equal, which they are).
+    pub part_size: usize,
 }
 
 impl Default for MirrorOptions {
@@ -73,9 +81,14 @@ impl Default for MirrorOptions {
             concurrency: 16,
             orphan_grace: Duration::from_secs(3600),
             key: None,
+            multipart_threshold: 64 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
         }
     }
 }
+
+/// The smallest part S3 and R2 accept (but for the last).
+const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Why a backup or restore failed. Local state is never changed by a failed one.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +213,8 @@ const STAGING: &str = ".molt-sync/restore";
 /// Up to this many objects not known to be in the bucket are uploaded
 /// conditionally without a listing (one listing page holds 1,000 keys).
 const BLIND_UPLOADS_BEFORE_LISTING: usize = 1000;
+/// Rounds a backup gives a large file that changes while it uploads.
+const MAX_TRIES_WHILE_CHANGING: usize = 3;
 
 impl StateMirror {
     /// A mirror of `root` into `remote` (see [`S3Config::object_store`](crate::S3Config::object_store)).
@@ -251,18 +266,22 @@ impl StateMirror {
         }
     }
 
+    /// Moves files to and from the bucket; `sealed` says whether this mirror's
+    /// key (if any) applies (Moltworker's plaintext layout has none).
+    fn transfer(&self, sealed: bool) -> transfer::Transfer<'_> {
+        transfer::Transfer {
+            remote: self.remote.as_ref(),
+            key: self.options.key.as_ref().filter(|_| sealed),
+            multipart_threshold: self.options.multipart_threshold,
+            part_size: self.options.part_size.max(MIN_PART_SIZE),
+        }
+    }
+
     /// The name of the object holding content with this hash.
     fn object_id(&self, hash: &str) -> String {
         match &self.options.key {
             Some(key) => key.object_id(hash),
             None => hash.to_string(),
-        }
-    }
-
-    fn seal(&self, bytes: Bytes) -> Bytes {
-        match &self.options.key {
-            Some(key) => Bytes::from(key.seal(&bytes)),
-            None => bytes,
         }
     }
 
@@ -273,9 +292,7 @@ impl StateMirror {
         };
         match &self.options.key {
             Some(key) => key.open(&bytes).map(Bytes::from).map_err(corrupt),
-            None if sealing::is_sealed(&bytes) => Err(corrupt(
-                "encrypted; set the backup key (MOLT_BACKUP_KEY)".into(),
-            )),
+            None if sealing::is_sealed(&bytes) => Err(corrupt(sealing::NEEDS_KEY.into())),
             None => Ok(bytes),
         }
     }
@@ -401,61 +418,68 @@ impl StateMirror {
                 .extend(listed.into_iter().map(|(hash, _)| hash));
             inner.listed = true;
         }
-        // Upload what the bucket lacks, one object per distinct hash. A file
-        // that changed since the scan is uploaded as it is now and the manifest
-        // names that; a file that vanished leaves the manifest. Paths that
-        // shared the old hash of a changed file still lack their object, so
-        // repeat until every path names an object the bucket has (each round
-        // settles at least one path).
+        // Upload what the bucket lacks, one object per distinct hash. A small
+        // file that changed since the scan is uploaded as it is now and the
+        // manifest names that; a large one (streamed in parts) is tried again;
+        // a file that vanished leaves the manifest. Paths that shared the old
+        // hash of a changed file still lack their object, so repeat until
+        // every path names an object the bucket has.
         let mut files = files;
+        let mut changing: HashMap<String, usize> = HashMap::new();
         loop {
             let known = &inner.known_objects;
             let mut seen = HashSet::new();
-            let missing: Vec<String> = files
+            let missing: Vec<(String, FileEntry)> = files
                 .iter()
                 .filter(|(_, entry)| {
                     !known.contains(&self.object_id(&entry.hash)) && seen.insert(&entry.hash)
                 })
-                .map(|(path, _)| path.clone())
+                .map(|(path, entry)| (path.clone(), entry.clone()))
                 .collect();
             if missing.is_empty() {
                 break;
             }
+            let transfer = self.transfer(true);
+            let transfer = &transfer;
             let uploads = futures::stream::iter(missing)
-                .map(|path| async move {
+                .map(|(path, expected)| async move {
                     let local = self.root.join(&path);
-                    let bytes = match tokio::fs::read(&local).await {
-                        Ok(bytes) => Bytes::from(bytes),
-                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                            return Ok((path, None));
-                        }
-                        Err(source) => {
-                            return Err(MirrorError::Local {
-                                path: local,
-                                source,
-                            });
-                        }
-                    };
-                    let hash = hash_bytes(&bytes);
-                    let size = bytes.len() as u64;
-                    self.put_object(&hash, bytes).await?;
-                    Ok::<_, MirrorError>((path, Some(FileEntry { hash, size })))
+                    let name_of = |hash: &str| self.path(&object_name(&self.object_id(hash)));
+                    let upload = transfer.upload(&local, &expected, name_of).await?;
+                    Ok::<_, MirrorError>((path, upload))
                 })
                 .buffer_unordered(self.options.concurrency.max(1))
                 .try_collect::<Vec<_>>()
                 .await?;
-            let known = &mut inner.known_objects;
-            for (path, uploaded) in uploads {
-                match uploaded {
-                    None => {
+            for (path, upload) in uploads {
+                report.requests += upload.requests;
+                match upload.outcome {
+                    Uploaded::Vanished => {
                         files.remove(&path);
                     }
-                    Some(entry) => {
-                        report.requests += 1;
-                        report.objects += 1;
-                        report.bytes += entry.size;
-                        known.insert(self.object_id(&entry.hash));
+                    Uploaded::Stored { entry, sent } => {
+                        if sent {
+                            report.objects += 1;
+                            report.bytes += entry.size;
+                        }
+                        inner.known_objects.insert(self.object_id(&entry.hash));
                         files.insert(path, entry);
+                    }
+                    Uploaded::Changed(entry) => {
+                        let tries = changing.entry(path.clone()).or_default();
+                        *tries += 1;
+                        if *tries < MAX_TRIES_WHILE_CHANGING {
+                            files.insert(path, entry);
+                            continue;
+                        }
+                        // Still being written: this snapshot keeps the last
+                        // version backed up (if any); a later one takes it.
+                        let previous = inner.last.as_ref().and_then(|last| last.files.get(&path));
+                        tracing::warn!(%path, "a large file keeps changing while it uploads; backing up its previous version");
+                        match previous.cloned() {
+                            Some(previous) => files.insert(path, previous),
+                            None => files.remove(&path),
+                        };
                     }
                 }
             }
@@ -471,7 +495,10 @@ impl StateMirror {
             let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
             report.requests += 1;
             match self
-                .put_create(&manifest_name(seq), self.seal(Bytes::from(body)))
+                .put_create(
+                    &manifest_name(seq),
+                    self.transfer(true).seal(Bytes::from(body)),
+                )
                 .await?
             {
                 true => break manifest,
@@ -532,30 +559,11 @@ impl StateMirror {
             .map_err(|err| MirrorError::Remote(remote_error("objects/", err)))
     }
 
-    async fn put_object(&self, hash: &str, bytes: Bytes) -> Result<(), MirrorError> {
-        // Content-addressed: an existing object already holds these bytes.
-        let name = object_name(&self.object_id(hash));
-        self.put_create(&name, self.seal(bytes)).await.map(|_| ())
-    }
-
     /// Writes `name` unless it exists; `false` when it did.
     async fn put_create(&self, name: &str, bytes: Bytes) -> Result<bool, MirrorError> {
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .remote
-            .put_opts(&self.path(name), PutPayload::from_bytes(bytes), options)
+        self.transfer(false)
+            .put_create(&self.path(name), bytes)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(false),
-            Err(err) => Err(remote_error(name, err).into()),
-        }
     }
 
     /// Keeps the newest snapshots; removes older manifests and the objects no
@@ -658,30 +666,15 @@ impl StateMirror {
             .filter(|(path, entry)| local.get(*path).is_none_or(|have| have.hash != entry.hash))
             .map(|(path, entry)| (path.clone(), entry.clone()))
             .collect();
+        let (transfer, into) = (&self.transfer(true), &staging);
         let downloaded = self
             .stage(&staging, needed, |(path, entry)| async move {
-                let name = object_name(&self.object_id(&entry.hash));
-                let bytes = match self.remote.get(&self.path(&name)).await {
-                    Ok(result) => result
-                        .bytes()
-                        .await
-                        .map_err(|err| remote_error(&name, err))?,
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err(MirrorError::Corrupt {
-                            seq,
-                            reason: format!("object for {path} is missing"),
-                        });
-                    }
-                    Err(err) => return Err(remote_error(&name, err).into()),
-                };
-                let bytes = self.open(seq, &path, bytes)?;
-                if hash_bytes(&bytes) != entry.hash {
-                    return Err(MirrorError::Corrupt {
-                        seq,
-                        reason: format!("object for {path} does not match its hash"),
-                    });
-                }
-                Ok((path, bytes))
+                let name = self.path(&object_name(&self.object_id(&entry.hash)));
+                let target = into.join(&path);
+                let size = transfer
+                    .download(&name, &target, Some(&entry.hash), seq)
+                    .await?;
+                Ok((path, size))
             })
             .await?;
         let mut report = RestoreReport {
@@ -719,9 +712,9 @@ impl StateMirror {
         Ok(report)
     }
 
-    /// Fetches every item (concurrently) into `staging` at the relative path
-    /// `fetch` names; on any failure the staging directory is removed and no
-    /// local file has changed. Returns each staged path and its size.
+    /// Downloads every item (concurrently) into `staging`, where `fetch`
+    /// writes it and returns its relative path and size; on any failure the
+    /// staging directory is removed and no local file has changed.
     async fn stage<T, F, Fut>(
         &self,
         staging: &Path,
@@ -730,41 +723,18 @@ impl StateMirror {
     ) -> Result<Vec<(String, u64)>, MirrorError>
     where
         F: Fn(T) -> Fut,
-        Fut: std::future::Future<Output = Result<(String, Bytes), MirrorError>>,
+        Fut: std::future::Future<Output = Result<(String, u64), MirrorError>>,
     {
         let _ = std::fs::remove_dir_all(staging);
         std::fs::create_dir_all(staging).map_err(self.local_error(staging))?;
-        let fetch = &fetch;
-        let staged: Result<Vec<(String, u64)>, MirrorError> = futures::stream::iter(items)
-            .map(|item| async move {
-                let (path, bytes) = fetch(item).await?;
-                let target = staging.join(&path);
-                let size = bytes.len() as u64;
-                // The staging directory is private, so no temporary file is
-                // needed; the sync (off the async threads, many at once) makes
-                // the file durable before it is moved into place.
-                let written = target.clone();
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Write;
-                    std::fs::create_dir_all(written.parent().unwrap_or(Path::new(".")))?;
-                    let mut file = std::fs::File::create(&written)?;
-                    file.write_all(&bytes)?;
-                    file.sync_all()
-                })
-                .await
-                .unwrap_or_else(|join| Err(std::io::Error::other(join)))
-                .map_err(|source| MirrorError::Local {
-                    path: target,
-                    source,
-                })?;
-                Ok((path, size))
-            })
+        futures::stream::iter(items)
+            .map(fetch)
             .buffer_unordered(self.options.concurrency.max(1))
             .try_collect()
-            .await;
-        staged.inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(staging);
-        })
+            .await
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(staging);
+            })
     }
 
     /// At start, before serving: restores the newest snapshot when the state
@@ -840,17 +810,14 @@ impl StateMirror {
             .map(|(target, key)| (key, target))
             .collect();
         let staging = self.root.join(STAGING);
+        let (transfer, into) = (&self.transfer(false), &staging);
         let downloaded = self
             .stage(&staging, plan, |(key, target)| async move {
-                let bytes = self
-                    .remote
-                    .get(&ObjectPath::from(key.as_str()))
-                    .await
-                    .map_err(|err| remote_error(&key, err))?
-                    .bytes()
-                    .await
-                    .map_err(|err| remote_error(&key, err))?;
-                Ok((target, bytes))
+                let name = ObjectPath::from(key.as_str());
+                let size = transfer
+                    .download(&name, &into.join(&target), None, 0)
+                    .await?;
+                Ok((target, size))
             })
             .await?;
         for (target, _) in &downloaded {

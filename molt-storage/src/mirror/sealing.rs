@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 /// What starts every sealed object, so a wrong configuration is named plainly.
 const MAGIC: &[u8; 8] = b"MOLTENC1";
 const NONCE: usize = 12;
+/// Why a sealed object cannot be read without a key.
+pub(super) const NEEDS_KEY: &str = "encrypted; set the backup key (MOLT_BACKUP_KEY)";
 
 /// A 256-bit key for sealing backups.
 #[derive(Clone)]

@@ -13,6 +13,7 @@ use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
 /// `s3s-fs` with two departures from S3 put right, so that other clients
@@ -21,9 +22,12 @@ use tokio::task::JoinSet;
 ///   common prefix per first character);
 /// - a key that names a directory of the file system (a "folder" prefix) is
 ///   no object: `NoSuchKey` (s3s-fs fails with a 500 after tens of seconds).
+///
+/// It also notes the size of every multipart part it receives.
 struct StandardFs {
     inner: s3s_fs::FileSystem,
     root: PathBuf,
+    part_sizes: Arc<Mutex<Vec<u64>>>,
 }
 
 impl StandardFs {
@@ -70,6 +74,15 @@ macro_rules! standard_fs {
                 self.inner.head_object(req).await
             }
 
+            async fn upload_part(
+                &self,
+                req: S3Request<UploadPartInput>,
+            ) -> S3Result<S3Response<UploadPartOutput>> {
+                let size = req.input.content_length.unwrap_or_default();
+                self.part_sizes.lock().unwrap().push(size as u64);
+                self.inner.upload_part(req).await
+            }
+
             async fn get_object(
                 &self,
                 req: S3Request<GetObjectInput>,
@@ -100,7 +113,6 @@ standard_fs! {
     list_buckets: ListBucketsInput => ListBucketsOutput;
     put_object: PutObjectInput => PutObjectOutput;
     create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
-    upload_part: UploadPartInput => UploadPartOutput;
     upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
     list_parts: ListPartsInput => ListPartsOutput;
     complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
@@ -116,6 +128,8 @@ pub struct S3Server {
     pub root: PathBuf,
     /// Requests served so far (benchmarks count what each tool asks for).
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The size of each multipart part received, in order of arrival.
+    pub part_sizes: Arc<Mutex<Vec<u64>>>,
     tasks: JoinSet<()>,
 }
 
@@ -127,9 +141,11 @@ impl S3Server {
 
     /// Starts a server over `root` on `address` (to come back on the same port).
     pub async fn start_on(root: &Path, address: SocketAddr) -> Self {
+        let part_sizes = Arc::default();
         let fs = StandardFs {
             inner: s3s_fs::FileSystem::new(root).unwrap(),
             root: root.to_path_buf(),
+            part_sizes: Arc::clone(&part_sizes),
         };
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -166,6 +182,7 @@ impl S3Server {
             address,
             root: root.to_path_buf(),
             requests,
+            part_sizes,
             tasks,
         }
     }
