@@ -75,6 +75,15 @@ pub enum ChannelError {
         /// What failed.
         reason: String,
     },
+    /// Another client holds the connection this one needs (a second poller
+    /// on the same bot token, or a webhook where polling is wanted).
+    #[error("{channel}: conflict: {remedy}")]
+    Conflict {
+        /// The channel.
+        channel: String,
+        /// What to do about it.
+        remedy: String,
+    },
     /// The channel is closed.
     #[error("{channel}: closed")]
     Closed {

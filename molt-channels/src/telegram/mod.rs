@@ -1,0 +1,198 @@
+//! Telegram through the Bot API: long polling in, HTTPS calls out.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), molt_core::channel::ChannelError> {
+//! use molt_channels::telegram::{Telegram, TelegramConfig};
+//! let config = TelegramConfig::new(molt_core::Secret::new("123:ABC"));
+//! let telegram = Telegram::connect(config).await?;
+//! let ingress = telegram.ingress(); // a stream of deliveries for the gateway
+//! let egress = telegram.egress(); // register it under `molt_channels::telegram::CHANNEL`
+//! # let _ = (ingress, egress); Ok(()) }
+//! ```
+
+mod api;
+mod egress;
+mod format;
+mod inbound;
+mod polling;
+mod types;
+
+pub use api::{ApiError, BotApi};
+pub use egress::{MAX_MESSAGE_LEN, TelegramEgress};
+pub use format::{escape, escape_code, escape_link, to_markdown_v2, utf16_len};
+pub use inbound::{CHANNEL, message_id_of, message_key};
+pub use polling::TelegramIngress;
+
+use molt_core::Secret;
+use molt_core::channel::ChannelError;
+use molt_core::policy::{ChannelPolicy, DmPolicy};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use types::User;
+
+/// How to reach Telegram.
+#[derive(Clone, Debug)]
+pub struct TelegramConfig {
+    /// The bot token from BotFather.
+    pub token: Secret,
+    /// The Bot API server (`https://api.telegram.org`).
+    pub api_base: String,
+    /// How long one `getUpdates` call waits for updates.
+    pub poll_timeout: Duration,
+    /// The bound on every other request (and added to the poll's).
+    pub request_timeout: Duration,
+    /// Delete a webhook at start, so polling works (a webhook and polling
+    /// exclude each other).
+    pub delete_webhook: bool,
+}
+
+impl TelegramConfig {
+    /// The defaults for `token`.
+    pub fn new(token: Secret) -> Self {
+        Self {
+            token,
+            api_base: "https://api.telegram.org".into(),
+            poll_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            delete_webhook: false,
+        }
+    }
+
+    /// From `TELEGRAM_BOT_TOKEN`; `None` when it is not set.
+    pub fn from_env() -> Option<Self> {
+        let token = std::env::var("TELEGRAM_BOT_TOKEN").ok()?;
+        (!token.trim().is_empty()).then(|| Self::new(Secret::new(token.trim())))
+    }
+}
+
+/// The access policy from `TELEGRAM_DM_POLICY` (`pairing` by default) and
+/// `TELEGRAM_DM_ALLOW_FROM` (comma-separated user ids).
+pub fn policy_from_env() -> Result<ChannelPolicy, String> {
+    let mut policy = ChannelPolicy::default();
+    if let Ok(value) = std::env::var("TELEGRAM_DM_POLICY") {
+        policy.dm_policy = value
+            .trim()
+            .parse::<DmPolicy>()
+            .map_err(|err| format!("TELEGRAM_DM_POLICY: {err}"))?;
+    }
+    if let Ok(value) = std::env::var("TELEGRAM_DM_ALLOW_FROM") {
+        policy.allow_from = value
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    Ok(policy)
+}
+
+/// A connected bot: who it is, and its two halves.
+pub struct Telegram {
+    api: BotApi,
+    bot: User,
+    config: TelegramConfig,
+}
+
+impl Telegram {
+    /// Checks the token (`getMe`) and, when configured, deletes a webhook.
+    pub async fn connect(config: TelegramConfig) -> Result<Self, ChannelError> {
+        let http = http_client(config.request_timeout)?;
+        let api = BotApi::new(http, &config.api_base, config.token.clone());
+        let bot: User = api
+            .call("getMe", &json!({}), config.request_timeout)
+            .await
+            .map_err(channel_error)?;
+        if config.delete_webhook {
+            api.call::<bool>("deleteWebhook", &json!({}), config.request_timeout)
+                .await
+                .map_err(channel_error)?;
+        }
+        tracing::info!(
+            bot = bot.username.as_deref().unwrap_or("?"),
+            "telegram: connected"
+        );
+        Ok(Self { api, bot, config })
+    }
+
+    /// The bot's username (without `@`).
+    pub fn username(&self) -> Option<&str> {
+        self.bot.username.as_deref()
+    }
+
+    /// The receiving half: long polling.
+    pub fn ingress(&self) -> TelegramIngress {
+        TelegramIngress {
+            api: self.api.clone(),
+            bot: self.bot.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// The sending half.
+    pub fn egress(&self) -> Arc<TelegramEgress> {
+        Arc::new(TelegramEgress {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            migrated: Default::default(),
+        })
+    }
+}
+
+/// The channel error for a failed Bot API call.
+fn channel_error(error: ApiError) -> ChannelError {
+    let channel = CHANNEL.to_string();
+    match error {
+        ApiError::Refused {
+            code: 401 | 404,
+            description,
+            ..
+        } => ChannelError::Auth {
+            channel,
+            reason: format!("{description} (check TELEGRAM_BOT_TOKEN)"),
+        },
+        ApiError::Refused {
+            retry_after: Some(retry_after),
+            ..
+        } => ChannelError::RateLimited {
+            channel,
+            retry_after,
+        },
+        ApiError::Refused {
+            method,
+            code,
+            description,
+            ..
+        } => ChannelError::Rejected {
+            channel,
+            reason: format!("{method}: {code} {description}"),
+        },
+        ApiError::Transport { method, reason } => ChannelError::Transport {
+            channel,
+            reason: format!("{method}: {reason}"),
+        },
+    }
+}
+
+/// An HTTPS client on rustls with Mozilla's roots; redirects are not
+/// followed (the token is in the path).
+fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, ChannelError> {
+    let crypto = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let setup = |reason: String| ChannelError::Transport {
+        channel: CHANNEL.into(),
+        reason: format!("HTTP client setup: {reason}"),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(crypto)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| setup(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|err| setup(err.to_string()))
+}
