@@ -214,7 +214,7 @@ impl Provider {
         }
         GatewayError::Connection {
             provider: self.config.name.clone(),
-            message: error_chain(&err.without_url()),
+            message: molt_core::error::chain(&err.without_url()),
         }
     }
 
@@ -307,7 +307,10 @@ impl Provider {
                             provider: name.clone(),
                             message: match err {
                                 eventsource_stream::EventStreamError::Transport(err) => {
-                                    format!("the stream broke: {}", error_chain(&err.without_url()))
+                                    format!(
+                                        "the stream broke: {}",
+                                        molt_core::error::chain(&err.without_url())
+                                    )
                                 }
                                 other => format!("the stream broke: {other}"),
                             },
@@ -406,20 +409,11 @@ pub fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|err| {
-            GatewayError::InvalidRequest(format!("HTTP client setup: {}", error_chain(&err)))
+            GatewayError::InvalidRequest(format!(
+                "HTTP client setup: {}",
+                molt_core::error::chain(&err)
+            ))
         })
-}
-
-/// An error with its causes, for messages (reqwest's top-level text is terse).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Reads at most `limit` bytes of a body; a broken body yields what arrived.

@@ -41,6 +41,7 @@ pub mod cancel;
 pub mod channel;
 pub mod config;
 pub mod echo;
+pub mod error;
 pub mod gateway;
 pub mod inbox;
 pub mod message;

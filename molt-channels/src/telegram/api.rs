@@ -99,7 +99,7 @@ impl BotApi {
             .send()
             .await
             // `without_url`: the URL holds the token.
-            .map_err(|err| transport(error_chain(&err.without_url())))?;
+            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
         let status = response.status().as_u16();
         let header_retry = response
             .headers()
@@ -109,7 +109,7 @@ impl BotApi {
         let body = response
             .bytes()
             .await
-            .map_err(|err| transport(error_chain(&err.without_url())))?;
+            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
         let envelope: Envelope<T> = serde_json::from_slice(&body)
             .map_err(|err| transport(format!("HTTP {status}: unreadable answer ({err})")))?;
         match envelope {
@@ -150,26 +150,14 @@ impl BotApi {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|err| transport(error_chain(&err.without_url())))?;
+            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
         if !response.status().is_success() {
             return Err(transport(format!("HTTP {}", response.status())));
         }
         let bytes = response
             .bytes()
             .await
-            .map_err(|err| transport(error_chain(&err.without_url())))?;
+            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
         Ok(bytes.to_vec())
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
