@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -164,7 +164,6 @@ fn refuse(code: u16, description: &str) -> Response {
 async fn call(
     State(state): State<Arc<Shared>>,
     Path((bot, method)): Path<(String, String)>,
-    _headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     if bot != format!("bot{TOKEN}") {

@@ -402,22 +402,6 @@ impl StateMirror {
             self.write_marker(inner.last.as_ref().expect("checked"))?;
             return Ok(report);
         }
-        // Objects not known to be there are written with `If-None-Match`, so
-        // an unneeded upload costs one request and changes nothing. Only when
-        // that would be many requests is the bucket listed instead.
-        let unknown: HashSet<&str> = files
-            .values()
-            .map(|entry| entry.hash.as_str())
-            .filter(|hash| !inner.known_objects.contains(&self.object_id(hash)))
-            .collect();
-        if unknown.len() > BLIND_UPLOADS_BEFORE_LISTING && !inner.listed {
-            report.requests += 1;
-            let listed = self.list_objects().await?;
-            inner
-                .known_objects
-                .extend(listed.into_iter().map(|(hash, _)| hash));
-            inner.listed = true;
-        }
         // Upload what the bucket lacks, one object per distinct hash. A small
         // file that changed since the scan is uploaded as it is now and the
         // manifest names that; a large one (streamed in parts) is tried again;
@@ -438,6 +422,18 @@ impl StateMirror {
                 .collect();
             if missing.is_empty() {
                 break;
+            }
+            // Objects not known to be there are written with `If-None-Match`,
+            // so an unneeded upload costs one request and changes nothing.
+            // Only when that would be many requests is the bucket listed.
+            if missing.len() > BLIND_UPLOADS_BEFORE_LISTING && !inner.listed {
+                report.requests += 1;
+                let listed = self.list_objects().await?;
+                inner
+                    .known_objects
+                    .extend(listed.into_iter().map(|(hash, _)| hash));
+                inner.listed = true;
+                continue;
             }
             let transfer = self.transfer(true);
             let transfer = &transfer;
