@@ -36,8 +36,9 @@ pub struct Capabilities {
     pub length_unit: LengthUnit,
     /// The formatting it understands.
     pub format: FormatDialect,
-    /// Whether it shows a typing indicator.
-    pub typing_indicator: bool,
+    /// How often a typing indicator must be sent again to stay visible while
+    /// a run lasts; `None` when the platform has none.
+    pub typing_refresh: Option<Duration>,
 }
 
 /// Why a channel operation failed.

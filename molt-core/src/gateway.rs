@@ -2,7 +2,7 @@
 
 use crate::agent::{Agent, AgentError, AgentEvent, RunEnd};
 use crate::cancel::CancelToken;
-use crate::channel::{ChannelEgress, split_text};
+use crate::channel::{ChannelEgress, ChannelError, ChannelIngress, split_text};
 use crate::inbox::{Admission, Inbox, InboxId, PendingEntry};
 use crate::message::{InboundMessage, Message, OutboundMessage};
 use crate::platform::Platform;
@@ -10,9 +10,10 @@ use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply
 use crate::session::{SessionKey, SessionQueues, SessionScope};
 use crate::store::{LogStore, Store, StoreError};
 use crate::transcript::{self, CompactionPolicy, History, TranscriptRecord};
-use futures::FutureExt;
 use futures::future::{Either, select};
+use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// What observers see of a run: which session and message it is for, and what happened.
@@ -92,6 +93,21 @@ pub enum GatewayError {
     },
 }
 
+/// What [`Gateway::receive`] did with a channel's deliveries, once its stream ended.
+#[derive(Debug, Default)]
+pub struct ReceiveSummary {
+    /// Messages stored for the first time (and acknowledged).
+    pub accepted: usize,
+    /// Redeliveries recognised (and acknowledged again).
+    pub duplicates: usize,
+    /// Messages left unacknowledged, so the platform delivers them again.
+    pub deferred: usize,
+    /// Errors the channel reported.
+    pub channel_errors: usize,
+    /// The last error the channel reported (often why the stream ended).
+    pub last_error: Option<ChannelError>,
+}
+
 type SessionSlot = Arc<futures::lock::Mutex<Option<History>>>;
 
 struct Inner {
@@ -161,6 +177,41 @@ impl Gateway {
             .await;
         }
         Ok(admission)
+    }
+
+    /// Feeds every delivery of `ingress` into the gateway until its stream
+    /// ends. A message is acknowledged to its platform only once it is durable
+    /// (or recognised as a duplicate); one the gateway cannot take now is left
+    /// unacknowledged, so the platform delivers it again.
+    pub async fn receive(&self, ingress: Box<dyn ChannelIngress>) -> ReceiveSummary {
+        let mut summary = ReceiveSummary::default();
+        let mut deliveries = ingress.deliveries();
+        while let Some(item) = deliveries.next().await {
+            let delivery = match item {
+                Ok(delivery) => delivery,
+                Err(err) => {
+                    tracing::warn!(%err, "channel error");
+                    summary.channel_errors += 1;
+                    summary.last_error = Some(err);
+                    continue;
+                }
+            };
+            let channel = delivery.message.channel.clone();
+            match self.accept(delivery.message).await {
+                Ok(admission) => {
+                    delivery.ack.confirm();
+                    match admission {
+                        Admission::Accepted(_) => summary.accepted += 1,
+                        Admission::Duplicate(_) => summary.duplicates += 1,
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%channel, %err, "message not accepted; it will be delivered again");
+                    summary.deferred += 1;
+                }
+            }
+        }
+        summary
     }
 
     /// Finishes messages accepted before a restart but never delivered; returns how many.
@@ -260,6 +311,29 @@ impl Gateway {
 }
 
 impl Inner {
+    fn egress(&self, channel: &str) -> Option<Arc<dyn ChannelEgress>> {
+        let egress = self.egress.read().unwrap_or_else(|e| e.into_inner());
+        egress.get(channel).cloned()
+    }
+
+    /// Keeps the chat's typing indicator on, renewing it as the channel asks;
+    /// never completes. Failures only cost the indicator.
+    async fn keep_typing(&self, inbound: &InboundMessage) -> Infallible {
+        let egress = self.egress(&inbound.channel);
+        let Some((egress, every)) = egress.and_then(|e| {
+            let every = e.capabilities().typing_refresh?;
+            Some((e, every))
+        }) else {
+            return futures::future::pending::<Infallible>().await;
+        };
+        loop {
+            if let Err(err) = egress.typing(&inbound.chat_id).await {
+                tracing::debug!(channel = %inbound.channel, %err, "typing indicator failed");
+            }
+            self.parts.platform.timer.sleep(every).await;
+        }
+    }
+
     fn session(&self, key: &SessionKey) -> SessionSlot {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.entry(key.clone()).or_default().clone()
@@ -296,13 +370,7 @@ impl Inner {
         inbound: &InboundMessage,
         reply: &str,
     ) -> Result<bool, StoreError> {
-        let egress = self
-            .egress
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&inbound.channel)
-            .cloned();
-        let Some(egress) = egress else {
+        let Some(egress) = self.egress(&inbound.channel) else {
             tracing::error!(channel = %inbound.channel, "no egress registered; the reply stays pending");
             return Ok(false);
         };
@@ -386,15 +454,18 @@ impl Inner {
         };
 
         let mut produced = Vec::new();
-        let result = parts
-            .agent
-            .run(&system, &messages, &cancel, &mut |event| {
-                if let AgentEvent::Message(message) = &event {
-                    produced.push(message.clone());
-                }
-                self.emit(session, inbound, RunEventKind::Agent(event));
-            })
-            .await;
+        let mut on_event = |event| {
+            if let AgentEvent::Message(message) = &event {
+                produced.push(message.clone());
+            }
+            self.emit(session, inbound, RunEventKind::Agent(event));
+        };
+        let run = parts.agent.run(&system, &messages, &cancel, &mut on_event);
+        let typing = self.keep_typing(inbound);
+        let result = match select(Box::pin(run), Box::pin(typing)).await {
+            Either::Left((result, _)) => result,
+            Either::Right((never, _)) => match never {},
+        };
         self.runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

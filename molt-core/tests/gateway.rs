@@ -419,3 +419,120 @@ fn a_full_session_queue_refuses_before_accepting() {
         egress.texts().len() == MAX_QUEUED_PER_SESSION + 3
     });
 }
+
+/// An egress that records typing indicators and asks for them every 20 ms.
+#[derive(Default)]
+struct TypingEgress {
+    sent: RecordingEgress,
+    typing: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl ChannelEgress for TypingEgress {
+    fn capabilities(&self) -> molt_core::channel::Capabilities {
+        molt_core::channel::Capabilities {
+            typing_refresh: Some(Duration::from_millis(20)),
+            ..self.sent.capabilities()
+        }
+    }
+
+    async fn send(
+        &self,
+        message: molt_core::message::OutboundMessage,
+    ) -> Result<(), molt_core::channel::ChannelError> {
+        self.sent.send(message).await
+    }
+
+    async fn typing(&self, chat_id: &str) -> Result<(), molt_core::channel::ChannelError> {
+        self.typing.lock().unwrap().push(chat_id.to_owned());
+        Ok(())
+    }
+}
+
+#[test]
+fn the_typing_indicator_is_renewed_while_a_run_lasts_and_stops_after() {
+    let setup = Setup::new();
+    let model = Arc::new(GatedModel::default());
+    let egress = Arc::new(TypingEgress::default());
+    let gateway = setup.gateway_with(model.clone(), egress.clone());
+    let typed = || egress.typing.lock().unwrap().len();
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "1", "slow"))).unwrap();
+    wait_until(LIMIT, || typed() >= 3);
+    assert!(
+        egress.typing.lock().unwrap().iter().all(|c| c == "chat-alice"),
+        "typing goes to the chat being answered"
+    );
+    model.release_all();
+    wait_until(LIMIT, || egress.sent.texts() == ["re: slow"]);
+    let after_reply = typed();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(typed(), after_reply, "typing stops with the run");
+}
+
+/// An ingress that plays back a fixed list of deliveries.
+struct ListIngress(Vec<Result<molt_core::channel::Delivery, molt_core::channel::ChannelError>>);
+
+impl molt_core::channel::ChannelIngress for ListIngress {
+    fn deliveries(
+        self: Box<Self>,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<molt_core::channel::Delivery, molt_core::channel::ChannelError>,
+    > {
+        Box::pin(futures::stream::iter(self.0))
+    }
+}
+
+#[test]
+fn receive_acknowledges_only_what_the_gateway_took() {
+    use molt_core::channel::{Ack, ChannelError, Delivery};
+    use std::sync::atomic::AtomicBool;
+
+    let setup = Setup::new();
+    let model = Arc::new(GatedModel::default());
+    let (gateway, egress) = setup.gateway(model.clone());
+    // Fill alice's session, so one more message from her cannot be taken now.
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "run", "running"))).unwrap();
+    wait_until(LIMIT, || model.waiting_texts().len() == 1);
+    for i in 0..MAX_QUEUED_PER_SESSION {
+        let message = dm("test", "alice", &format!("q{i}"), "queued");
+        block_on_within(LIMIT, gateway.accept(message)).unwrap();
+    }
+    let acked: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
+    let delivery = |n: usize, message| {
+        let flag = acked[n].clone();
+        Ok(Delivery {
+            message,
+            ack: Ack::new(move || flag.store(true, Ordering::SeqCst)),
+        })
+    };
+    let ingress = ListIngress(vec![
+        delivery(0, dm("test", "alice", "over", "one too many")),
+        Err(ChannelError::Transport {
+            channel: "test".into(),
+            reason: "a bad frame".into(),
+        }),
+        delivery(1, dm("test", "bob", "b1", "hello")),
+        delivery(2, dm("test", "bob", "b1", "hello")),
+    ]);
+    let summary = block_on_within(LIMIT, gateway.receive(Box::new(ingress)));
+    assert_eq!(
+        (summary.accepted, summary.duplicates, summary.deferred),
+        (1, 1, 1)
+    );
+    assert_eq!(summary.channel_errors, 1);
+    assert!(matches!(
+        summary.last_error,
+        Some(ChannelError::Transport { .. })
+    ));
+    let flags: Vec<bool> = acked.iter().map(|f| f.load(Ordering::SeqCst)).collect();
+    assert_eq!(
+        flags,
+        [false, true, true],
+        "the deferred message stays unacknowledged"
+    );
+    wait_until(LIMIT, || {
+        model.release_all();
+        egress.texts().len() == MAX_QUEUED_PER_SESSION + 2
+    });
+}

@@ -163,7 +163,7 @@ impl ChannelEgress for ChatStream {
             max_message_len: 1_000_000,
             length_unit: LengthUnit::Chars,
             format: FormatDialect::Markdown,
-            typing_indicator: false,
+            typing_refresh: None,
         }
     }
 

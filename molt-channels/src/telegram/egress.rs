@@ -19,6 +19,9 @@ use std::time::Duration;
 /// which is never more than Telegram's own count).
 pub const MAX_MESSAGE_LEN: usize = 4096;
 
+/// A `typing` action shows for at most 5 s; it is renewed a little sooner.
+const TYPING_REFRESH: Duration = Duration::from_secs(4);
+
 /// Attempts per message before giving up (flood waits and migrations count).
 const MAX_ATTEMPTS: usize = 5;
 
@@ -121,7 +124,7 @@ impl ChannelEgress for TelegramEgress {
             max_message_len: MAX_MESSAGE_LEN,
             length_unit: LengthUnit::Utf16,
             format: FormatDialect::TelegramMarkdownV2,
-            typing_indicator: true,
+            typing_refresh: Some(TYPING_REFRESH),
         }
     }
 

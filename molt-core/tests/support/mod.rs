@@ -136,7 +136,7 @@ impl ChannelEgress for RecordingEgress {
             max_message_len: 4096,
             length_unit: LengthUnit::Utf16,
             format: FormatDialect::Plain,
-            typing_indicator: false,
+            typing_refresh: None,
         }
     }
 
