@@ -305,3 +305,161 @@ async fn a_wrong_token_fails_to_connect_with_an_auth_error() {
         Ok(_) => panic!("connected with a wrong token"),
     }
 }
+
+/// Serves `webhook` at `http://127.0.0.1:<port>/telegram` until the test ends.
+async fn serve_webhook(webhook: molt_channels::telegram::TelegramWebhook) -> String {
+    let app = axum::Router::new().route(
+        "/telegram",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                webhook.handle(&headers, &body).await
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/telegram", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_webhook_update_is_answered_200_only_once_the_gateway_took_it() {
+    let fake = FakeTelegram::start().await;
+    let telegram = Telegram::connect(config(&fake)).await.unwrap();
+    let secret = Secret::new("s3cret_for-the-webhook");
+    let (webhook, ingress) = telegram.webhook(secret.clone()).unwrap();
+    let mut deliveries = Box::new(ingress).deliveries();
+    let url = serve_webhook(webhook).await;
+    telegram.set_webhook(&url, &secret).await.unwrap();
+    // Polling and a webhook exclude each other, as on Telegram.
+    let mut polling = Box::new(telegram.ingress()).deliveries();
+    assert!(matches!(
+        next(&mut polling).await,
+        Err(ChannelError::Conflict { remedy, .. }) if remedy.contains("webhook")
+    ));
+    drop(polling);
+
+    let first = fake.private_message(42, 1, "one");
+    let one = next(&mut deliveries).await.unwrap();
+    assert_eq!(one.message.message_id, "42:1");
+    // Telegram's request waits for the gateway: nothing answered yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fake.recorded(|r| r.webhook_answers.is_empty()));
+    one.ack.confirm();
+    wait_until("the update is answered 200", || {
+        fake.recorded(|r| r.webhook_answers == [(first, 200)] && r.queue.is_empty())
+    })
+    .await;
+
+    // Not taken: Telegram is told to come again, and the message comes again.
+    let second = fake.private_message(42, 2, "two");
+    drop(next(&mut deliveries).await.unwrap());
+    let again = next(&mut deliveries).await.unwrap();
+    assert_eq!(again.message.message_id, "42:2");
+    again.ack.confirm();
+    wait_until("the redelivery is answered 200", || {
+        fake.recorded(|r| {
+            r.webhook_answers.ends_with(&[(second, 503), (second, 200)]) && r.queue.is_empty()
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_request_without_the_right_secret_is_refused() {
+    let fake = FakeTelegram::start().await;
+    let telegram = Telegram::connect(config(&fake)).await.unwrap();
+    assert!(matches!(
+        telegram.webhook(Secret::new("no spaces allowed")),
+        Err(ChannelError::Rejected { .. })
+    ));
+    let (webhook, ingress) = telegram.webhook(Secret::new("right")).unwrap();
+    let mut deliveries = Box::new(ingress).deliveries();
+    let url = serve_webhook(webhook).await;
+    let update = json!({ "update_id": 1, "message": {
+        "message_id": 1, "date": 1_760_000_000, "text": "hi",
+        "from": { "id": 42, "is_bot": false, "first_name": "Ada" },
+        "chat": { "id": 42, "type": "private" },
+    }});
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let post = |secret: Option<&'static str>, body: String| {
+        let mut request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(secret) = secret {
+            request = request.header(molt_channels::telegram::SECRET_HEADER, secret);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(None, update.to_string()).await, 403);
+    assert_eq!(post(Some("wrong"), update.to_string()).await, 403);
+    assert_eq!(post(Some("righ"), update.to_string()).await, 403);
+    // Bad input is skipped with a 200, so Telegram does not send it forever.
+    assert_eq!(post(Some("right"), "{not json".into()).await, 200);
+    let accepted = tokio::spawn(post(Some("right"), update.to_string()));
+    next(&mut deliveries).await.unwrap().ack.confirm();
+    assert_eq!(accepted.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn end_to_end_an_unknown_user_pairs_and_then_gets_a_split_escaped_reply() {
+    use molt_core::store::MemoryStore;
+    use std::sync::Arc;
+    use support::gateway::{RepeatModel, gateway, pairing_code};
+
+    let fake = FakeTelegram::start().await;
+    let telegram = Telegram::connect(config(&fake)).await.unwrap();
+    let gateway = gateway(
+        Arc::new(MemoryStore::new()),
+        Arc::new(RepeatModel {
+            times: 300,
+            delay: Duration::from_millis(300),
+        }),
+    );
+    gateway.register_egress(molt_channels::telegram::CHANNEL, telegram.egress());
+    let receiving = tokio::spawn({
+        let gateway = gateway.clone();
+        let ingress = Box::new(telegram.ingress());
+        async move { gateway.receive(ingress).await }
+    });
+    let visible = |fake: &FakeTelegram| -> Vec<String> {
+        fake.recorded(|r| {
+            r.sent
+                .iter()
+                .map(|m| m["visible_text"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    };
+
+    fake.private_message(42, 1, "hello?");
+    wait_until("the pairing code is sent", || visible(&fake).len() == 1).await;
+    let code = pairing_code(&visible(&fake)[0]);
+    let approved = gateway.pairing().approve("telegram", &code).await.unwrap();
+    assert_eq!(approved, "42");
+
+    // 16 characters, 7 of them reserved in MarkdownV2, 300 times: 4,800
+    // characters, so two messages, each escaped and within 4,096.
+    let said = "(1+1=2)! a_b.c# ";
+    fake.private_message(42, 2, said);
+    wait_until("the reply arrives in two parts", || {
+        visible(&fake).len() == 3
+    })
+    .await;
+    let parts = visible(&fake)[1..].to_vec();
+    assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
+    let joined: String = parts.join(" ");
+    assert_eq!(joined.trim(), said.repeat(300).trim());
+    let sent = fake.recorded(|r| r.sent[1].clone());
+    assert_eq!(sent["parse_mode"], "MarkdownV2");
+    assert_eq!(sent["reply_parameters"]["message_id"], 2);
+    // Typing was shown while the run lasted.
+    assert!(fake.recorded(|r| !r.actions.is_empty()));
+    // Every update was confirmed: the next poll's offset is past them.
+    wait_until("both updates are confirmed", || {
+        fake.recorded(|r| r.queue.is_empty())
+    })
+    .await;
+    receiving.abort();
+}

@@ -459,7 +459,12 @@ fn the_typing_indicator_is_renewed_while_a_run_lasts_and_stops_after() {
     block_on_within(LIMIT, gateway.accept(dm("test", "alice", "1", "slow"))).unwrap();
     wait_until(LIMIT, || typed() >= 3);
     assert!(
-        egress.typing.lock().unwrap().iter().all(|c| c == "chat-alice"),
+        egress
+            .typing
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c == "chat-alice"),
         "typing goes to the chat being answered"
     );
     model.release_all();

@@ -1,4 +1,4 @@
-//! Telegram through the Bot API: long polling in, HTTPS calls out.
+//! Telegram through the Bot API: long polling or a webhook in, HTTPS calls out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), molt_core::channel::ChannelError> {
@@ -16,12 +16,14 @@ mod format;
 mod inbound;
 mod polling;
 mod types;
+mod webhook;
 
 pub use api::{ApiError, BotApi};
 pub use egress::{MAX_MESSAGE_LEN, TelegramEgress};
 pub use format::{escape, escape_code, escape_link, to_markdown_v2, utf16_len};
 pub use inbound::{CHANNEL, message_id_of, message_key};
 pub use polling::TelegramIngress;
+pub use webhook::{SECRET_HEADER, TelegramWebhook, TelegramWebhookIngress, valid_secret};
 
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
@@ -129,6 +131,39 @@ impl Telegram {
         }
     }
 
+    /// The receiving half in webhook mode: the endpoint's logic (mount it in
+    /// your HTTP server) and the deliveries it takes in. `secret` is what
+    /// Telegram must echo; give the same to [`Telegram::set_webhook`].
+    pub fn webhook(
+        &self,
+        secret: Secret,
+    ) -> Result<(TelegramWebhook, TelegramWebhookIngress), ChannelError> {
+        check_secret(&secret)?;
+        let (out, receiver) = tokio::sync::mpsc::channel(100);
+        let endpoint = TelegramWebhook {
+            bot: self.bot.clone(),
+            secret,
+            out,
+        };
+        Ok((endpoint, TelegramWebhookIngress { receiver }))
+    }
+
+    /// Asks Telegram to POST updates to `url` (HTTPS, port 443, 80, 88 or
+    /// 8443) with `secret` in the secret header. Updates waiting are kept.
+    pub async fn set_webhook(&self, url: &str, secret: &Secret) -> Result<(), ChannelError> {
+        check_secret(secret)?;
+        let params = json!({
+            "url": url,
+            "secret_token": secret.expose(),
+            "allowed_updates": ["message"],
+        });
+        self.api
+            .call::<bool>("setWebhook", &params, self.config.request_timeout)
+            .await
+            .map(drop)
+            .map_err(channel_error)
+    }
+
     /// The sending half.
     pub fn egress(&self) -> Arc<TelegramEgress> {
         Arc::new(TelegramEgress {
@@ -137,6 +172,16 @@ impl Telegram {
             migrated: Default::default(),
         })
     }
+}
+
+fn check_secret(secret: &Secret) -> Result<(), ChannelError> {
+    if valid_secret(secret.expose()) {
+        return Ok(());
+    }
+    Err(ChannelError::Rejected {
+        channel: CHANNEL.into(),
+        reason: "a webhook secret is 1 to 256 characters of A-Z, a-z, 0-9, _ and -".into(),
+    })
 }
 
 /// The channel error for a failed Bot API call.

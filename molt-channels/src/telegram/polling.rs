@@ -9,6 +9,7 @@ use super::types::{Update, User};
 use super::{TelegramConfig, channel_error};
 use futures::stream::BoxStream;
 use molt_core::channel::{Ack, ChannelError, ChannelIngress, Delivery};
+use molt_core::message::InboundMessage;
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -36,13 +37,20 @@ impl ChannelIngress for TelegramIngress {
                 () = closed.closed() => {}
             }
         });
-        Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
-            receiver.recv().await.map(|item| (item, receiver))
-        }))
+        receiver_stream(receiver)
     }
 }
 
-type Outbox = mpsc::Sender<Result<Delivery, ChannelError>>;
+pub(super) type Outbox = mpsc::Sender<Result<Delivery, ChannelError>>;
+
+/// The items of `receiver` as a stream, ending when every sender is gone.
+pub(super) fn receiver_stream(
+    receiver: mpsc::Receiver<Result<Delivery, ChannelError>>,
+) -> BoxStream<'static, Result<Delivery, ChannelError>> {
+    Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
+        receiver.recv().await.map(|item| (item, receiver))
+    }))
+}
 
 impl TelegramIngress {
     async fn poll(self, out: Outbox) {
@@ -110,11 +118,8 @@ impl TelegramIngress {
                 waiting.push((id, None));
                 continue;
             };
-            let (confirmed, confirmation) = oneshot::channel();
-            let ack = Ack::new(move || {
-                let _ = confirmed.send(());
-            });
-            if out.send(Ok(Delivery { message, ack })).await.is_err() {
+            let (delivery, confirmation) = awaited_delivery(message);
+            if out.send(Ok(delivery)).await.is_err() {
                 return None;
             }
             waiting.push((id, Some(confirmation)));
@@ -136,6 +141,16 @@ impl TelegramIngress {
         }
         Some(next)
     }
+}
+
+/// A delivery, and the receiver that completes when the gateway acknowledges
+/// it (or fails when the acknowledgement is dropped).
+pub(super) fn awaited_delivery(message: InboundMessage) -> (Delivery, oneshot::Receiver<()>) {
+    let (confirmed, confirmation) = oneshot::channel();
+    let ack = Ack::new(move || {
+        let _ = confirmed.send(());
+    });
+    (Delivery { message, ack }, confirmation)
 }
 
 /// A polling error with a remedy a person can act on.

@@ -38,7 +38,10 @@ pub struct Recorded {
     pub faults: HashMap<String, VecDeque<(u16, Value)>>,
     /// Counts getUpdates calls, so a newer poll can displace an older one.
     pub poll_generation: u64,
-    pub webhook: Option<String>,
+    /// The webhook URL and secret, when one is set.
+    pub webhook: Option<(String, String)>,
+    /// Every webhook delivery: the update id and the status our endpoint answered.
+    pub webhook_answers: Vec<(i64, u16)>,
 }
 
 /// The fake, served until dropped.
@@ -192,12 +195,78 @@ async fn call(
             ok(json!(true))
         }
         "getupdates" => get_updates(&state, &params).await,
+        "setwebhook" => set_webhook(&state, &params),
         "sendmessage" => send_message(&state, params),
         "sendchataction" => {
             state.recorded.lock().unwrap().actions.push(params);
             ok(json!(true))
         }
         _ => refuse(404, "Not Found: method not found"),
+    }
+}
+
+/// Like Telegram: checks the secret, then delivers queued updates to the URL
+/// one at a time, dropping one only on a 2xx answer and retrying otherwise.
+/// (Telegram itself wants HTTPS on port 443, 80, 88 or 8443; the fake takes
+/// plain HTTP on loopback.)
+fn set_webhook(state: &Arc<Shared>, params: &Value) -> Response {
+    let (Some(url), secret) = (params["url"].as_str(), params["secret_token"].as_str()) else {
+        return refuse(400, "Bad Request: bad webhook: URL must not be empty");
+    };
+    let secret = secret.unwrap_or_default().to_owned();
+    let valid = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid || secret.len() > 256 {
+        return refuse(
+            400,
+            "Bad Request: secret token contains unallowed characters",
+        );
+    }
+    state.recorded.lock().unwrap().webhook = Some((url.to_owned(), secret));
+    tokio::spawn(deliver_to_webhook(state.clone()));
+    ok(json!(true))
+}
+
+async fn deliver_to_webhook(state: Arc<Shared>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    loop {
+        let changed = state.changed.notified();
+        let next = {
+            let recorded = state.recorded.lock().unwrap();
+            let Some((url, secret)) = recorded.webhook.clone() else {
+                return;
+            };
+            recorded.queue.first().cloned().map(|u| (url, secret, u))
+        };
+        let Some((url, secret, update)) = next else {
+            changed.await;
+            continue;
+        };
+        let id = update["update_id"].as_i64().unwrap();
+        let status = http
+            .post(&url)
+            .header("x-telegram-bot-api-secret-token", &secret)
+            .header("content-type", "application/json")
+            .body(update.to_string())
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_or(0, |response| response.status().as_u16());
+        let delivered = (200..300).contains(&status);
+        {
+            let mut recorded = state.recorded.lock().unwrap();
+            recorded.webhook_answers.push((id, status));
+            if delivered {
+                recorded
+                    .queue
+                    .retain(|u| u["update_id"].as_i64() != Some(id));
+            }
+        }
+        if !delivered {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
