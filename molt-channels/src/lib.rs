@@ -9,4 +9,8 @@
 //!
 //! Discord and Slack follow (see the crate README).
 
+mod delivery;
+pub mod discord;
+mod env;
+mod http;
 pub mod telegram;

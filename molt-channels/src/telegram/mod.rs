@@ -27,7 +27,7 @@ pub use webhook::{SECRET_HEADER, TelegramWebhook, TelegramWebhookIngress, valid_
 
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
-use molt_core::policy::{ChannelPolicy, DmPolicy};
+use molt_core::policy::ChannelPolicy;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,30 +63,14 @@ impl TelegramConfig {
 
     /// From `TELEGRAM_BOT_TOKEN`; `None` when it is not set.
     pub fn from_env() -> Option<Self> {
-        let token = std::env::var("TELEGRAM_BOT_TOKEN").ok()?;
-        (!token.trim().is_empty()).then(|| Self::new(Secret::new(token.trim())))
+        crate::env::var("TELEGRAM_BOT_TOKEN").map(|token| Self::new(Secret::new(token)))
     }
 }
 
 /// The access policy from `TELEGRAM_DM_POLICY` (`pairing` by default) and
 /// `TELEGRAM_DM_ALLOW_FROM` (comma-separated user ids).
 pub fn policy_from_env() -> Result<ChannelPolicy, String> {
-    let mut policy = ChannelPolicy::default();
-    if let Ok(value) = std::env::var("TELEGRAM_DM_POLICY") {
-        policy.dm_policy = value
-            .trim()
-            .parse::<DmPolicy>()
-            .map_err(|err| format!("TELEGRAM_DM_POLICY: {err}"))?;
-    }
-    if let Ok(value) = std::env::var("TELEGRAM_DM_ALLOW_FROM") {
-        policy.allow_from = value
-            .split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(String::from)
-            .collect();
-    }
-    Ok(policy)
+    crate::env::policy_from_env("TELEGRAM")
 }
 
 /// A connected bot: who it is, and its two halves.
@@ -99,7 +83,7 @@ pub struct Telegram {
 impl Telegram {
     /// Checks the token (`getMe`) and, when configured, deletes a webhook.
     pub async fn connect(config: TelegramConfig) -> Result<Self, ChannelError> {
-        let http = http_client(config.request_timeout)?;
+        let http = crate::http::client(CHANNEL, config.request_timeout)?;
         let api = BotApi::new(http, &config.api_base, config.token.clone());
         let bot: User = api
             .call("getMe", &json!({}), config.request_timeout)
@@ -217,27 +201,4 @@ fn channel_error(error: ApiError) -> ChannelError {
             reason: format!("{method}: {reason}"),
         },
     }
-}
-
-/// An HTTPS client on rustls with Mozilla's roots; redirects are not
-/// followed (the token is in the path).
-fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, ChannelError> {
-    let crypto = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let setup = |reason: String| ChannelError::Transport {
-        channel: CHANNEL.into(),
-        reason: format!("HTTP client setup: {reason}"),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(crypto)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| setup(err.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|err| setup(err.to_string()))
 }

@@ -7,12 +7,12 @@ use super::api::{ApiError, BotApi};
 use super::inbound::normalize;
 use super::types::{Update, User};
 use super::{TelegramConfig, channel_error};
+use crate::delivery::{Outbox, awaited_delivery, receiver_stream};
 use futures::stream::BoxStream;
-use molt_core::channel::{Ack, ChannelError, ChannelIngress, Delivery};
-use molt_core::message::InboundMessage;
+use molt_core::channel::{ChannelError, ChannelIngress, Delivery};
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Telegram's receiving half: long polling, as a stream of deliveries. The
 /// stream ends after a fatal error (a revoked token); dropping it stops
@@ -39,17 +39,6 @@ impl ChannelIngress for TelegramIngress {
         });
         receiver_stream(receiver)
     }
-}
-
-pub(super) type Outbox = mpsc::Sender<Result<Delivery, ChannelError>>;
-
-/// The items of `receiver` as a stream, ending when every sender is gone.
-pub(super) fn receiver_stream(
-    receiver: mpsc::Receiver<Result<Delivery, ChannelError>>,
-) -> BoxStream<'static, Result<Delivery, ChannelError>> {
-    Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|item| (item, receiver))
-    }))
 }
 
 impl TelegramIngress {
@@ -141,16 +130,6 @@ impl TelegramIngress {
         }
         Some(next)
     }
-}
-
-/// A delivery, and the receiver that completes when the gateway acknowledges
-/// it (or fails when the acknowledgement is dropped).
-pub(super) fn awaited_delivery(message: InboundMessage) -> (Delivery, oneshot::Receiver<()>) {
-    let (confirmed, confirmation) = oneshot::channel();
-    let ack = Ack::new(move || {
-        let _ = confirmed.send(());
-    });
-    (Delivery { message, ack }, confirmation)
 }
 
 /// A polling error with a remedy a person can act on.

@@ -8,8 +8,8 @@
 //! message the gateway could not take is not lost.
 
 use super::inbound::normalize;
-use super::polling::{Outbox, awaited_delivery, receiver_stream};
 use super::types::{Update, User};
+use crate::delivery::{Outbox, awaited_delivery, receiver_stream};
 use futures::stream::BoxStream;
 use http::{HeaderMap, StatusCode};
 use molt_core::Secret;

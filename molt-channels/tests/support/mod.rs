@@ -1,2 +1,3 @@
+pub mod discord;
 pub mod gateway;
 pub mod telegram;
