@@ -294,7 +294,9 @@ impl Connection<'_> {
                             }
                         }
                         1 => {
-                            if sender.send(&json!({ "op": 1, "d": last_seq })).await.is_err() {
+                            // Discord asks for a heartbeat now.
+                            let sent = sender.send(&json!({ "op": 1, "d": last_seq })).await;
+                            if sent.is_err() {
                                 return Next::Resume;
                             }
                         }
