@@ -26,3 +26,31 @@ pub(crate) fn receiver_stream(
         receiver.recv().await.map(|item| (item, receiver))
     }))
 }
+
+/// Hands `message` to the gateway (waiting for room, so order is kept) and
+/// leaves a task that offers it again every `retry` until the gateway takes
+/// it, then runs `taken`. Returns `false` once the stream is gone.
+pub(crate) async fn offer(
+    out: &Outbox,
+    message: InboundMessage,
+    retry: std::time::Duration,
+    taken: impl FnOnce() + Send + 'static,
+) -> bool {
+    let (delivery, mut confirmation) = awaited_delivery(message.clone());
+    if out.send(Ok(delivery)).await.is_err() {
+        return false;
+    }
+    let out = out.clone();
+    tokio::spawn(async move {
+        while confirmation.await.is_err() {
+            tokio::time::sleep(retry).await;
+            let (delivery, next) = awaited_delivery(message.clone());
+            if out.send(Ok(delivery)).await.is_err() {
+                return;
+            }
+            confirmation = next;
+        }
+        taken();
+    });
+    true
+}

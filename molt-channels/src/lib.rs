@@ -13,4 +13,5 @@ mod delivery;
 pub mod discord;
 mod env;
 mod http;
+pub mod slack;
 pub mod telegram;

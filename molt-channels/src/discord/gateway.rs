@@ -11,11 +11,10 @@
 
 use super::inbound::{MessageCreate, User, normalize};
 use super::{CHANNEL, DiscordConfig};
-use crate::delivery::{Outbox, awaited_delivery, receiver_stream};
+use crate::delivery::{Outbox, offer, receiver_stream};
 use futures::stream::{BoxStream, SplitSink};
 use futures::{SinkExt, StreamExt};
 use molt_core::channel::{ChannelError, ChannelIngress, Delivery};
-use molt_core::message::InboundMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, VecDeque};
@@ -357,8 +356,9 @@ impl Connection<'_> {
                     && let Some(session) = &self.session
                 {
                     self.progress.pending.insert(seq);
-                    let session_id = session.session_id.clone();
-                    if !self.offer(message, session_id, seq).await {
+                    let (acks, session_id) = (self.acks.clone(), session.session_id.clone());
+                    let taken = move || drop(acks.send((session_id, seq)));
+                    if !offer(&self.out, message, REDELIVERY_DELAY, taken).await {
                         return Some(Next::Stop);
                     }
                 }
@@ -368,28 +368,6 @@ impl Connection<'_> {
         self.progress.highest = self.progress.highest.max(seq);
         self.save().await;
         None
-    }
-
-    /// Hands a message to the gateway in order; a background task offers it
-    /// again until it is acknowledged. Returns `false` once the stream is gone.
-    async fn offer(&self, message: InboundMessage, session_id: String, seq: u64) -> bool {
-        let (delivery, mut confirmation) = awaited_delivery(message.clone());
-        if self.out.send(Ok(delivery)).await.is_err() {
-            return false;
-        }
-        let (out, acks) = (self.out.clone(), self.acks.clone());
-        tokio::spawn(async move {
-            while confirmation.await.is_err() {
-                tokio::time::sleep(REDELIVERY_DELAY).await;
-                let (delivery, next) = awaited_delivery(message.clone());
-                if out.send(Ok(delivery)).await.is_err() {
-                    return;
-                }
-                confirmation = next;
-            }
-            let _ = acks.send((session_id, seq));
-        });
-        true
     }
 
     async fn acknowledged(&mut self, session_id: &str, seq: u64) {

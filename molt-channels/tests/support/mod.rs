@@ -1,3 +1,4 @@
 pub mod discord;
 pub mod gateway;
+pub mod slack;
 pub mod telegram;

@@ -1,0 +1,119 @@
+//! Slack's Web API: one method call is one HTTPS POST with a JSON body and a
+//! bearer token, answered by `{"ok": true, ...}` or `{"ok": false, "error": ...}`.
+//! A 429 carries `Retry-After`, which is waited out before trying again.
+
+use molt_core::Secret;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a Web API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackApiError {
+    /// Slack refused the call (`ok: false`), such as `invalid_auth` or `channel_not_found`.
+    #[error("{method}: {error}")]
+    Refused {
+        /// The method called.
+        method: String,
+        /// Slack's error code.
+        error: String,
+    },
+    /// Still rate limited after the last attempt.
+    #[error("{method}: rate limited, retry after {retry_after:?}")]
+    RateLimited {
+        /// The method called.
+        method: String,
+        /// What Slack asked for.
+        retry_after: Duration,
+    },
+    /// The request did not complete (connection, timeout, unreadable answer).
+    #[error("{method}: {reason}")]
+    Transport {
+        /// The method called.
+        method: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Attempts per call; 429 waits count.
+const MAX_ATTEMPTS: usize = 4;
+
+/// A Web API client.
+#[derive(Clone)]
+pub struct WebApi {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+}
+
+impl WebApi {
+    /// A client for `base` (`https://slack.com/api`); `timeout` bounds each attempt.
+    pub fn new(http: reqwest::Client, base: &str, timeout: Duration) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            timeout,
+        }
+    }
+
+    /// Calls `method` with `token` and `body`; returns the whole answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        token: &Secret,
+        body: &Value,
+    ) -> Result<Value, SlackApiError> {
+        let transport = |reason: String| SlackApiError::Transport {
+            method: method.to_owned(),
+            reason,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let response = self
+                .http
+                .post(format!("{}/{method}", self.base))
+                .bearer_auth(token.expose())
+                .header("content-type", "application/json; charset=utf-8")
+                .body(body.to_string())
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|err| transport(molt_core::error::chain(&err)))?;
+            if response.status().as_u16() == 429 {
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                tracing::warn!(method, ?retry_after, "slack: rate limited");
+                if attempt == MAX_ATTEMPTS {
+                    return Err(SlackApiError::RateLimited {
+                        method: method.to_owned(),
+                        retry_after,
+                    });
+                }
+                tokio::time::sleep(retry_after).await;
+                continue;
+            }
+            let status = response.status().as_u16();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|err| transport(molt_core::error::chain(&err)))?;
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|err| transport(format!("HTTP {status}: unreadable answer ({err})")))?;
+            if answer["ok"].as_bool() == Some(true) {
+                return Ok(answer);
+            }
+            return Err(SlackApiError::Refused {
+                method: method.to_owned(),
+                error: answer["error"]
+                    .as_str()
+                    .unwrap_or("unknown_error")
+                    .to_owned(),
+            });
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Slack through Socket Mode (events in, over a WebSocket the app opens) and
+//! the Web API (messages out).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), molt_core::channel::ChannelError> {
+//! use molt_channels::slack::{Slack, SlackConfig};
+//! use molt_core::Secret;
+//! let config = SlackConfig::new(Secret::new("xoxb-..."), Secret::new("xapp-..."));
+//! let slack = Slack::connect(config).await?;
+//! let ingress = slack.ingress(); // a stream of deliveries for the gateway
+//! let egress = slack.egress(); // register it under `molt_channels::slack::CHANNEL`
+//! # let _ = (ingress, egress); Ok(()) }
+//! ```
+
+mod api;
+mod egress;
+mod format;
+mod inbound;
+mod socket;
+
+pub use api::{SlackApiError, WebApi};
+pub use egress::{MAX_MESSAGE_LEN, SlackEgress};
+pub use format::{escape, to_mrkdwn, unescape};
+pub use inbound::CHANNEL;
+pub use socket::SlackIngress;
+
+use inbound::BotIdentity;
+use molt_core::Secret;
+use molt_core::channel::ChannelError;
+use molt_core::policy::ChannelPolicy;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach Slack.
+#[derive(Clone, Debug)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-`), for the Web API.
+    pub bot_token: Secret,
+    /// The app-level token (`xapp-`, scope `connections:write`), for Socket Mode.
+    pub app_token: Secret,
+    /// The Web API (`https://slack.com/api`).
+    pub api_base: String,
+    /// The bound on each request and on connecting.
+    pub request_timeout: Duration,
+    /// How often the socket is pinged.
+    pub ping_interval: Duration,
+    /// How long the socket may stay silent (no frame, no pong) before it is
+    /// taken for half-open and replaced.
+    pub idle_timeout: Duration,
+}
+
+impl SlackConfig {
+    /// The defaults for the two tokens.
+    pub fn new(bot_token: Secret, app_token: Secret) -> Self {
+        Self {
+            bot_token,
+            app_token,
+            api_base: "https://slack.com/api".into(),
+            request_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// From `SLACK_BOT_TOKEN` and `SLACK_APP_TOKEN`; `None` unless both are set.
+    pub fn from_env() -> Option<Self> {
+        let bot = crate::env::var("SLACK_BOT_TOKEN")?;
+        let app = crate::env::var("SLACK_APP_TOKEN")?;
+        Some(Self::new(Secret::new(bot), Secret::new(app)))
+    }
+}
+
+/// The access policy from `SLACK_DM_POLICY` (`pairing` by default) and
+/// `SLACK_DM_ALLOW_FROM` (comma-separated user ids).
+pub fn policy_from_env() -> Result<ChannelPolicy, String> {
+    crate::env::policy_from_env("SLACK")
+}
+
+/// A connected app: who its bot is, and its two halves.
+pub struct Slack {
+    config: SlackConfig,
+    api: WebApi,
+    bot: BotIdentity,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Slack {
+    /// Checks both tokens' kinds and the bot token (`auth.test`).
+    pub async fn connect(config: SlackConfig) -> Result<Self, ChannelError> {
+        let auth = |reason: &str| ChannelError::Auth {
+            channel: CHANNEL.into(),
+            reason: reason.into(),
+        };
+        if !config.bot_token.expose().starts_with("xoxb-") {
+            return Err(auth("SLACK_BOT_TOKEN must be a bot token (xoxb-...)"));
+        }
+        if !config.app_token.expose().starts_with("xapp-") {
+            return Err(auth(
+                "SLACK_APP_TOKEN must be an app-level token (xapp-...)",
+            ));
+        }
+        let http = crate::http::client(CHANNEL, config.request_timeout)?;
+        let tls = crate::http::tls_config().map_err(|reason| ChannelError::Transport {
+            channel: CHANNEL.into(),
+            reason,
+        })?;
+        let api = WebApi::new(http, &config.api_base, config.request_timeout);
+        let answer = api
+            .call("auth.test", &config.bot_token, &json!({}))
+            .await
+            .map_err(api_error)?;
+        let bot: BotIdentity =
+            serde_json::from_value(answer).map_err(|err| ChannelError::Transport {
+                channel: CHANNEL.into(),
+                reason: format!("auth.test: unreadable answer ({err})"),
+            })?;
+        tracing::info!(bot = %bot.user_id, team = %bot.team_id, "slack: connected");
+        Ok(Self {
+            config,
+            api,
+            bot,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// The bot's user id.
+    pub fn bot_user_id(&self) -> &str {
+        &self.bot.user_id
+    }
+
+    /// The receiving half: Socket Mode.
+    pub fn ingress(&self) -> SlackIngress {
+        SlackIngress {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            bot: self.bot.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// The sending half.
+    pub fn egress(&self) -> Arc<SlackEgress> {
+        Arc::new(SlackEgress {
+            api: self.api.clone(),
+            bot_token: self.config.bot_token.clone(),
+        })
+    }
+}
+
+/// The channel error for a failed Web API call.
+fn api_error(error: SlackApiError) -> ChannelError {
+    let channel = CHANNEL.to_owned();
+    match error {
+        SlackApiError::Refused { error: code, .. } if socket::is_auth_error(&code) => {
+            ChannelError::Auth {
+                channel,
+                reason: format!("{code} (check SLACK_BOT_TOKEN and the app's scopes)"),
+            }
+        }
+        SlackApiError::Refused { method, error } => {
+            let hint = match error.as_str() {
+                "not_in_channel" => ": invite the bot to the channel",
+                "channel_not_found" => ": the bot cannot see that channel",
+                _ => "",
+            };
+            ChannelError::Rejected {
+                channel,
+                reason: format!("{method}: {error}{hint}"),
+            }
+        }
+        SlackApiError::RateLimited { retry_after, .. } => ChannelError::RateLimited {
+            channel,
+            retry_after,
+        },
+        SlackApiError::Transport { method, reason } => ChannelError::Transport {
+            channel,
+            reason: format!("{method}: {reason}"),
+        },
+    }
+}

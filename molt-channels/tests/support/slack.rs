@@ -1,0 +1,386 @@
+//! A Slack server on loopback that behaves as Slack's does for what the
+//! adapter uses, from the API documentation: `apps.connections.open` with an
+//! app-level token and single-use WebSocket URLs; `hello`; `events_api`
+//! envelopes redelivered (new envelope id, `retry_attempt`, `retry_reason`)
+//! when not acknowledged in time, up to three times; `disconnect` frames;
+//! `auth.test`; `chat.postMessage`; errors as HTTP 200 with `ok: false`, and
+//! 429 with `Retry-After`.
+
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const BOT_TOKEN: &str = "xoxb-1111-2222-fakebot";
+pub const APP_TOKEN: &str = "xapp-1-A111-3333-fakeapp";
+pub const BOT_USER: &str = "UBOT0001";
+
+pub enum Command {
+    Frame(Value),
+    /// Stop reading and writing: a half-open socket.
+    Silence,
+}
+
+/// An envelope sent and not yet acknowledged.
+pub struct Sent {
+    pub event_id: String,
+    pub connection: u64,
+}
+
+pub struct Recorded {
+    pub ack_timeout: Duration,
+    pub connections_opened: u64,
+    /// Live connections, oldest first.
+    pub live: Vec<(u64, mpsc::UnboundedSender<Command>)>,
+    /// The most connections live at once.
+    pub max_live: usize,
+    pub tickets: HashSet<String>,
+    pub unacked: HashMap<String, Sent>,
+    /// (envelope id, event id) of every acknowledgement.
+    pub acks: Vec<(String, String)>,
+    /// Envelopes sent, with `retry_attempt`.
+    pub envelopes: Vec<(String, String, u64)>,
+    pub pings: usize,
+    pub posted: Vec<Value>,
+    pub faults: VecDeque<Response>,
+    next: u64,
+}
+
+pub struct FakeSlack {
+    pub base: String,
+    pub state: Arc<Mutex<Recorded>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    state: Arc<Mutex<Recorded>>,
+    ws_base: String,
+}
+
+impl FakeSlack {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(Recorded {
+            ack_timeout: Duration::from_secs(3),
+            connections_opened: 0,
+            live: Vec::new(),
+            max_live: 0,
+            tickets: HashSet::new(),
+            unacked: HashMap::new(),
+            acks: Vec::new(),
+            envelopes: Vec::new(),
+            pings: 0,
+            posted: Vec::new(),
+            faults: VecDeque::new(),
+            next: 0,
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App {
+            state: state.clone(),
+            ws_base: format!("ws://{addr}"),
+        };
+        let router = Router::new()
+            .route("/api/apps.connections.open", axum::routing::post(open))
+            .route("/api/auth.test", axum::routing::post(auth_test))
+            .route("/api/chat.postMessage", axum::routing::post(post_message))
+            .route("/link/", axum::routing::get(link))
+            .with_state(app);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            base: format!("http://{addr}/api"),
+            state,
+            task,
+        }
+    }
+
+    pub fn recorded<T>(&self, read: impl FnOnce(&mut Recorded) -> T) -> T {
+        read(&mut self.state.lock().unwrap())
+    }
+
+    pub fn live(&self) -> usize {
+        self.state.lock().unwrap().live.len()
+    }
+
+    /// A direct message from `user`; returns its event id.
+    pub fn direct_message(&self, user: &str, text: &str) -> String {
+        self.event(|ts| {
+            json!({ "type": "message", "channel": format!("D{user}"), "channel_type": "im",
+                    "user": user, "text": text, "ts": ts, "event_ts": ts,
+                    "client_msg_id": format!("c-{ts}"), "team": "T111" })
+        })
+    }
+
+    /// A mention of the bot in a channel thread; returns its event id.
+    pub fn mention_in_thread(
+        &self,
+        user: &str,
+        channel: &str,
+        thread_ts: &str,
+        text: &str,
+    ) -> String {
+        self.event(|ts| {
+            json!({ "type": "app_mention", "channel": channel, "user": user,
+                    "text": format!("<@{BOT_USER}> {text}"), "ts": ts, "event_ts": ts,
+                    "thread_ts": thread_ts, "team": "T111" })
+        })
+    }
+
+    fn event(&self, make: impl FnOnce(&str) -> Value) -> String {
+        let n = {
+            let mut recorded = self.state.lock().unwrap();
+            recorded.next += 1;
+            recorded.next
+        };
+        let ts = format!("1700000000.{n:06}");
+        let event_id = format!("Ev{n:08}");
+        let payload = json!({
+            "token": "verification-token", "team_id": "T111", "api_app_id": "A111",
+            "event": make(&ts), "type": "event_callback", "event_id": event_id,
+            "event_time": 1_700_000_000u64 + n, "is_ext_shared_channel": false,
+            "authorizations": [{ "enterprise_id": null, "team_id": "T111", "user_id": BOT_USER,
+                                 "is_bot": true, "is_enterprise_install": false }],
+        });
+        tokio::spawn(deliver(self.state.clone(), payload, 0));
+        event_id
+    }
+
+    /// Sends a `disconnect` with `reason` on the newest connection.
+    pub fn disconnect(&self, reason: &str) {
+        self.send_newest(Command::Frame(json!({
+            "type": "disconnect", "reason": reason, "debug_info": { "host": "wss-111.slack.com" },
+        })));
+    }
+
+    /// Makes the newest connection half-open.
+    pub fn silence(&self) {
+        self.send_newest(Command::Silence);
+    }
+
+    fn send_newest(&self, command: Command) {
+        let recorded = self.state.lock().unwrap();
+        let (_, commands) = recorded.live.last().expect("a live connection");
+        let _ = commands.send(command);
+    }
+
+    /// The next `chat.postMessage` gets a 429 with `Retry-After: seconds`.
+    pub fn rate_limit_next(&self, seconds: u64) {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({ "ok": false, "error": "ratelimited" })),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+        self.state.lock().unwrap().faults.push_back(response);
+    }
+}
+
+/// Sends the payload to the newest live connection, then redelivers it
+/// (as Slack does) when it is not acknowledged within the ack timeout.
+async fn deliver(state: Arc<Mutex<Recorded>>, payload: Value, first_attempt: u64) {
+    let event_id = payload["event_id"].as_str().unwrap().to_owned();
+    for attempt in first_attempt..=3 {
+        let (envelope_id, timeout) = loop {
+            {
+                let mut recorded = state.lock().unwrap();
+                if let Some((connection, commands)) =
+                    recorded.live.last().map(|(c, s)| (*c, s.clone()))
+                {
+                    recorded.next += 1;
+                    let envelope_id = format!("{:08x}-d933-402e-a5c1-79e135afaae4", recorded.next);
+                    let envelope = json!({
+                        "envelope_id": envelope_id, "payload": payload, "type": "events_api",
+                        "accepts_response_payload": false, "retry_attempt": attempt,
+                        "retry_reason": if attempt == 0 { "" } else { "timeout" },
+                    });
+                    if commands.send(Command::Frame(envelope)).is_ok() {
+                        recorded.unacked.insert(
+                            envelope_id.clone(),
+                            Sent {
+                                event_id: event_id.clone(),
+                                connection,
+                            },
+                        );
+                        recorded
+                            .envelopes
+                            .push((envelope_id.clone(), event_id.clone(), attempt));
+                        break (envelope_id, recorded.ack_timeout);
+                    }
+                }
+            }
+            // No connection: Slack holds the event until one is open.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(timeout).await;
+        if !state.lock().unwrap().unacked.contains_key(&envelope_id) {
+            return;
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+}
+
+fn refused(error: &str) -> Response {
+    axum::Json(json!({ "ok": false, "error": error })).into_response()
+}
+
+/// The refusal for a request without the bot token, if it lacks it.
+fn bot_refusal(headers: &HeaderMap) -> Option<Response> {
+    match bearer(headers) {
+        BOT_TOKEN => None,
+        "" => Some(refused("not_authed")),
+        _ => Some(refused("invalid_auth")),
+    }
+}
+
+async fn open(State(app): State<App>, headers: HeaderMap) -> Response {
+    match bearer(&headers) {
+        APP_TOKEN => {}
+        "" => return refused("not_authed"),
+        token if token.starts_with("xoxb-") => return refused("not_allowed_token_type"),
+        _ => return refused("invalid_auth"),
+    }
+    let mut recorded = app.state.lock().unwrap();
+    recorded.next += 1;
+    let ticket = format!("ticket-{}", recorded.next);
+    recorded.tickets.insert(ticket.clone());
+    axum::Json(
+        json!({ "ok": true, "url": format!("{}/link/?ticket={ticket}&app_id=A111", app.ws_base) }),
+    )
+    .into_response()
+}
+
+async fn auth_test(headers: HeaderMap) -> Response {
+    if let Some(refusal) = bot_refusal(&headers) {
+        return refusal;
+    }
+    axum::Json(
+        json!({ "ok": true, "url": "https://molt-test.slack.com/", "team": "Molt Test",
+        "user": "molt", "team_id": "T111", "user_id": BOT_USER, "bot_id": "B111",
+        "is_enterprise_install": false }),
+    )
+    .into_response()
+}
+
+async fn post_message(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refusal) = bot_refusal(&headers) {
+        return refusal;
+    }
+    let mut recorded = app.state.lock().unwrap();
+    if let Some(fault) = recorded.faults.pop_front() {
+        return fault;
+    }
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return refused("invalid_json");
+    };
+    let Some(channel) = message["channel"].as_str().map(str::to_owned) else {
+        return refused("channel_not_found");
+    };
+    let text = message["text"].as_str().unwrap_or_default().to_owned();
+    if text.trim().is_empty() {
+        return refused("no_text");
+    }
+    if text.chars().count() > 40_000 {
+        return refused("msg_too_long");
+    }
+    recorded.posted.push(message);
+    recorded.next += 1;
+    let ts = format!("1700000001.{:06}", recorded.next);
+    axum::Json(json!({ "ok": true, "channel": channel, "ts": ts,
+        "message": { "type": "message", "text": text, "user": BOT_USER, "bot_id": "B111", "ts": ts } }))
+    .into_response()
+}
+
+async fn link(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ticket = query.get("ticket").cloned().unwrap_or_default();
+    // A URL is good for one connection.
+    if !app.state.lock().unwrap().tickets.remove(&ticket) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    upgrade.on_upgrade(move |socket| connection(app, socket))
+}
+
+async fn connection(app: App, mut socket: WebSocket) {
+    let (commands, mut queued) = mpsc::unbounded_channel();
+    let id = {
+        let mut recorded = app.state.lock().unwrap();
+        recorded.connections_opened += 1;
+        let id = recorded.connections_opened;
+        recorded.live.push((id, commands));
+        recorded.max_live = recorded.max_live.max(recorded.live.len());
+        id
+    };
+    let hello = json!({ "type": "hello", "num_connections": id,
+        "debug_info": { "host": "applink-7fc4fdbb64-4x5xq", "build_number": 10, "approximate_connection_time": 18060 },
+        "connection_info": { "app_id": "A111" } });
+    if socket.send(Message::text(hello.to_string())).await.is_ok() {
+        loop {
+            tokio::select! {
+                command = queued.recv() => match command {
+                    Some(Command::Frame(frame)) => {
+                        if socket.send(Message::text(frame.to_string())).await.is_err() { break }
+                    }
+                    Some(Command::Silence) => {
+                        // Neither read nor write until the client gives up.
+                        app.state.lock().unwrap().live.retain(|(c, _)| *c != id);
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        break;
+                    }
+                    None => break,
+                },
+                frame = socket.recv() => match frame {
+                    Some(Ok(Message::Text(text))) => acknowledge(&app, text.as_str()),
+                    Some(Ok(Message::Ping(_))) => app.state.lock().unwrap().pings += 1,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+    app.state.lock().unwrap().live.retain(|(c, _)| *c != id);
+}
+
+fn acknowledge(app: &App, text: &str) {
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    let Some(envelope_id) = frame["envelope_id"].as_str() else {
+        return;
+    };
+    let mut recorded = app.state.lock().unwrap();
+    if let Some(sent) = recorded.unacked.remove(envelope_id) {
+        recorded.acks.push((envelope_id.to_owned(), sent.event_id));
+    }
+}
