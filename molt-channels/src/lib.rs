@@ -11,6 +11,7 @@
 
 mod delivery;
 pub mod discord;
+pub mod doctor;
 mod env;
 mod http;
 pub mod slack;

@@ -304,3 +304,27 @@ async fn end_to_end_an_unknown_user_pairs_and_then_gets_a_split_reply() {
     assert!(fake.recorded(|r| r.typing.contains(&"dm-42".to_owned())));
     receiving.abort();
 }
+
+#[tokio::test]
+async fn doctor_reports_the_bot_the_identify_and_a_missing_intent() {
+    let fake = FakeDiscord::start().await;
+    let report = molt_channels::discord::doctor(config(&fake)).await;
+    assert!(report.healthy(), "{report}");
+    assert!(report.to_string().contains("identify accepted"), "{report}");
+    fake.recorded(|r| r.message_content_enabled = false);
+    let report = molt_channels::discord::doctor(config(&fake)).await;
+    assert!(!report.healthy());
+    assert!(
+        report
+            .to_string()
+            .contains("fix: enable Message Content Intent"),
+        "{report}"
+    );
+    let mut wrong = config(&fake);
+    wrong.token = Secret::new("nope");
+    let report = molt_channels::discord::doctor(wrong).await;
+    assert!(
+        report.to_string().contains("fix: check DISCORD_BOT_TOKEN"),
+        "{report}"
+    );
+}

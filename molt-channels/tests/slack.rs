@@ -322,3 +322,21 @@ async fn a_refresh_in_the_middle_of_a_burst_loses_nothing_and_answers_nothing_tw
     );
     receiving.abort();
 }
+
+#[tokio::test]
+async fn doctor_reports_both_tokens() {
+    let fake = FakeSlack::start().await;
+    let report = molt_channels::slack::doctor(config(&fake)).await;
+    assert!(report.healthy(), "{report}");
+    assert!(
+        report.to_string().contains("Socket Mode connection opened"),
+        "{report}"
+    );
+    let mut wrong = config(&fake);
+    wrong.app_token = Secret::new("xapp-1-wrong");
+    let report = molt_channels::slack::doctor(wrong).await;
+    assert!(!report.healthy());
+    let text = report.to_string();
+    assert!(text.contains("fix: create an app-level token"), "{text}");
+    assert!(!text.contains("xapp-1-wrong"));
+}

@@ -463,3 +463,28 @@ async fn end_to_end_an_unknown_user_pairs_and_then_gets_a_split_escaped_reply() 
     .await;
     receiving.abort();
 }
+
+#[tokio::test]
+async fn doctor_reports_the_bot_a_webhook_in_the_way_and_a_bad_token() {
+    let fake = FakeTelegram::start().await;
+    let report = molt_channels::telegram::doctor(config(&fake)).await;
+    assert!(report.healthy(), "{report}");
+    assert!(report.to_string().contains(BOT_USERNAME), "{report}");
+
+    let telegram = Telegram::connect(config(&fake)).await.unwrap();
+    let secret = Secret::new("s");
+    telegram
+        .set_webhook("http://127.0.0.1:9/x", &secret)
+        .await
+        .unwrap();
+    let report = molt_channels::telegram::doctor(config(&fake)).await;
+    assert!(!report.healthy());
+    assert!(report.to_string().contains("409"), "{report}");
+
+    let mut wrong = config(&fake);
+    wrong.token = Secret::new("1:wrong");
+    let report = molt_channels::telegram::doctor(wrong).await;
+    let text = report.to_string();
+    assert!(text.contains("fix: check TELEGRAM_BOT_TOKEN"), "{text}");
+    assert!(!text.contains("1:wrong"));
+}

@@ -185,6 +185,54 @@ impl DiscordIngress {
     }
 }
 
+/// Opens one gateway connection and identifies, as the ingress would; says
+/// whether Discord accepted it, then ends that session.
+pub(super) async fn probe(ingress: &DiscordIngress) -> Result<(), ChannelError> {
+    let (out, _kept) = mpsc::channel(1);
+    let (acks, _) = mpsc::unbounded_channel();
+    let connection = Connection {
+        ingress,
+        session: None,
+        progress: Progress::default(),
+        saved: None,
+        out,
+        acks,
+    };
+    let mut socket = connection.connect().await?;
+    let timeout = ingress.config.request_timeout;
+    let outcome = tokio::time::timeout(timeout, identify_once(ingress, &mut socket)).await;
+    let _ = socket.close(None).await;
+    outcome.unwrap_or_else(|_| Err(transport("no READY from the gateway in time".into())))
+}
+
+async fn identify_once(ingress: &DiscordIngress, socket: &mut Socket) -> Result<(), ChannelError> {
+    let identify = json!({ "op": 2, "d": {
+        "token": ingress.config.token.expose(),
+        "intents": ingress.intents(),
+        "properties": { "os": std::env::consts::OS, "browser": "molt", "device": "molt" },
+    }});
+    socket
+        .send(Message::text(identify.to_string()))
+        .await
+        .map_err(|err| transport(format!("sending IDENTIFY: {err}")))?;
+    while let Some(frame) = socket.next().await {
+        let frame = frame.map_err(|err| transport(err.to_string()))?;
+        if let Message::Close(close) = &frame {
+            let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
+            return match after_close(code, "") {
+                Next::Fatal(error) => Err(error),
+                _ => Err(transport(format!("the gateway closed with {code}"))),
+            };
+        }
+        if let Some(payload) = payload(frame)
+            && payload.t.as_deref() == Some("READY")
+        {
+            return Ok(());
+        }
+    }
+    Err(transport("the gateway closed the connection".into()))
+}
+
 impl Connection<'_> {
     /// Opens a socket to the resume URL (when resuming) or the gateway URL.
     async fn connect(&self) -> Result<Socket, ChannelError> {

@@ -23,10 +23,10 @@ pub use inbound::CHANNEL;
 pub use ratelimit::{RateLimits, Route};
 pub use rest::{Rest, RestError};
 
+use crate::doctor::{Finding, Report};
 use inbound::User;
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
-use molt_core::policy::ChannelPolicy;
 use molt_core::store::Store;
 use reqwest::Method;
 use std::sync::Arc;
@@ -78,12 +78,6 @@ impl DiscordConfig {
     pub fn from_env() -> Option<Self> {
         crate::env::var("DISCORD_BOT_TOKEN").map(|token| Self::new(Secret::new(token)))
     }
-}
-
-/// The access policy from `DISCORD_DM_POLICY` (`pairing` by default) and
-/// `DISCORD_DM_ALLOW_FROM` (comma-separated user ids).
-pub fn policy_from_env() -> Result<ChannelPolicy, String> {
-    crate::env::policy_from_env("DISCORD")
 }
 
 /// A connected bot: who it is, and its two halves.
@@ -165,6 +159,60 @@ impl Discord {
         Arc::new(DiscordEgress {
             rest: self.rest.clone(),
         })
+    }
+}
+
+/// Checks the token (`GET /users/@me`) and that the gateway accepts an
+/// IDENTIFY with the configured intents.
+pub async fn doctor(config: DiscordConfig) -> Report {
+    let mut findings = Vec::new();
+    let discord = match Discord::connect(config).await {
+        Ok(discord) => discord,
+        Err(ChannelError::Auth { .. }) => {
+            findings.push(Finding::problem(
+                "Discord refused the bot token (GET /users/@me: 401)",
+                "check DISCORD_BOT_TOKEN: reset and copy it in the Developer Portal (Bot > Token)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+        Err(error) => {
+            findings.push(Finding::problem(
+                format!("cannot reach Discord: {error}"),
+                "check the network (and api_base, if set)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+    };
+    findings.push(Finding::ok(format!(
+        "token accepted: the bot is {} ({})",
+        discord.username(),
+        discord.bot_id()
+    )));
+    let intents = if discord.config.message_content {
+        "guilds, messages, direct messages, message content"
+    } else {
+        "guilds, messages, direct messages"
+    };
+    findings.push(match gateway::probe(&discord.ingress()).await {
+        Ok(()) => Finding::ok(format!("gateway identify accepted (intents: {intents})")),
+        Err(ChannelError::Rejected { reason, .. }) if reason.contains("4014") => Finding::problem(
+            "the gateway refused the Message Content intent (4014)",
+            "enable Message Content Intent in the Developer Portal (Bot > Privileged Gateway Intents), or set message_content to false",
+        ),
+        Err(error) => Finding::problem(
+            format!("gateway identify failed: {error}"),
+            "check the token and the network; see the error above",
+        ),
+    });
+    Report {
+        channel: CHANNEL,
+        findings,
     }
 }
 

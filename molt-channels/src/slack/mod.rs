@@ -24,10 +24,10 @@ pub use format::{escape, to_mrkdwn, unescape};
 pub use inbound::CHANNEL;
 pub use socket::SlackIngress;
 
+use crate::doctor::{Finding, Report};
 use inbound::BotIdentity;
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
-use molt_core::policy::ChannelPolicy;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,12 +69,6 @@ impl SlackConfig {
         let app = crate::env::var("SLACK_APP_TOKEN")?;
         Some(Self::new(Secret::new(bot), Secret::new(app)))
     }
-}
-
-/// The access policy from `SLACK_DM_POLICY` (`pairing` by default) and
-/// `SLACK_DM_ALLOW_FROM` (comma-separated user ids).
-pub fn policy_from_env() -> Result<ChannelPolicy, String> {
-    crate::env::policy_from_env("SLACK")
 }
 
 /// A connected app: who its bot is, and its two halves.
@@ -145,6 +139,54 @@ impl Slack {
             api: self.api.clone(),
             bot_token: self.config.bot_token.clone(),
         })
+    }
+}
+
+/// Checks both tokens: the bot token with `auth.test`, the app token by
+/// opening a Socket Mode connection.
+pub async fn doctor(config: SlackConfig) -> Report {
+    let mut findings = Vec::new();
+    let slack = match Slack::connect(config).await {
+        Ok(slack) => slack,
+        Err(ChannelError::Auth { reason, .. }) => {
+            findings.push(Finding::problem(
+                format!("a token was refused: {reason}"),
+                "check SLACK_BOT_TOKEN (xoxb-, OAuth & Permissions) and SLACK_APP_TOKEN (xapp-, Basic Information > App-Level Tokens, scope connections:write)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+        Err(error) => {
+            findings.push(Finding::problem(
+                format!("cannot reach Slack: {error}"),
+                "check the network (and api_base, if set)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+    };
+    findings.push(Finding::ok(format!(
+        "bot token accepted (auth.test): bot user {} in team {}",
+        slack.bot.user_id, slack.bot.team_id
+    )));
+    findings.push(match slack.ingress().probe().await {
+        Ok(()) => Finding::ok("app token accepted: a Socket Mode connection opened"),
+        Err(ChannelError::Auth { reason, .. }) => Finding::problem(
+            format!("the app token was refused: {reason}"),
+            "create an app-level token with connections:write (Basic Information > App-Level Tokens) and set SLACK_APP_TOKEN",
+        ),
+        Err(error) => Finding::problem(
+            format!("Socket Mode did not open: {error}"),
+            "turn Socket Mode on in the app settings, and check the network",
+        ),
+    });
+    Report {
+        channel: CHANNEL,
+        findings,
     }
 }
 

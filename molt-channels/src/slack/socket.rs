@@ -139,6 +139,17 @@ impl SlackIngress {
         }
     }
 
+    /// Opens one Socket Mode connection (through hello) and closes it.
+    pub(super) async fn probe(&self) -> Result<(), ChannelError> {
+        match self.opener(0).await {
+            Ok(mut connection) => {
+                let _ = connection.sink.send(Message::Close(None)).await;
+                Ok(())
+            }
+            Err(OpenError::Fatal(error) | OpenError::Retry(error)) => Err(error),
+        }
+    }
+
     /// A future that opens connection number `generation` (owning what it needs).
     fn opener(&self, generation: u64) -> BoxFuture<'static, Result<Connection, OpenError>> {
         let api = self.api.clone();

@@ -25,9 +25,9 @@ pub use inbound::{CHANNEL, message_id_of, message_key};
 pub use polling::TelegramIngress;
 pub use webhook::{SECRET_HEADER, TelegramWebhook, TelegramWebhookIngress, valid_secret};
 
+use crate::doctor::{Finding, Report};
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
-use molt_core::policy::ChannelPolicy;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,12 +65,6 @@ impl TelegramConfig {
     pub fn from_env() -> Option<Self> {
         crate::env::var("TELEGRAM_BOT_TOKEN").map(|token| Self::new(Secret::new(token)))
     }
-}
-
-/// The access policy from `TELEGRAM_DM_POLICY` (`pairing` by default) and
-/// `TELEGRAM_DM_ALLOW_FROM` (comma-separated user ids).
-pub fn policy_from_env() -> Result<ChannelPolicy, String> {
-    crate::env::policy_from_env("TELEGRAM")
 }
 
 /// A connected bot: who it is, and its two halves.
@@ -166,6 +160,64 @@ fn check_secret(secret: &Secret) -> Result<(), ChannelError> {
         channel: CHANNEL.into(),
         reason: "a webhook secret is 1 to 256 characters of A-Z, a-z, 0-9, _ and -".into(),
     })
+}
+
+/// Checks the token and whether a webhook is in the way of long polling.
+pub async fn doctor(mut config: TelegramConfig) -> Report {
+    config.delete_webhook = false;
+    let mut findings = Vec::new();
+    let telegram = match Telegram::connect(config).await {
+        Ok(telegram) => telegram,
+        Err(ChannelError::Auth { .. }) => {
+            findings.push(Finding::problem(
+                "Telegram refused the bot token (getMe)",
+                "check TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/token)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+        Err(error) => {
+            findings.push(Finding::problem(
+                format!("cannot reach the Bot API: {error}"),
+                "check the network (and api_base, if set)",
+            ));
+            return Report {
+                channel: CHANNEL,
+                findings,
+            };
+        }
+    };
+    findings.push(Finding::ok(format!(
+        "token accepted (getMe): the bot is @{}",
+        telegram.username().unwrap_or("?")
+    )));
+    let timeout = telegram.config.request_timeout;
+    match telegram
+        .api
+        .call::<serde_json::Value>("getWebhookInfo", &json!({}), timeout)
+        .await
+    {
+        Ok(info) if info["url"].as_str().is_some_and(|url| !url.is_empty()) => {
+            findings.push(Finding::problem(
+                "a webhook is set, so long polling gets 409 Conflict",
+                "run in webhook mode, or set delete_webhook in the Telegram config to remove it at start",
+            ))
+        }
+        Ok(info) => findings.push(Finding::ok(format!(
+            "no webhook set: long polling can run ({} updates waiting)",
+            info["pending_update_count"].as_u64().unwrap_or(0)
+        ))),
+        Err(error) => findings.push(Finding::problem(
+            format!("getWebhookInfo failed: {error}"),
+            "try again; if it persists, check the network",
+        )),
+    }
+    Report {
+        channel: CHANNEL,
+        findings,
+    }
 }
 
 /// The channel error for a failed Bot API call.

@@ -196,6 +196,15 @@ async fn call(
         }
         "getupdates" => get_updates(&state, &params).await,
         "setwebhook" => set_webhook(&state, &params),
+        "getwebhookinfo" => {
+            let recorded = state.recorded.lock().unwrap();
+            let url = recorded
+                .webhook
+                .as_ref()
+                .map_or("", |(url, _)| url.as_str());
+            ok(json!({ "url": url, "has_custom_certificate": false,
+                       "pending_update_count": recorded.queue.len() }))
+        }
         "sendmessage" => send_message(&state, params),
         "sendchataction" => {
             state.recorded.lock().unwrap().actions.push(params);
