@@ -5,9 +5,10 @@
 //! `ChannelEgress`) and acknowledges a platform message only after it is
 //! durably in the gateway's inbox, so no message is lost.
 //!
-//! - [`telegram`]: the Bot API, by long polling.
-//!
-//! Discord and Slack follow (see the crate README).
+//! - [`telegram`]: the Bot API, by long polling or a webhook.
+//! - [`discord`]: the gateway WebSocket and the REST API.
+//! - [`slack`]: Socket Mode and the Web API.
+//! - [`doctor`]: health reports that say what to fix.
 
 mod delivery;
 pub mod discord;

@@ -33,6 +33,7 @@ moltworker: the Molt assistant gateway
 
 USAGE: moltworker [--help | --version]
        moltworker backup now | backup status | restore [--at N]
+       moltworker doctor
 
 Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
@@ -47,12 +48,15 @@ Backup: with R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and CF_ACCOUNT_ID (or
 S3_ENDPOINT) set, state is restored from the bucket at start when missing, and
 mirrored to it (R2_BUCKET_NAME, default moltbot-data) within a second of each
 change. `backup now`, `backup status` and `restore [--at N]` act on it.
+Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN
+(with <CHANNEL>_DM_POLICY: pairing, allowlist, open or disabled). `doctor`
+checks each configured channel and says what to fix.
 Logs go to stderr; RUST_LOG sets the level (default: info).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("backup" | "restore") => return run_command(&args),
+        Some("backup" | "restore" | "doctor") => return run_command(&args),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -106,7 +110,7 @@ fn log_filter() -> EnvFilter {
         .fold(filter, EnvFilter::add_directive)
 }
 
-/// A one-off `backup` or `restore` command.
+/// A one-off `backup`, `restore` or `doctor` command.
 fn run_command(args: &[String]) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
@@ -118,13 +122,34 @@ fn run_command(args: &[String]) -> ExitCode {
         .enable_all()
         .build()
         .map_err(|err| err.to_string())
-        .and_then(|runtime| runtime.block_on(backup::command(&state_dir, args)));
+        .and_then(|runtime| match args[0].as_str() {
+            "doctor" => runtime.block_on(doctor()),
+            _ => runtime.block_on(backup::command(&state_dir, args)),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("moltworker: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the health of every configured channel; fails when one needs attention.
+async fn doctor() -> Result<(), String> {
+    let reports = moltworker::channels::doctor().await;
+    if reports.is_empty() {
+        println!(
+            "no channel configured: set TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, or SLACK_BOT_TOKEN and SLACK_APP_TOKEN"
+        );
+        return Ok(());
+    }
+    for report in &reports {
+        print!("{report}");
+    }
+    match reports.iter().filter(|r| !r.healthy()).count() {
+        0 => Ok(()),
+        n => Err(format!("{n} channel(s) need attention")),
     }
 }
 
@@ -187,6 +212,7 @@ async fn run() -> Result<(), String> {
     let agent = Agent::new(model, Arc::new(tools), platform.timer.clone(), options);
     let chat = webchat::ChatStream::new(config.session_scope);
     let observer = chat.clone();
+    let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
     let gateway = Gateway::new(GatewayParts {
         store: store.clone(),
         logs: store,
@@ -202,6 +228,7 @@ async fn run() -> Result<(), String> {
         observer: Some(Arc::new(move |event| observer.on_run_event(event))),
     });
     gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
+    let (channels, channel_tasks) = moltworker::channels::start(&gateway, store_for_channels).await;
     if !model_configured {
         tracing::warn!("no model provider is configured: answering with the offline echo model");
     }
@@ -227,7 +254,7 @@ async fn run() -> Result<(), String> {
         model_configured,
         mirror: mirror.clone(),
     });
-    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), "moltworker is serving");
+    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
     match token_source {
         auth::TokenSource::Configured => {
@@ -253,6 +280,10 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|err| format!("server failed: {err}"))?;
 
+    // Channels stop taking messages first; what they delivered is in the inbox.
+    for task in channel_tasks {
+        task.abort();
+    }
     tracing::info!("shutting down: waiting for runs in progress");
     if tokio::time::timeout(DRAIN_TIMEOUT, gateway.idle())
         .await

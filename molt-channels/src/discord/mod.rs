@@ -74,9 +74,14 @@ impl DiscordConfig {
         }
     }
 
-    /// From `DISCORD_BOT_TOKEN`; `None` when it is not set.
+    /// From `DISCORD_BOT_TOKEN` (and `DISCORD_API_BASE`, for a proxy);
+    /// `None` when the token is not set.
     pub fn from_env() -> Option<Self> {
-        crate::env::var("DISCORD_BOT_TOKEN").map(|token| Self::new(Secret::new(token)))
+        let mut config = Self::new(Secret::new(crate::env::var("DISCORD_BOT_TOKEN")?));
+        if let Some(base) = crate::env::var("DISCORD_API_BASE") {
+            config.api_base = base;
+        }
+        Some(config)
     }
 }
 

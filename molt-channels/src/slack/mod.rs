@@ -63,11 +63,16 @@ impl SlackConfig {
         }
     }
 
-    /// From `SLACK_BOT_TOKEN` and `SLACK_APP_TOKEN`; `None` unless both are set.
+    /// From `SLACK_BOT_TOKEN` and `SLACK_APP_TOKEN` (and `SLACK_API_BASE`,
+    /// for a proxy); `None` unless both tokens are set.
     pub fn from_env() -> Option<Self> {
         let bot = crate::env::var("SLACK_BOT_TOKEN")?;
         let app = crate::env::var("SLACK_APP_TOKEN")?;
-        Some(Self::new(Secret::new(bot), Secret::new(app)))
+        let mut config = Self::new(Secret::new(bot), Secret::new(app));
+        if let Some(base) = crate::env::var("SLACK_API_BASE") {
+            config.api_base = base;
+        }
+        Some(config)
     }
 }
 

@@ -61,9 +61,14 @@ impl TelegramConfig {
         }
     }
 
-    /// From `TELEGRAM_BOT_TOKEN`; `None` when it is not set.
+    /// From `TELEGRAM_BOT_TOKEN` (and `TELEGRAM_API_BASE`, for a local Bot
+    /// API server); `None` when the token is not set.
     pub fn from_env() -> Option<Self> {
-        crate::env::var("TELEGRAM_BOT_TOKEN").map(|token| Self::new(Secret::new(token)))
+        let mut config = Self::new(Secret::new(crate::env::var("TELEGRAM_BOT_TOKEN")?));
+        if let Some(base) = crate::env::var("TELEGRAM_API_BASE") {
+            config.api_base = base;
+        }
+        Some(config)
     }
 }
 
