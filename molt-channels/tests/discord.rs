@@ -2,18 +2,18 @@
 
 mod support;
 
+use support::{Deliveries, next, wait_until};
+
 use futures::StreamExt;
 use molt_channels::discord::{Discord, DiscordConfig};
 use molt_core::Secret;
-use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress, Delivery};
+use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::message::{ChatKind, OutboundMessage};
 use molt_core::store::MemoryStore;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::discord::{BOT_ID, FakeDiscord, TOKEN};
-
-type Deliveries = futures::stream::BoxStream<'static, Result<Delivery, ChannelError>>;
 
 fn config(fake: &FakeDiscord) -> DiscordConfig {
     let mut config = DiscordConfig::new(Secret::new(TOKEN));
@@ -27,21 +27,6 @@ async fn connect_with(config: DiscordConfig, fake: &FakeDiscord) -> (Discord, De
     let deliveries = Box::new(discord.ingress()).deliveries();
     wait_until("the gateway session is live", || fake.is_live()).await;
     (discord, deliveries)
-}
-
-async fn next(deliveries: &mut Deliveries) -> Result<Delivery, ChannelError> {
-    tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("the stream goes on")
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

@@ -2,18 +2,18 @@
 
 mod support;
 
+use support::{Deliveries, next, wait_until};
+
 use futures::StreamExt;
 use molt_channels::slack::{Slack, SlackConfig};
 use molt_core::Secret;
-use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress, Delivery};
+use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::message::{ChatKind, OutboundMessage};
 use molt_core::store::MemoryStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack};
-
-type Deliveries = futures::stream::BoxStream<'static, Result<Delivery, ChannelError>>;
 
 fn config(fake: &FakeSlack) -> SlackConfig {
     let mut config = SlackConfig::new(Secret::new(BOT_TOKEN), Secret::new(APP_TOKEN));
@@ -27,21 +27,6 @@ async fn connect(fake: &FakeSlack) -> (Slack, Deliveries) {
     let deliveries = Box::new(slack.ingress()).deliveries();
     wait_until("the socket is open", || fake.live() == 1).await;
     (slack, deliveries)
-}
-
-async fn next(deliveries: &mut Deliveries) -> Result<Delivery, ChannelError> {
-    tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("the stream goes on")
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn acked(fake: &FakeSlack, event_id: &str) -> usize {

@@ -2,10 +2,12 @@
 
 mod support;
 
+use support::{Deliveries, next, wait_until};
+
 use futures::StreamExt;
 use molt_channels::telegram::{Telegram, TelegramConfig};
 use molt_core::Secret;
-use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress, Delivery};
+use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::message::{ChatKind, OutboundMessage};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -19,27 +21,10 @@ fn config(fake: &FakeTelegram) -> TelegramConfig {
     config
 }
 
-type Deliveries = futures::stream::BoxStream<'static, Result<Delivery, ChannelError>>;
-
 async fn connect(fake: &FakeTelegram) -> (Telegram, Deliveries) {
     let telegram = Telegram::connect(config(fake)).await.unwrap();
     let deliveries = Box::new(telegram.ingress()).deliveries();
     (telegram, deliveries)
-}
-
-async fn next(deliveries: &mut Deliveries) -> Result<Delivery, ChannelError> {
-    tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("the stream goes on")
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

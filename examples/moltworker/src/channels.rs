@@ -12,6 +12,13 @@ use molt_core::store::Store;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// A connected channel's two halves.
+type Halves = (Box<dyn ChannelIngress>, Arc<dyn ChannelEgress>);
+
+fn halves(ingress: impl ChannelIngress + 'static, egress: Arc<dyn ChannelEgress>) -> Halves {
+    (Box::new(ingress), egress)
+}
+
 /// Connects every configured channel, registers its sending half and feeds
 /// its deliveries to `gateway`. A channel that cannot connect is reported
 /// and left out; the others run. Returns the names of those running and
@@ -22,54 +29,42 @@ pub async fn start(
 ) -> (Vec<&'static str>, Vec<JoinHandle<()>>) {
     let mut running = Vec::new();
     let mut tasks = Vec::new();
-    let mut run = |name: &'static str,
-                   connected: Result<
-        (Box<dyn ChannelIngress>, Arc<dyn ChannelEgress>),
-        ChannelError,
-    >| {
-        match connected {
-            Ok((ingress, egress)) => {
-                gateway.register_egress(name, egress);
-                let gateway = gateway.clone();
-                tasks.push(tokio::spawn(async move {
-                    let summary = gateway.receive(ingress).await;
-                    tracing::warn!(channel = name, ?summary, "channel stopped");
-                }));
-                running.push(name);
-            }
-            Err(error) => tracing::error!(
-                channel = name,
-                %error,
-                "channel not started; `moltworker doctor` says what to fix"
-            ),
+    let mut run = |name: &'static str, connected: Result<Halves, ChannelError>| match connected {
+        Ok((ingress, egress)) => {
+            gateway.register_egress(name, egress);
+            let gateway = gateway.clone();
+            tasks.push(tokio::spawn(async move {
+                let summary = gateway.receive(ingress).await;
+                tracing::warn!(channel = name, ?summary, "channel stopped");
+            }));
+            running.push(name);
         }
+        Err(error) => tracing::error!(
+            channel = name,
+            %error,
+            "channel not started; `moltworker doctor` says what to fix"
+        ),
     };
     if let Some(mut config) = TelegramConfig::from_env() {
         // moltworker polls: a webhook left from elsewhere would block it.
         config.delete_webhook = true;
-        let connected = Telegram::connect(config).await.map(|telegram| {
-            let ingress: Box<dyn ChannelIngress> = Box::new(telegram.ingress());
-            let egress: Arc<dyn ChannelEgress> = telegram.egress();
-            (ingress, egress)
-        });
+        let connected = Telegram::connect(config)
+            .await
+            .map(|telegram| halves(telegram.ingress(), telegram.egress()));
         run(telegram::CHANNEL, connected);
     }
     if let Some(mut config) = DiscordConfig::from_env() {
         // Kept with the state (and so in the backup): a restart resumes.
         config.session_store = Some(store);
-        let connected = Discord::connect(config).await.map(|discord| {
-            let ingress: Box<dyn ChannelIngress> = Box::new(discord.ingress());
-            let egress: Arc<dyn ChannelEgress> = discord.egress();
-            (ingress, egress)
-        });
+        let connected = Discord::connect(config)
+            .await
+            .map(|discord| halves(discord.ingress(), discord.egress()));
         run(discord::CHANNEL, connected);
     }
     if let Some(config) = SlackConfig::from_env() {
-        let connected = Slack::connect(config).await.map(|slack| {
-            let ingress: Box<dyn ChannelIngress> = Box::new(slack.ingress());
-            let egress: Arc<dyn ChannelEgress> = slack.egress();
-            (ingress, egress)
-        });
+        let connected = Slack::connect(config)
+            .await
+            .map(|slack| halves(slack.ingress(), slack.egress()));
         run(slack::CHANNEL, connected);
     }
     (running, tasks)
