@@ -382,20 +382,22 @@ fn a_pairing_code_that_could_not_be_sent_is_sent_after_a_restart() {
     assert!(texts[0].contains(&code), "{texts:?}");
 }
 
+/// One run of alice's in progress (held by the model) and the most messages queued behind it.
+fn fill_alices_session(gateway: &Gateway, model: &GatedModel) {
+    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "run", "running"))).unwrap();
+    wait_until(LIMIT, || model.waiting_texts().len() == 1);
+    for i in 0..MAX_QUEUED_PER_SESSION {
+        let message = dm("test", "alice", &format!("q{i}"), "queued");
+        block_on_within(LIMIT, gateway.accept(message)).unwrap();
+    }
+}
+
 #[test]
 fn a_full_session_queue_refuses_before_accepting() {
     let setup = Setup::new();
     let model = Arc::new(GatedModel::default());
     let (gateway, egress) = setup.gateway(model.clone());
-    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "run", "running"))).unwrap();
-    wait_until(LIMIT, || model.waiting_texts().len() == 1);
-    for i in 0..MAX_QUEUED_PER_SESSION {
-        block_on_within(
-            LIMIT,
-            gateway.accept(dm("test", "alice", &format!("q{i}"), "queued")),
-        )
-        .unwrap();
-    }
+    fill_alices_session(&gateway, &model);
     let refused = block_on_within(
         LIMIT,
         gateway.accept(dm("test", "alice", "over", "one too many")),
@@ -496,13 +498,8 @@ fn receive_acknowledges_only_what_the_gateway_took() {
     let setup = Setup::new();
     let model = Arc::new(GatedModel::default());
     let (gateway, egress) = setup.gateway(model.clone());
-    // Fill alice's session, so one more message from her cannot be taken now.
-    block_on_within(LIMIT, gateway.accept(dm("test", "alice", "run", "running"))).unwrap();
-    wait_until(LIMIT, || model.waiting_texts().len() == 1);
-    for i in 0..MAX_QUEUED_PER_SESSION {
-        let message = dm("test", "alice", &format!("q{i}"), "queued");
-        block_on_within(LIMIT, gateway.accept(message)).unwrap();
-    }
+    // One more message from alice cannot be taken now.
+    fill_alices_session(&gateway, &model);
     let acked: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
     let delivery = |n: usize, message| {
         let flag = acked[n].clone();
