@@ -1,5 +1,6 @@
 //! Health checks that say in plain words what works and what to fix.
 
+use molt_core::channel::ChannelError;
 use std::fmt;
 
 /// One thing checked.
@@ -65,5 +66,27 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
+    }
+}
+
+/// The report for a channel that could not connect: its credentials were
+/// refused (mended by `credentials_fix`), or the platform was out of reach.
+pub(crate) fn not_connected(
+    channel: &'static str,
+    error: ChannelError,
+    credentials_fix: &str,
+) -> Report {
+    let finding = match error {
+        ChannelError::Auth { reason, .. } => {
+            Finding::problem(format!("credentials refused: {reason}"), credentials_fix)
+        }
+        error => Finding::problem(
+            format!("cannot reach the platform: {error}"),
+            "check the network (and api_base, if set)",
+        ),
+    };
+    Report {
+        channel,
+        findings: vec![finding],
     }
 }

@@ -19,25 +19,22 @@ fn halves(ingress: impl ChannelIngress + 'static, egress: Arc<dyn ChannelEgress>
     (Box::new(ingress), egress)
 }
 
-/// Connects every configured channel, registers its sending half and feeds
-/// its deliveries to `gateway`. A channel that cannot connect is reported
-/// and left out; the others run. Returns the names of those running and
-/// their tasks (which end when a channel stops for good).
-pub async fn start(
-    gateway: &Gateway,
-    store: Arc<dyn Store>,
-) -> (Vec<&'static str>, Vec<JoinHandle<()>>) {
-    let mut running = Vec::new();
-    let mut tasks = Vec::new();
-    let mut run = |name: &'static str, connected: Result<Halves, ChannelError>| match connected {
+/// A connected channel whose deliveries are not yet being received.
+pub struct Connected {
+    /// The channel's name.
+    pub name: &'static str,
+    ingress: Box<dyn ChannelIngress>,
+}
+
+/// Connects every configured channel and registers its sending half with
+/// `gateway` (so replies pending from before a restart can go out). A channel
+/// that cannot connect is reported and left out; the others are returned.
+pub async fn connect(gateway: &Gateway, store: Arc<dyn Store>) -> Vec<Connected> {
+    let mut connected = Vec::new();
+    let mut register = |name: &'static str, result: Result<Halves, ChannelError>| match result {
         Ok((ingress, egress)) => {
             gateway.register_egress(name, egress);
-            let gateway = gateway.clone();
-            tasks.push(tokio::spawn(async move {
-                let summary = gateway.receive(ingress).await;
-                tracing::warn!(channel = name, ?summary, "channel stopped");
-            }));
-            running.push(name);
+            connected.push(Connected { name, ingress });
         }
         Err(error) => tracing::error!(
             channel = name,
@@ -48,26 +45,41 @@ pub async fn start(
     if let Some(mut config) = TelegramConfig::from_env() {
         // moltworker polls: a webhook left from elsewhere would block it.
         config.delete_webhook = true;
-        let connected = Telegram::connect(config)
+        let result = Telegram::connect(config)
             .await
             .map(|telegram| halves(telegram.ingress(), telegram.egress()));
-        run(telegram::CHANNEL, connected);
+        register(telegram::CHANNEL, result);
     }
     if let Some(mut config) = DiscordConfig::from_env() {
         // Kept with the state (and so in the backup): a restart resumes.
         config.session_store = Some(store);
-        let connected = Discord::connect(config)
+        let result = Discord::connect(config)
             .await
             .map(|discord| halves(discord.ingress(), discord.egress()));
-        run(discord::CHANNEL, connected);
+        register(discord::CHANNEL, result);
     }
     if let Some(config) = SlackConfig::from_env() {
-        let connected = Slack::connect(config)
+        let result = Slack::connect(config)
             .await
             .map(|slack| halves(slack.ingress(), slack.egress()));
-        run(slack::CHANNEL, connected);
+        register(slack::CHANNEL, result);
     }
-    (running, tasks)
+    connected
+}
+
+/// Feeds each channel's deliveries to `gateway`, one task per channel (a
+/// task ends when its channel stops for good).
+pub fn receive(gateway: &Gateway, channels: Vec<Connected>) -> Vec<JoinHandle<()>> {
+    channels
+        .into_iter()
+        .map(|Connected { name, ingress }| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let summary = gateway.receive(ingress).await;
+                tracing::warn!(channel = name, ?summary, "channel stopped");
+            })
+        })
+        .collect()
 }
 
 /// The health report of every configured channel (empty when none is).

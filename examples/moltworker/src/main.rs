@@ -228,7 +228,8 @@ async fn run() -> Result<(), String> {
         observer: Some(Arc::new(move |event| observer.on_run_event(event))),
     });
     gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
-    let (channels, channel_tasks) = moltworker::channels::start(&gateway, store_for_channels).await;
+    let connected = moltworker::channels::connect(&gateway, store_for_channels).await;
+    let channels: Vec<&str> = connected.iter().map(|c| c.name).collect();
     if !model_configured {
         tracing::warn!("no model provider is configured: answering with the offline echo model");
     }
@@ -241,6 +242,7 @@ async fn run() -> Result<(), String> {
     if resumed > 0 {
         tracing::info!(resumed, "resuming messages accepted before the last stop");
     }
+    let channel_tasks = moltworker::channels::receive(&gateway, connected);
 
     let listener = tokio::net::TcpListener::bind(config.gateway.bind)
         .await

@@ -176,11 +176,30 @@ impl DiscordIngress {
         }
     }
 
-    fn intents(&self) -> u64 {
-        if self.config.message_content {
+    /// The IDENTIFY payload: the token, the intents, who we are.
+    fn identify(&self) -> Value {
+        let intents = if self.config.message_content {
             BASE_INTENTS | MESSAGE_CONTENT
         } else {
             BASE_INTENTS
+        };
+        json!({ "op": 2, "d": {
+            "token": self.config.token.expose(),
+            "intents": intents,
+            "properties": { "os": std::env::consts::OS, "browser": "molt", "device": "molt" },
+        }})
+    }
+
+    /// Opens a socket to `base` (the gateway URL, or a session's resume URL).
+    async fn open(&self, base: &str) -> Result<Socket, ChannelError> {
+        let url = format!("{}/?v=10&encoding=json", base.trim_end_matches('/'));
+        let connector = Connector::Rustls(self.tls.clone());
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+        match tokio::time::timeout(self.config.request_timeout, connecting).await {
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(err)) => Err(transport(format!("connecting: {err}"))),
+            Err(_) => Err(transport("connecting: timed out".into())),
         }
     }
 }
@@ -188,17 +207,7 @@ impl DiscordIngress {
 /// Opens one gateway connection and identifies, as the ingress would; says
 /// whether Discord accepted it, then ends that session.
 pub(super) async fn probe(ingress: &DiscordIngress) -> Result<(), ChannelError> {
-    let (out, _kept) = mpsc::channel(1);
-    let (acks, _) = mpsc::unbounded_channel();
-    let connection = Connection {
-        ingress,
-        session: None,
-        progress: Progress::default(),
-        saved: None,
-        out,
-        acks,
-    };
-    let mut socket = connection.connect().await?;
+    let mut socket = ingress.open(&ingress.gateway_url).await?;
     let timeout = ingress.config.request_timeout;
     let outcome = tokio::time::timeout(timeout, identify_once(ingress, &mut socket)).await;
     let _ = socket.close(None).await;
@@ -206,19 +215,14 @@ pub(super) async fn probe(ingress: &DiscordIngress) -> Result<(), ChannelError> 
 }
 
 async fn identify_once(ingress: &DiscordIngress, socket: &mut Socket) -> Result<(), ChannelError> {
-    let identify = json!({ "op": 2, "d": {
-        "token": ingress.config.token.expose(),
-        "intents": ingress.intents(),
-        "properties": { "os": std::env::consts::OS, "browser": "molt", "device": "molt" },
-    }});
     socket
-        .send(Message::text(identify.to_string()))
+        .send(Message::text(ingress.identify().to_string()))
         .await
         .map_err(|err| transport(format!("sending IDENTIFY: {err}")))?;
     while let Some(frame) = socket.next().await {
         let frame = frame.map_err(|err| transport(err.to_string()))?;
         if let Message::Close(close) = &frame {
-            let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
+            let (code, _) = close_code(close);
             return match after_close(code, "") {
                 Next::Fatal(error) => Err(error),
                 _ => Err(transport(format!("the gateway closed with {code}"))),
@@ -240,15 +244,7 @@ impl Connection<'_> {
             .session
             .as_ref()
             .map_or(&self.ingress.gateway_url, |s| &s.resume_url);
-        let url = format!("{}/?v=10&encoding=json", base.trim_end_matches('/'));
-        let connector = Connector::Rustls(self.ingress.tls.clone());
-        let connecting =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
-        match tokio::time::timeout(self.ingress.config.request_timeout, connecting).await {
-            Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(err)) => Err(transport(format!("connecting: {err}"))),
-            Err(_) => Err(transport("connecting: timed out".into())),
-        }
+        self.ingress.open(base).await
     }
 
     /// Runs one connection until it ends; says what to do next.
@@ -277,16 +273,13 @@ impl Connection<'_> {
                 return Next::Resume;
             }
         };
-        let token = self.ingress.config.token.expose();
         let greeting = match &self.session {
             Some(session) => json!({ "op": 6, "d": {
-                "token": token, "session_id": session.session_id, "seq": self.progress.confirmed(),
+                "token": self.ingress.config.token.expose(),
+                "session_id": session.session_id,
+                "seq": self.progress.confirmed(),
             }}),
-            None => json!({ "op": 2, "d": {
-                "token": token,
-                "intents": self.ingress.intents(),
-                "properties": { "os": std::env::consts::OS, "browser": "molt", "device": "molt" },
-            }}),
+            None => self.ingress.identify(),
         };
         if sender.send(&greeting).await.is_err() {
             return Next::Resume;
@@ -326,8 +319,7 @@ impl Connection<'_> {
                         None => return Next::Resume,
                     };
                     if let Message::Close(close) = &frame {
-                        let code = close.as_ref().map_or(1005, |c| u16::from(c.code));
-                        let reason = close.as_ref().map(|c| c.reason.to_string()).unwrap_or_default();
+                        let (code, reason) = close_code(close);
                         return after_close(code, &reason);
                     }
                     let Some(payload) = payload(frame) else { continue };
@@ -452,9 +444,6 @@ impl Connection<'_> {
             Ok(()) => self.saved = current,
             Err(err) => tracing::warn!(%err, "discord: could not save the session"),
         }
-        if let Some(session) = &mut self.session {
-            session.seq = self.progress.confirmed();
-        }
     }
 }
 
@@ -513,6 +502,13 @@ fn payload(frame: Message) -> Option<Payload> {
     serde_json::from_str(text.as_str())
         .inspect_err(|err| tracing::warn!(%err, "discord: skipping a payload that does not parse"))
         .ok()
+}
+
+/// A close frame's code (1005, "no status", when it has none) and reason.
+fn close_code(close: &Option<CloseFrame>) -> (u16, String) {
+    close.as_ref().map_or((1005, String::new()), |frame| {
+        (u16::from(frame.code), frame.reason.to_string())
+    })
 }
 
 /// What a close code from Discord means for this client.

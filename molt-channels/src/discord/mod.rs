@@ -23,7 +23,7 @@ pub use inbound::CHANNEL;
 pub use ratelimit::{RateLimits, Route};
 pub use rest::{Rest, RestError};
 
-use crate::doctor::{Finding, Report};
+use crate::doctor::{Finding, Report, not_connected};
 use inbound::User;
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
@@ -170,30 +170,17 @@ impl Discord {
 /// Checks the token (`GET /users/@me`) and that the gateway accepts an
 /// IDENTIFY with the configured intents.
 pub async fn doctor(config: DiscordConfig) -> Report {
-    let mut findings = Vec::new();
     let discord = match Discord::connect(config).await {
         Ok(discord) => discord,
-        Err(ChannelError::Auth { .. }) => {
-            findings.push(Finding::problem(
-                "Discord refused the bot token (GET /users/@me: 401)",
-                "check DISCORD_BOT_TOKEN: reset and copy it in the Developer Portal (Bot > Token)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
-        }
         Err(error) => {
-            findings.push(Finding::problem(
-                format!("cannot reach Discord: {error}"),
-                "check the network (and api_base, if set)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
+            return not_connected(
+                CHANNEL,
+                error,
+                "check DISCORD_BOT_TOKEN: reset and copy it in the Developer Portal (Bot > Token)",
+            );
         }
     };
+    let mut findings = Vec::new();
     findings.push(Finding::ok(format!(
         "token accepted: the bot is {} ({})",
         discord.username(),

@@ -24,7 +24,7 @@ pub use format::{escape, to_mrkdwn, unescape};
 pub use inbound::CHANNEL;
 pub use socket::SlackIngress;
 
-use crate::doctor::{Finding, Report};
+use crate::doctor::{Finding, Report, not_connected};
 use inbound::BotIdentity;
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
@@ -150,30 +150,17 @@ impl Slack {
 /// Checks both tokens: the bot token with `auth.test`, the app token by
 /// opening a Socket Mode connection.
 pub async fn doctor(config: SlackConfig) -> Report {
-    let mut findings = Vec::new();
     let slack = match Slack::connect(config).await {
         Ok(slack) => slack,
-        Err(ChannelError::Auth { reason, .. }) => {
-            findings.push(Finding::problem(
-                format!("a token was refused: {reason}"),
-                "check SLACK_BOT_TOKEN (xoxb-, OAuth & Permissions) and SLACK_APP_TOKEN (xapp-, Basic Information > App-Level Tokens, scope connections:write)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
-        }
         Err(error) => {
-            findings.push(Finding::problem(
-                format!("cannot reach Slack: {error}"),
-                "check the network (and api_base, if set)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
+            return not_connected(
+                CHANNEL,
+                error,
+                "check SLACK_BOT_TOKEN (xoxb-, OAuth & Permissions) and SLACK_APP_TOKEN (xapp-, Basic Information > App-Level Tokens, scope connections:write)",
+            );
         }
     };
+    let mut findings = Vec::new();
     findings.push(Finding::ok(format!(
         "bot token accepted (auth.test): bot user {} in team {}",
         slack.bot.user_id, slack.bot.team_id

@@ -25,7 +25,7 @@ pub use inbound::{CHANNEL, message_id_of, message_key};
 pub use polling::TelegramIngress;
 pub use webhook::{SECRET_HEADER, TelegramWebhook, TelegramWebhookIngress, valid_secret};
 
-use crate::doctor::{Finding, Report};
+use crate::doctor::{Finding, Report, not_connected};
 use molt_core::Secret;
 use molt_core::channel::ChannelError;
 use serde_json::json;
@@ -170,30 +170,17 @@ fn check_secret(secret: &Secret) -> Result<(), ChannelError> {
 /// Checks the token and whether a webhook is in the way of long polling.
 pub async fn doctor(mut config: TelegramConfig) -> Report {
     config.delete_webhook = false;
-    let mut findings = Vec::new();
     let telegram = match Telegram::connect(config).await {
         Ok(telegram) => telegram,
-        Err(ChannelError::Auth { .. }) => {
-            findings.push(Finding::problem(
-                "Telegram refused the bot token (getMe)",
-                "check TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/token)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
-        }
         Err(error) => {
-            findings.push(Finding::problem(
-                format!("cannot reach the Bot API: {error}"),
-                "check the network (and api_base, if set)",
-            ));
-            return Report {
-                channel: CHANNEL,
-                findings,
-            };
+            return not_connected(
+                CHANNEL,
+                error,
+                "check TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/token)",
+            );
         }
     };
+    let mut findings = Vec::new();
     findings.push(Finding::ok(format!(
         "token accepted (getMe): the bot is @{}",
         telegram.username().unwrap_or("?")

@@ -81,11 +81,13 @@ impl TelegramWebhook {
             return StatusCode::OK;
         };
         let (delivery, confirmation) = awaited_delivery(message);
-        if self.out.send(Ok(delivery)).await.is_err() {
-            return StatusCode::SERVICE_UNAVAILABLE;
-        }
-        match tokio::time::timeout(ACK_TIMEOUT, confirmation).await {
-            Ok(Ok(())) => StatusCode::OK,
+        // Waiting for room in the queue counts against the same bound.
+        let taken = async {
+            self.out.send(Ok(delivery)).await.ok()?;
+            confirmation.await.ok()
+        };
+        match tokio::time::timeout(ACK_TIMEOUT, taken).await {
+            Ok(Some(())) => StatusCode::OK,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
