@@ -169,7 +169,8 @@ async fn a_bad_token_is_an_auth_error() {
     assert!(!error.to_string().contains("not-the-token"));
 }
 
-fn reply(chat_id: &str, text: &str) -> OutboundMessage {
+/// A reply to message 1234, as piece `piece` of its answer.
+fn reply(chat_id: &str, piece: usize, text: &str) -> OutboundMessage {
     OutboundMessage {
         channel: "discord".into(),
         account: BOT_ID.into(),
@@ -177,6 +178,8 @@ fn reply(chat_id: &str, text: &str) -> OutboundMessage {
         thread_id: None,
         reply_to: Some("1234".into()),
         text: text.into(),
+        piece,
+        possibly_delivered: false,
     }
 }
 
@@ -188,7 +191,10 @@ async fn sending_follows_the_announced_buckets_and_waits_out_a_429() {
     // Twelve messages through a bucket of five per 500 ms: the adapter waits
     // as the headers say, so Discord never has to refuse one.
     for n in 0..12 {
-        egress.send(reply("700", &format!("m{n}"))).await.unwrap();
+        egress
+            .send(reply("700", n, &format!("m{n}")))
+            .await
+            .unwrap();
     }
     assert_eq!(
         fake.recorded(|r| (r.sent.len(), r.too_many_requests)),
@@ -200,9 +206,19 @@ async fn sending_follows_the_announced_buckets_and_waits_out_a_429() {
     // A global 429 is waited out, then the message goes.
     fake.rate_limit_next("create_message", 0.3, true);
     let started = Instant::now();
-    egress.send(reply("701", "after the wait")).await.unwrap();
+    egress
+        .send(reply("701", 0, "after the wait"))
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(fake.recorded(|r| r.sent.len()), 13);
+    // The same piece again (as after a restart) is not created twice: the
+    // nonce is enforced.
+    let mut again = reply("701", 0, "after the wait");
+    again.possibly_delivered = true;
+    egress.send(again).await.unwrap();
+    assert_eq!(fake.recorded(|r| (r.sent.len(), r.nonce_repeats)), (13, 1));
+    assert_eq!(fake.recorded(|r| r.sent[12]["nonce"].clone()), "1234.0");
     // Typing goes to the channel.
     egress.typing("700").await.unwrap();
     assert_eq!(fake.recorded(|r| r.typing.clone()), ["700"]);

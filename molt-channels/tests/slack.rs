@@ -147,6 +147,61 @@ async fn tokens_of_the_wrong_kind_or_refused_are_auth_errors() {
     assert!(matches!(end, Ok(None)));
 }
 
+/// Piece `piece` of the reply to DM `ts` in `D42`.
+fn dm_reply(ts: &str, piece: usize, possibly_delivered: bool) -> OutboundMessage {
+    OutboundMessage {
+        channel: "slack".into(),
+        account: "UBOT0001".into(),
+        chat_id: "D42".into(),
+        thread_id: None,
+        reply_to: Some(ts.into()),
+        text: format!("piece {piece}"),
+        piece,
+        possibly_delivered,
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_went_out_before_a_restart_is_not_posted_again() {
+    let fake = FakeSlack::start().await;
+    let slack = Slack::connect(config(&fake)).await.unwrap();
+    let egress = slack.egress();
+    let ts = "1700000000.000042";
+    egress.send(dm_reply(ts, 0, false)).await.unwrap();
+    // Other talk in the conversation pages the history.
+    for n in 0..250 {
+        let mut other = dm_reply("1700000000.000043", n, false);
+        other.text = format!("another reply {n}");
+        egress.send(other).await.unwrap();
+    }
+    assert_eq!(
+        fake.recorded(|r| r.history_reads),
+        0,
+        "a first send does not look"
+    );
+
+    // After a restart: piece 0 is found (on the second page) and not posted
+    // again; piece 1 is not found, so it goes out.
+    egress.send(dm_reply(ts, 0, true)).await.unwrap();
+    egress.send(dm_reply(ts, 1, true)).await.unwrap();
+    let texts: Vec<String> = fake.recorded(|r| {
+        r.posted
+            .iter()
+            .filter(|p| p["metadata"]["event_payload"]["reply_to"] == ts)
+            .map(|p| p["text"].as_str().unwrap().to_owned())
+            .collect()
+    });
+    assert_eq!(texts, ["piece 0", "piece 1"]);
+    assert!(
+        fake.recorded(|r| r.history_reads) >= 3,
+        "paged through the history"
+    );
+    assert_eq!(
+        fake.recorded(|r| r.posted[0]["metadata"]["event_type"].clone()),
+        "molt_reply"
+    );
+}
+
 #[tokio::test]
 async fn replies_go_in_the_thread_escaped_and_a_429_is_waited_out() {
     let fake = FakeSlack::start().await;
@@ -162,6 +217,8 @@ async fn replies_go_in_the_thread_escaped_and_a_429_is_waited_out() {
             thread_id: Some("1700000000.000001".into()),
             reply_to: None,
             text: "**done** <!channel> & [docs](https://example.com)".into(),
+            piece: 0,
+            possibly_delivered: false,
         })
         .await
         .unwrap();

@@ -206,6 +206,8 @@ fn reply(chat_id: &str, text: &str) -> OutboundMessage {
         thread_id: None,
         reply_to: Some(format!("{chat_id}:7")),
         text: text.into(),
+        piece: 0,
+        possibly_delivered: false,
     }
 }
 

@@ -173,6 +173,7 @@ impl Gateway {
                 id: id.clone(),
                 message,
                 reply: None,
+                pieces_sent: 0,
             })
             .await;
         }
@@ -275,10 +276,24 @@ impl Gateway {
     }
 
     async fn try_dispatch(&self, entry: PendingEntry) -> Result<(), StoreError> {
-        let PendingEntry { id, message, reply } = entry;
-        // Decided before a crash: deliver it again, never ask the model twice.
+        let PendingEntry {
+            id,
+            message,
+            reply,
+            pieces_sent,
+        } = entry;
+        // Decided before a crash: deliver the rest, never ask the model twice.
+        // The first piece not known delivered may have gone out before the stop.
         if let Some(reply) = reply {
-            return self.inner.deliver(&id, &message, &reply).await.map(drop);
+            let resume = Resume {
+                pieces_sent,
+                possibly_delivered: true,
+            };
+            return self
+                .inner
+                .deliver(&id, &message, &reply, resume)
+                .await
+                .map(drop);
         }
         let parts = &self.inner.parts;
         let policy = parts
@@ -308,6 +323,14 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Where a delivery starts: after the pieces already sent, and whether the
+/// first of the rest may have gone out already.
+#[derive(Clone, Copy, Default)]
+struct Resume {
+    pieces_sent: usize,
+    possibly_delivered: bool,
 }
 
 impl Inner {
@@ -358,27 +381,38 @@ impl Inner {
         inbound: &InboundMessage,
         reply: &str,
     ) -> Result<bool, StoreError> {
-        self.inbox.record_reply(id, inbound, reply).await?;
-        self.deliver(id, inbound, reply).await
+        self.inbox.record_reply(id, inbound, reply, 0).await?;
+        self.deliver(id, inbound, reply, Resume::default()).await
     }
 
-    /// Sends a stored reply split to the channel's limit, and marks the message
-    /// done. Returns whether it was delivered.
+    /// Sends a stored reply split to the channel's limit, from the first piece
+    /// not yet delivered, recording each piece as it goes, and marks the
+    /// message done. Returns whether it was delivered.
     async fn deliver(
         &self,
         id: &InboxId,
         inbound: &InboundMessage,
         reply: &str,
+        resume: Resume,
     ) -> Result<bool, StoreError> {
         let Some(egress) = self.egress(&inbound.channel) else {
             tracing::error!(channel = %inbound.channel, "no egress registered; the reply stays pending");
             return Ok(false);
         };
         let caps = egress.capabilities();
-        for piece in split_text(reply, caps.max_message_len, caps.length_unit) {
-            if let Err(err) = egress.send(OutboundMessage::reply_to(inbound, piece)).await {
+        let pieces = split_text(reply, caps.max_message_len, caps.length_unit);
+        for (index, text) in pieces.iter().enumerate().skip(resume.pieces_sent) {
+            let mut piece = OutboundMessage::reply_to(inbound, text.clone());
+            piece.piece = index;
+            piece.possibly_delivered = resume.possibly_delivered && index == resume.pieces_sent;
+            if let Err(err) = egress.send(piece).await {
                 tracing::error!(channel = %inbound.channel, %err, "sending a reply failed; it stays pending");
                 return Ok(false);
+            }
+            if index + 1 < pieces.len() {
+                self.inbox
+                    .record_reply(id, inbound, reply, index + 1)
+                    .await?;
             }
         }
         self.inbox.mark_done(id).await?;
@@ -421,6 +455,16 @@ impl Inner {
     ) -> Result<RunEventKind, StoreError> {
         let parts = &self.parts;
         let slot = self.session(session);
+        // A run recorded before a crash whose reply was not stored yet: send
+        // that reply; the model is never asked twice.
+        let decided = {
+            let mut guard = slot.lock().await;
+            let history = self.loaded(session, &mut guard).await?;
+            history.replies.get(id.key()).cloned()
+        };
+        if let Some(reply) = decided {
+            return self.send_decided(id, inbound, reply, Ok(())).await;
+        }
         let cancel = CancelToken::new();
         self.runs
             .lock()
@@ -478,16 +522,6 @@ impl Inner {
         {
             produced.pop();
         }
-        if !produced.is_empty() {
-            let mut guard = slot.lock().await;
-            let history = self.loaded(session, &mut guard).await?;
-            let record = TranscriptRecord::Run {
-                at: parts.platform.clock.now(),
-                messages: produced,
-            };
-            transcript::append(parts.logs.as_ref(), session, &record).await?;
-            history.apply(record);
-        }
         let reply = match &result {
             Ok(outcome) if outcome.end == RunEnd::MaxSteps && outcome.reply.trim().is_empty() => {
                 format!(
@@ -499,13 +533,37 @@ impl Inner {
             Err(AgentError::Cancelled) => "(Stopped.)".to_owned(),
             Err(err) => format!("Sorry, I could not answer: {err}"),
         };
+        if !produced.is_empty() {
+            let mut guard = slot.lock().await;
+            let history = self.loaded(session, &mut guard).await?;
+            let record = TranscriptRecord::Run {
+                at: parts.platform.clock.now(),
+                inbox: Some(id.key().to_owned()),
+                reply: Some(reply.clone()),
+                messages: produced,
+            };
+            transcript::append(parts.logs.as_ref(), session, &record).await?;
+            history.apply(record);
+        }
+        self.send_decided(id, inbound, reply, result.map(drop))
+            .await
+    }
+
+    /// Stores and delivers the reply a run decided; `outcome` is how the run ended.
+    async fn send_decided(
+        &self,
+        id: &InboxId,
+        inbound: &InboundMessage,
+        reply: String,
+        outcome: Result<(), AgentError>,
+    ) -> Result<RunEventKind, StoreError> {
         if !self.reply(id, inbound, &reply).await? {
             return Ok(RunEventKind::Failed {
                 error: "the reply could not be delivered yet; it will be retried".into(),
             });
         }
-        Ok(match result {
-            Ok(_) => RunEventKind::Finished { reply },
+        Ok(match outcome {
+            Ok(()) => RunEventKind::Finished { reply },
             Err(err) => RunEventKind::Failed {
                 error: err.to_string(),
             },

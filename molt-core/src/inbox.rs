@@ -3,9 +3,10 @@
 //! One object per message at `inbox/<channel>/<platform message id>`, created
 //! with put-if-absent so a redelivered message is recognised. Its state moves
 //! from `pending` to `answered` (the reply is stored before it is sent) to
-//! `done` (the reply was delivered). After a restart, pending entries are
-//! processed again and answered ones have their stored reply sent again, so
-//! the model is never asked twice for the same message.
+//! `done` (the reply was delivered). An answered entry also counts the pieces
+//! of a split reply already delivered. After a restart, pending entries are
+//! processed again and answered ones have the rest of their stored reply sent,
+//! so the model is never asked twice for the same message.
 
 use crate::message::InboundMessage;
 use crate::store::{PutOutcome, Store, StoreError, key_segment};
@@ -51,6 +52,8 @@ pub struct PendingEntry {
     pub message: InboundMessage,
     /// The reply, when it was decided but perhaps not delivered.
     pub reply: Option<String>,
+    /// How many pieces of the reply were delivered (a long reply is split).
+    pub pieces_sent: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +65,8 @@ enum Entry {
     Answered {
         message: Box<InboundMessage>,
         reply: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pieces_sent: usize,
     },
     Done,
 }
@@ -93,16 +98,21 @@ impl Inbox {
         })
     }
 
-    /// Stores the reply before it is sent, so a crash resends it instead of asking the model again.
+    /// Stores the reply before it is sent, so a crash resends it instead of
+    /// asking the model again. `pieces_sent` counts the pieces of a split
+    /// reply already delivered (0 before the first send), so a restart sends
+    /// only the rest.
     pub async fn record_reply(
         &self,
         id: &InboxId,
         message: &InboundMessage,
         reply: &str,
+        pieces_sent: usize,
     ) -> Result<(), StoreError> {
         let entry = Entry::Answered {
             message: Box::new(message.clone()),
             reply: reply.to_owned(),
+            pieces_sent,
         };
         self.store.put(id.key(), encode(id.key(), &entry)?).await
     }
@@ -122,9 +132,13 @@ impl Inbox {
             let Some(bytes) = self.store.get(&key).await? else {
                 continue;
             };
-            let (message, reply) = match serde_json::from_slice(&bytes) {
-                Ok(Entry::Pending { message }) => (message, None),
-                Ok(Entry::Answered { message, reply }) => (message, Some(reply)),
+            let (message, reply, pieces_sent) = match serde_json::from_slice(&bytes) {
+                Ok(Entry::Pending { message }) => (message, None, 0),
+                Ok(Entry::Answered {
+                    message,
+                    reply,
+                    pieces_sent,
+                }) => (message, Some(reply), pieces_sent),
                 Ok(Entry::Done) => continue,
                 Err(err) => {
                     tracing::error!(%key, %err, "skipping an unreadable inbox entry");
@@ -135,11 +149,16 @@ impl Inbox {
                 id: InboxId(key),
                 message: *message,
                 reply,
+                pieces_sent,
             });
         }
         pending.sort_by(|a, b| (a.message.sent_at, &a.id).cmp(&(b.message.sent_at, &b.id)));
         Ok(pending)
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn encode(key: &str, entry: &Entry) -> Result<Bytes, StoreError> {

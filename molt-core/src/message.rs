@@ -223,6 +223,16 @@ pub struct OutboundMessage {
     pub reply_to: Option<String>,
     /// The text, already no longer than the channel's limit.
     pub text: String,
+    /// Which piece of its reply this is (0 for the first; a long reply is
+    /// split). With `reply_to`, it names this send across retries and
+    /// restarts, so a platform that can deduplicate sends it once.
+    #[serde(default)]
+    pub piece: usize,
+    /// An earlier attempt at this piece may have reached the platform (the
+    /// process stopped, or a send failed, after the request left). A channel
+    /// that can check looks before sending again.
+    #[serde(default)]
+    pub possibly_delivered: bool,
 }
 
 impl OutboundMessage {
@@ -235,6 +245,8 @@ impl OutboundMessage {
             thread_id: inbound.thread_id.clone(),
             reply_to: Some(inbound.message_id.clone()),
             text: text.into(),
+            piece: 0,
+            possibly_delivered: false,
         }
     }
 }

@@ -30,6 +30,13 @@ pub enum TranscriptRecord {
     Run {
         /// When.
         at: Timestamp,
+        /// The inbox entry the run answered, for a message from a channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inbox: Option<String>,
+        /// The reply the run decided, kept with it: a restart that finds the
+        /// run but not the stored reply sends this instead of asking again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<String>,
         /// The messages.
         messages: Vec<Message>,
     },
@@ -53,6 +60,8 @@ pub struct History {
     pub messages: Vec<Message>,
     /// Inbox entries whose user message is already in the transcript.
     pub inbox_ids: std::collections::HashSet<String>,
+    /// Replies decided by recorded runs, by the inbox entry they answer.
+    pub replies: std::collections::HashMap<String, String>,
 }
 
 impl History {
@@ -63,7 +72,17 @@ impl History {
                 self.inbox_ids.extend(inbox);
                 self.messages.push(message);
             }
-            TranscriptRecord::Run { messages, .. } => self.messages.extend(messages),
+            TranscriptRecord::Run {
+                inbox,
+                reply,
+                messages,
+                ..
+            } => {
+                if let (Some(inbox), Some(reply)) = (inbox, reply) {
+                    self.replies.insert(inbox, reply);
+                }
+                self.messages.extend(messages);
+            }
             TranscriptRecord::Summary { text, replaces, .. } => {
                 self.messages.drain(..replaces.min(self.messages.len()));
                 self.summary = Some(text);

@@ -14,7 +14,7 @@ use molt_core::model::LanguageModel;
 use molt_core::platform::Platform;
 use molt_core::policy::{ChannelPolicy, DmPolicy};
 use molt_core::session::{SessionKey, SessionScope};
-use molt_core::store::MemoryStore;
+use molt_core::store::{MemoryStore, PutOutcome, Store, StoreError};
 use molt_core::tool::ToolRegistry;
 use molt_core::transcript::CompactionPolicy;
 use std::collections::BTreeMap;
@@ -27,6 +27,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 struct Setup {
     store: Arc<MemoryStore>,
+    /// Where the inbox and pairing live, when not in `store`.
+    state: Option<Arc<dyn Store>>,
     platform: Platform,
     scope: SessionScope,
     compaction: CompactionPolicy,
@@ -37,6 +39,7 @@ impl Setup {
     fn new() -> Self {
         Self {
             store: Arc::new(MemoryStore::new()),
+            state: None,
             platform: platform().0,
             scope: SessionScope::PerChannelPeer,
             compaction: CompactionPolicy::default(),
@@ -70,8 +73,12 @@ impl Setup {
             },
         );
         let events = self.events.clone();
+        let state: Arc<dyn Store> = match &self.state {
+            Some(state) => state.clone(),
+            None => self.store.clone(),
+        };
         let gateway = Gateway::new(GatewayParts {
-            store: self.store.clone(),
+            store: state,
             logs: self.store.clone(),
             agent,
             platform: self.platform.clone(),
@@ -360,6 +367,133 @@ fn a_reply_decided_before_a_crash_is_resent_not_recomputed() {
         block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
         0
     );
+}
+
+/// Accepts `ok` sends, then its platform goes down.
+struct GoesDownAfter {
+    ok: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ChannelEgress for GoesDownAfter {
+    fn capabilities(&self) -> molt_core::channel::Capabilities {
+        RecordingEgress::default().capabilities()
+    }
+
+    async fn send(
+        &self,
+        message: molt_core::message::OutboundMessage,
+    ) -> Result<(), molt_core::channel::ChannelError> {
+        let left = self.ok.load(Ordering::SeqCst);
+        if left == 0 {
+            return FailingEgress.send(message).await;
+        }
+        self.ok.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_split_reply_cut_short_resends_only_the_pieces_not_delivered() {
+    let setup = Setup::new();
+    let paragraphs: Vec<String> = (0..3).map(|n| format!("{n}").repeat(4_000)).collect();
+    let long = paragraphs.join("\n\n");
+    let down = setup.gateway_with(
+        Arc::new(ScriptedModel::new(vec![text_answer(&long)])),
+        Arc::new(GoesDownAfter { ok: 1.into() }),
+    );
+    block_on_within(LIMIT, down.accept(dm("test", "alice", "1", "question"))).unwrap();
+    block_on_within(LIMIT, down.idle());
+    drop(down);
+
+    let (restarted, egress) = setup.gateway(Arc::new(ScriptedModel::new(vec![])));
+    block_on_within(LIMIT, restarted.resume_pending()).unwrap();
+    let sent: Vec<(usize, bool, String)> = egress
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| (m.piece, m.possibly_delivered, m.text.clone()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (1, true, paragraphs[1].clone()),
+            (2, false, paragraphs[2].clone())
+        ],
+        "the first piece went out before the platform went down; the second may have"
+    );
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        0
+    );
+}
+
+/// The inbox's store, whose disk fails when a reply is about to be stored
+/// (as a crash there would leave it).
+struct FailsToStoreReplies(Arc<MemoryStore>);
+
+#[async_trait::async_trait]
+impl Store for FailsToStoreReplies {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn put(&self, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
+        if value.starts_with(br#"{"state":"answered""#) {
+            let source = std::io::Error::other("disk gone");
+            return Err(StoreError::Io {
+                key: key.into(),
+                source,
+            });
+        }
+        self.0.put(key, value).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        self.0.put_if_absent(key, value).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+#[test]
+fn a_run_recorded_before_a_crash_sends_its_reply_without_asking_again() {
+    let mut setup = Setup::new();
+    let inbox = Arc::new(MemoryStore::new());
+    setup.state = Some(Arc::new(FailsToStoreReplies(inbox.clone())));
+    let first = setup.gateway_with(
+        Arc::new(ScriptedModel::new(vec![text_answer("the one answer")])),
+        Arc::new(FailingEgress),
+    );
+    block_on_within(LIMIT, first.accept(dm("test", "alice", "1", "question"))).unwrap();
+    block_on_within(LIMIT, first.idle());
+    drop(first);
+
+    // The run is in the transcript; the inbox still says pending.
+    setup.state = Some(inbox);
+    let model = Arc::new(ScriptedModel::new(vec![]));
+    let (restarted, egress) = setup.gateway(model.clone());
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        1
+    );
+    block_on_within(LIMIT, restarted.idle());
+    assert_eq!(egress.texts(), ["the one answer"]);
+    assert!(
+        model.requests.lock().unwrap().is_empty(),
+        "the model is not asked again"
+    );
+    let history =
+        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
+    let texts: Vec<String> = history.messages.iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ["question", "the one answer"]);
 }
 
 #[test]

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// The longest message Discord accepts, in characters.
 pub const MAX_MESSAGE_LEN: usize = 2000;
 
+/// The longest nonce Discord takes (a snowflake and a piece number fit).
+const MAX_NONCE_LEN: usize = 25;
+
 /// Typing shows for 10 s; it is renewed a little sooner.
 const TYPING_REFRESH: Duration = Duration::from_secs(8);
 
@@ -43,6 +46,13 @@ impl ChannelEgress for DiscordEgress {
                 "message_id": reply_to,
                 "fail_if_not_exists": false,
             });
+            // The same piece sent again (after a restart) is not created twice:
+            // Discord returns the message it already made with this nonce.
+            let nonce = format!("{reply_to}.{}", message.piece);
+            if nonce.len() <= MAX_NONCE_LEN {
+                body["nonce"] = json!(nonce);
+                body["enforce_nonce"] = json!(true);
+            }
         }
         let route = Route {
             template: "POST /channels/{id}/messages",

@@ -1,5 +1,5 @@
-//! Slack's Web API: one method call is one HTTPS POST with a JSON body and a
-//! bearer token, answered by `{"ok": true, ...}` or `{"ok": false, "error": ...}`.
+//! Slack's Web API: one method call is one HTTPS POST with a JSON (or, for
+//! read methods, form) body and a bearer token, answered by `{"ok": true, ...}` or `{"ok": false, "error": ...}`.
 //! A 429 carries `Retry-After`, which is waited out before trying again.
 
 use molt_core::Secret;
@@ -56,12 +56,39 @@ impl WebApi {
         }
     }
 
-    /// Calls `method` with `token` and `body`; returns the whole answer.
+    /// Calls `method` with `token` and a JSON `body`; returns the whole answer.
     pub async fn call(
         &self,
         method: &str,
         token: &Secret,
         body: &Value,
+    ) -> Result<Value, SlackApiError> {
+        let body = body.to_string();
+        self.request(method, token, |request| {
+            request
+                .header("content-type", "application/json; charset=utf-8")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Calls a method that takes form fields, as Slack's read methods
+    /// (`conversations.history`) do; returns the whole answer.
+    pub async fn call_form(
+        &self,
+        method: &str,
+        token: &Secret,
+        fields: &[(&str, &str)],
+    ) -> Result<Value, SlackApiError> {
+        self.request(method, token, |request| request.form(fields))
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        token: &Secret,
+        with_body: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<Value, SlackApiError> {
         let transport = |reason: String| SlackApiError::Transport {
             method: method.to_owned(),
@@ -70,12 +97,11 @@ impl WebApi {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let response = self
+            let request = self
                 .http
                 .post(format!("{}/{method}", self.base))
-                .bearer_auth(token.expose())
-                .header("content-type", "application/json; charset=utf-8")
-                .body(body.to_string())
+                .bearer_auth(token.expose());
+            let response = with_body(request)
                 .timeout(self.timeout)
                 .send()
                 .await

@@ -7,11 +7,18 @@ use async_trait::async_trait;
 use molt_core::Secret;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
 use molt_core::message::OutboundMessage;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The longest message sent in one piece. Slack takes 40,000 characters but
 /// advises 4,000, and escaping can lengthen a piece.
 pub const MAX_MESSAGE_LEN: usize = 4_000;
+
+/// The metadata event type that marks a reply, with the message it answers
+/// and the piece, so a resend after a restart can find it.
+const REPLY_EVENT: &str = "molt_reply";
+
+/// Pages of history read when looking for a reply that may have gone out.
+const MAX_HISTORY_PAGES: usize = 5;
 
 /// Slack's sending half.
 pub struct SlackEgress {
@@ -36,10 +43,70 @@ impl ChannelEgress for SlackEgress {
         if let Some(thread) = &message.thread_id {
             body["thread_ts"] = json!(thread);
         }
+        if let Some(reply_to) = &message.reply_to {
+            // Marks the piece, so a resend after a restart can look for it.
+            let payload = json!({ "reply_to": reply_to, "piece": message.piece });
+            if message.possibly_delivered && self.already_posted(&message, &payload).await {
+                return Ok(());
+            }
+            body["metadata"] = json!({ "event_type": REPLY_EVENT, "event_payload": payload });
+        }
         self.api
             .call("chat.postMessage", &self.bot_token, &body)
             .await
             .map(drop)
             .map_err(api_error)
+    }
+}
+
+impl SlackEgress {
+    /// Whether the piece marked with `payload` is already in the conversation
+    /// (posted before a restart). Reads the messages after the one answered,
+    /// newest first, a bounded number of pages; when Slack cannot be asked
+    /// (such as a missing `im:history` scope), says no, so the piece is sent.
+    async fn already_posted(&self, message: &OutboundMessage, payload: &Value) -> bool {
+        let Some(reply_to) = message.reply_to.as_deref() else {
+            return false;
+        };
+        let (method, thread) = match message.thread_id.as_deref() {
+            Some(thread) => ("conversations.replies", thread),
+            None => ("conversations.history", ""),
+        };
+        let mut cursor = String::new();
+        for _ in 0..MAX_HISTORY_PAGES {
+            let mut fields = vec![
+                ("channel", message.chat_id.as_str()),
+                ("oldest", reply_to),
+                ("include_all_metadata", "true"),
+                ("limit", "200"),
+            ];
+            if !thread.is_empty() {
+                fields.push(("ts", thread));
+            }
+            if !cursor.is_empty() {
+                fields.push(("cursor", cursor.as_str()));
+            }
+            let page = match self.api.call_form(method, &self.bot_token, &fields).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(%err, "slack: cannot tell whether a reply went out before the restart; sending it, so it may arrive twice");
+                    return false;
+                }
+            };
+            let messages = page["messages"].as_array().into_iter().flatten();
+            if messages.into_iter().any(|m| {
+                m["metadata"]["event_type"] == REPLY_EVENT
+                    && m["metadata"]["event_payload"] == *payload
+            }) {
+                return true;
+            }
+            match page["response_metadata"]["next_cursor"].as_str() {
+                Some(next) if !next.is_empty() && page["has_more"] == true => {
+                    cursor = next.to_owned();
+                }
+                _ => return false,
+            }
+        }
+        false
     }
 }

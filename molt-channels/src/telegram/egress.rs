@@ -147,6 +147,15 @@ impl ChannelEgress for TelegramEgress {
                 "allow_sending_without_reply": true,
             });
         }
+        if message.possibly_delivered {
+            // The Bot API has no idempotent send and no way to read the chat back.
+            tracing::warn!(
+                chat = %message.chat_id,
+                reply_to = message.reply_to.as_deref().unwrap_or_default(),
+                piece = message.piece,
+                "telegram: sending a reply again that may have been delivered before the restart; it may arrive twice"
+            );
+        }
         let plain = message.text;
         self.call_for_chat("sendMessage", &message.chat_id, params, |error, params| {
             // Entities Telegram cannot parse: send the text as it is.

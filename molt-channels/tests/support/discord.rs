@@ -57,6 +57,10 @@ pub struct Recorded {
     pub sent: Vec<Value>,
     pub typing: Vec<String>,
     pub too_many_requests: usize,
+    /// Messages created with `enforce_nonce`, by channel and nonce, and when.
+    pub nonces: HashMap<(String, String), (Value, Instant)>,
+    /// Sends answered with the message an earlier one created (same nonce).
+    pub nonce_repeats: usize,
     /// Answers to give before any other, per REST route name.
     pub faults: HashMap<&'static str, VecDeque<Response>>,
     next_id: u64,
@@ -99,6 +103,8 @@ impl FakeDiscord {
             sent: Vec::new(),
             typing: Vec::new(),
             too_many_requests: 0,
+            nonces: HashMap::new(),
+            nonce_repeats: 0,
             faults: HashMap::new(),
             next_id: 1_200_000_000_000_000_000,
         }));
@@ -324,14 +330,36 @@ async fn create_message(
             { "code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length." } ] } } });
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
+    // `enforce_nonce`: a nonce seen from this author in the past few minutes
+    // returns the message it created, and creates none.
+    let nonce = message["nonce"].as_str().map(str::to_owned);
+    let enforced = message["enforce_nonce"] == json!(true);
+    if let (Some(nonce), true) = (&nonce, enforced) {
+        let key = (channel.clone(), nonce.clone());
+        if let Some((created, at)) = recorded.nonces.get(&key)
+            && at.elapsed() < Duration::from_secs(300)
+        {
+            let created = created.clone();
+            recorded.nonce_repeats += 1;
+            let mut response = axum::Json(created).into_response();
+            rate_headers(response.headers_mut(), limit, remaining, reset_after);
+            return response;
+        }
+    }
     message["channel_id"] = json!(channel);
     recorded.sent.push(message.clone());
     recorded.next_id += 1 << 22;
     let id = recorded.next_id.to_string();
-    let mut response = axum::Json(json!({
+    let created = json!({
         "id": id, "channel_id": channel, "content": content, "author": bot_user(), "type": 0,
-    }))
-    .into_response();
+        "nonce": nonce,
+    });
+    if let (Some(nonce), true) = (nonce, enforced) {
+        recorded
+            .nonces
+            .insert((channel.clone(), nonce), (created.clone(), now));
+    }
+    let mut response = axum::Json(created).into_response();
     rate_headers(response.headers_mut(), limit, remaining, reset_after);
     response
 }

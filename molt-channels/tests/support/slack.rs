@@ -50,6 +50,11 @@ pub struct Recorded {
     pub envelopes: Vec<(String, String, u64)>,
     pub pings: usize,
     pub posted: Vec<Value>,
+    /// Every message in every conversation (users' and the bot's), as
+    /// `conversations.history` shows them, plus their `channel`.
+    pub messages: Vec<Value>,
+    /// `conversations.history` and `conversations.replies` calls.
+    pub history_reads: usize,
     pub faults: VecDeque<Response>,
     next: u64,
 }
@@ -85,6 +90,8 @@ impl FakeSlack {
             envelopes: Vec::new(),
             pings: 0,
             posted: Vec::new(),
+            messages: Vec::new(),
+            history_reads: 0,
             faults: VecDeque::new(),
             next: 0,
         }));
@@ -98,6 +105,8 @@ impl FakeSlack {
             .route("/api/apps.connections.open", axum::routing::post(open))
             .route("/api/auth.test", axum::routing::post(auth_test))
             .route("/api/chat.postMessage", axum::routing::post(post_message))
+            .route("/api/conversations.history", axum::routing::post(history))
+            .route("/api/conversations.replies", axum::routing::post(replies))
             .route("/link/", axum::routing::get(link))
             .with_state(app);
         let task = tokio::spawn(async move {
@@ -150,9 +159,16 @@ impl FakeSlack {
         };
         let ts = format!("1700000000.{n:06}");
         let event_id = format!("Ev{n:08}");
+        let event = make(&ts);
+        let mut message = json!({ "type": "message", "channel": event["channel"],
+            "user": event["user"], "text": event["text"], "ts": ts });
+        if event["thread_ts"].is_string() {
+            message["thread_ts"] = event["thread_ts"].clone();
+        }
+        self.state.lock().unwrap().messages.push(message);
         let payload = json!({
             "token": "verification-token", "team_id": "T111", "api_app_id": "A111",
-            "event": make(&ts), "type": "event_callback", "event_id": event_id,
+            "event": event, "type": "event_callback", "event_id": event_id,
             "event_time": 1_700_000_000u64 + n, "is_ext_shared_channel": false,
             "authorizations": [{ "enterprise_id": null, "team_id": "T111", "user_id": BOT_USER,
                                  "is_bot": true, "is_enterprise_install": false }],
@@ -311,11 +327,100 @@ async fn post_message(
     if text.chars().count() > 40_000 {
         return refused("msg_too_long");
     }
-    recorded.posted.push(message);
     recorded.next += 1;
     let ts = format!("1700000001.{:06}", recorded.next);
+    let mut shown = json!({ "type": "message", "channel": channel, "user": BOT_USER,
+        "bot_id": "B111", "text": text, "ts": ts });
+    for field in ["thread_ts", "metadata"] {
+        if !message[field].is_null() {
+            shown[field] = message[field].clone();
+        }
+    }
+    recorded.messages.push(shown);
+    recorded.posted.push(message);
     axum::Json(json!({ "ok": true, "channel": channel, "ts": ts,
         "message": { "type": "message", "text": text, "user": BOT_USER, "bot_id": "B111", "ts": ts } }))
+    .into_response()
+}
+
+type Form = axum::Form<HashMap<String, String>>;
+
+async fn history(app: State<App>, headers: HeaderMap, form: Form) -> Response {
+    read(app, headers, form, false)
+}
+
+async fn replies(app: State<App>, headers: HeaderMap, form: Form) -> Response {
+    read(app, headers, form, true)
+}
+
+/// `conversations.history` (a conversation's messages outside threads, newest
+/// first) or `conversations.replies` (a thread, parent first), after
+/// `oldest`, paged by `limit` and `cursor`; metadata only with
+/// `include_all_metadata`.
+fn read(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::Form(form): Form,
+    thread: bool,
+) -> Response {
+    if let Some(refusal) = bot_refusal(&headers) {
+        return refusal;
+    }
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    let (channel, parent) = (field("channel"), field("ts"));
+    if channel.is_empty() {
+        return refused("channel_not_found");
+    }
+    if thread && parent.is_empty() {
+        return refused("invalid_arguments");
+    }
+    let time = |ts: &Value| {
+        ts.as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let oldest = field("oldest").parse::<f64>().unwrap_or(0.0);
+    let limit = field("limit").parse::<usize>().unwrap_or(100).clamp(1, 999);
+    let start = field("cursor")
+        .strip_prefix("bmV4dF90czo")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    let metadata = field("include_all_metadata") == "true";
+    let mut recorded = app.state.lock().unwrap();
+    recorded.history_reads += 1;
+    let mut found: Vec<Value> = recorded
+        .messages
+        .iter()
+        .filter(|m| m["channel"] == channel && time(&m["ts"]) > oldest)
+        .filter(|m| match thread {
+            true => m["ts"] == parent || m["thread_ts"] == parent,
+            false => m["thread_ts"].is_null() || m["thread_ts"] == m["ts"],
+        })
+        .cloned()
+        .collect();
+    if !thread {
+        found.reverse();
+    }
+    let more = found.len() > start + limit;
+    let page: Vec<Value> = found
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(|mut m| {
+            m.as_object_mut().map(|m| m.remove("channel"));
+            if !metadata {
+                m.as_object_mut().map(|m| m.remove("metadata"));
+            }
+            m
+        })
+        .collect();
+    let next = if more {
+        format!("bmV4dF90czo{}", start + limit)
+    } else {
+        String::new()
+    };
+    axum::Json(json!({ "ok": true, "messages": page, "has_more": more,
+        "response_metadata": { "next_cursor": next } }))
     .into_response()
 }
 

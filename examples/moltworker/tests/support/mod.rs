@@ -46,6 +46,15 @@ impl Gateway {
     /// Starts the binary on a free loopback port with `state_dir`, and reads the
     /// Control UI URL it prints to learn the address and token.
     pub fn start(state_dir: &Path, envs: &[(&str, &str)]) -> Gateway {
+        Self::start_logging(state_dir, envs, Stdio::inherit())
+    }
+
+    /// [`Gateway::start`], with the process's log (stderr) going to `log`.
+    pub fn start_logging(
+        state_dir: &Path,
+        envs: &[(&str, &str)],
+        log: impl Into<Stdio>,
+    ) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_moltworker"))
             .env("MOLT_STATE_DIR", state_dir)
             .env("MOLT_BIND", "127.0.0.1:0")
@@ -55,7 +64,7 @@ impl Gateway {
             .envs(MODEL_VARIABLES.iter().map(|name| (*name, "")))
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("the moltworker binary starts");
         let mut line = String::new();
