@@ -324,6 +324,28 @@ fn transcripts_reload_and_compact() {
     assert_eq!(finished, 4);
 }
 
+/// Restarts on `setup`'s store: the one pending message gets "the one
+/// answer", decided before the restart, without the model being asked.
+fn restart_answering_once(setup: &Setup) -> Gateway {
+    let model = Arc::new(ScriptedModel::new(vec![]));
+    let (restarted, egress) = setup.gateway(model.clone());
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        1
+    );
+    block_on_within(LIMIT, restarted.idle());
+    assert_eq!(egress.texts(), ["the one answer"]);
+    assert!(
+        model.requests.lock().unwrap().is_empty(),
+        "the model is not asked again"
+    );
+    let history =
+        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
+    let texts: Vec<String> = history.messages.iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ["question", "the one answer"]);
+    restarted
+}
+
 #[test]
 fn a_reply_decided_before_a_crash_is_resent_not_recomputed() {
     let setup = Setup::new();
@@ -344,25 +366,7 @@ fn a_reply_decided_before_a_crash_is_resent_not_recomputed() {
     drop(down);
 
     // After a restart the stored reply goes out; the model is not asked again.
-    let model = Arc::new(ScriptedModel::new(vec![]));
-    let (restarted, egress) = setup.gateway(model.clone());
-    assert_eq!(
-        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
-        1
-    );
-    block_on_within(LIMIT, restarted.idle());
-    assert_eq!(egress.texts(), ["the one answer"]);
-    assert!(model.requests.lock().unwrap().is_empty());
-    let history =
-        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
-    assert_eq!(
-        history
-            .messages
-            .iter()
-            .map(|m| m.text())
-            .collect::<Vec<_>>(),
-        ["question", "the one answer"]
-    );
+    let restarted = restart_answering_once(&setup);
     assert_eq!(
         block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
         0
@@ -478,22 +482,7 @@ fn a_run_recorded_before_a_crash_sends_its_reply_without_asking_again() {
 
     // The run is in the transcript; the inbox still says pending.
     setup.state = Some(inbox);
-    let model = Arc::new(ScriptedModel::new(vec![]));
-    let (restarted, egress) = setup.gateway(model.clone());
-    assert_eq!(
-        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
-        1
-    );
-    block_on_within(LIMIT, restarted.idle());
-    assert_eq!(egress.texts(), ["the one answer"]);
-    assert!(
-        model.requests.lock().unwrap().is_empty(),
-        "the model is not asked again"
-    );
-    let history =
-        block_on_within(LIMIT, restarted.history(&SessionKey::new("test:dm:alice"))).unwrap();
-    let texts: Vec<String> = history.messages.iter().map(|m| m.text()).collect();
-    assert_eq!(texts, ["question", "the one answer"]);
+    restart_answering_once(&setup);
 }
 
 #[test]
