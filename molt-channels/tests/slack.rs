@@ -147,14 +147,15 @@ async fn tokens_of_the_wrong_kind_or_refused_are_auth_errors() {
     assert!(matches!(end, Ok(None)));
 }
 
-/// Piece `piece` of the reply to DM `ts` in `D42`.
+/// Piece `piece` of the reply to the DM at `ts` in `D42`.
 fn dm_reply(ts: &str, piece: usize, possibly_delivered: bool) -> OutboundMessage {
     OutboundMessage {
         channel: "slack".into(),
         account: "UBOT0001".into(),
         chat_id: "D42".into(),
         thread_id: None,
-        reply_to: Some(ts.into()),
+        // As the adapter names Slack messages: `<channel>:<ts>`.
+        reply_to: Some(format!("D42:{ts}")),
         text: format!("piece {piece}"),
         piece,
         possibly_delivered,
@@ -187,7 +188,7 @@ async fn a_reply_that_went_out_before_a_restart_is_not_posted_again() {
     let texts: Vec<String> = fake.recorded(|r| {
         r.posted
             .iter()
-            .filter(|p| p["metadata"]["event_payload"]["reply_to"] == ts)
+            .filter(|p| p["metadata"]["event_payload"]["reply_to"] == format!("D42:{ts}"))
             .map(|p| p["text"].as_str().unwrap().to_owned())
             .collect()
     });

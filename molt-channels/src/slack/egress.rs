@@ -68,6 +68,8 @@ impl SlackEgress {
         let Some(reply_to) = message.reply_to.as_deref() else {
             return false;
         };
+        // Message ids here are `<channel>:<ts>`; Slack reads from the ts.
+        let after = reply_to.rsplit_once(':').map_or(reply_to, |(_, ts)| ts);
         let (method, thread) = match message.thread_id.as_deref() {
             Some(thread) => ("conversations.replies", thread),
             None => ("conversations.history", ""),
@@ -76,7 +78,7 @@ impl SlackEgress {
         for _ in 0..MAX_HISTORY_PAGES {
             let mut fields = vec![
                 ("channel", message.chat_id.as_str()),
-                ("oldest", reply_to),
+                ("oldest", after),
                 ("include_all_metadata", "true"),
                 ("limit", "200"),
             ];

@@ -379,7 +379,13 @@ fn read(
             .and_then(|t| t.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let oldest = field("oldest").parse::<f64>().unwrap_or(0.0);
+    let oldest = match field("oldest") {
+        "" => 0.0,
+        ts => match ts.parse::<f64>() {
+            Ok(oldest) => oldest,
+            Err(_) => return refused("invalid_ts_oldest"),
+        },
+    };
     let limit = field("limit").parse::<usize>().unwrap_or(100).clamp(1, 999);
     let start = field("cursor")
         .strip_prefix("bmV4dF90czo")
