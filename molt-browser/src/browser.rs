@@ -1,0 +1,265 @@
+//! A browser: a local Chromium this process started, or a remote CDP
+//! endpoint; and the pages (tabs) opened in it.
+
+use crate::connection::Connection;
+use crate::error::CdpError;
+use crate::launch::{ChromiumProcess, LaunchOptions};
+use crate::page::Page;
+use serde::Deserialize;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// How long to wait for a remote endpoint, and for each command.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Opening the WebSocket (and the `/json/version` request).
+    pub connect: Duration,
+    /// Each CDP command.
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(15),
+            command: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What `Browser.getVersion` reports.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserVersion {
+    /// The DevTools protocol version, such as `1.3`.
+    pub protocol_version: String,
+    /// The product, such as `HeadlessChrome/156.0.8078.79`.
+    pub product: String,
+    /// The browser's default user agent.
+    pub user_agent: String,
+    /// The V8 version.
+    pub js_version: String,
+}
+
+/// A connected browser.
+///
+/// A launched browser is ended (its whole process group, and its temporary
+/// profile removed) when this handle drops.
+pub struct Browser {
+    connection: Arc<Connection>,
+    http_url: Option<Url>,
+    launched: Option<(ChromiumProcess, LaunchOptions)>,
+}
+
+impl Browser {
+    /// Connects to a browser's WebSocket URL (`ws://…/devtools/browser/…`, or
+    /// a remote CDP endpoint such as Cloudflare Browser Rendering's).
+    pub async fn connect(ws_url: &str, timeouts: Timeouts) -> Result<Self, CdpError> {
+        let connection = Connection::connect(ws_url, timeouts.connect, timeouts.command).await?;
+        Ok(Self {
+            connection: Arc::new(connection),
+            http_url: None,
+            launched: None,
+        })
+    }
+
+    /// Finds the WebSocket URL from a browser's HTTP endpoint
+    /// (`http://127.0.0.1:9222` serves `/json/version`) and connects to it.
+    pub async fn discover(http_url: &str, timeouts: Timeouts) -> Result<Self, CdpError> {
+        let ws_url = discover_ws_url(http_url, timeouts.connect).await?;
+        let mut browser = Self::connect(&ws_url, timeouts).await?;
+        browser.http_url = Url::parse(http_url).ok();
+        Ok(browser)
+    }
+
+    /// Starts a local Chromium and connects to it.
+    pub async fn launch(options: LaunchOptions) -> Result<Self, CdpError> {
+        let (process, ws_url) = ChromiumProcess::start(&options).await?;
+        let timeouts = Timeouts {
+            connect: options.startup_timeout,
+            command: options.command_timeout,
+        };
+        let connection = Connection::connect(&ws_url, timeouts.connect, timeouts.command).await?;
+        Ok(Self {
+            connection: Arc::new(connection),
+            http_url: http_url_of(&ws_url),
+            launched: Some((process, options)),
+        })
+    }
+
+    /// Ends a launched browser (if still running) and starts a fresh one with
+    /// the same options. Pages of the old browser answer with
+    /// [`CdpError::Closed`] from then on.
+    pub async fn relaunch(&mut self) -> Result<(), CdpError> {
+        let Some((_, options)) = &self.launched else {
+            return Err(CdpError::Launch(
+                "only a browser started by launch() can be relaunched".into(),
+            ));
+        };
+        let options = options.clone();
+        // End the old browser before starting the new one.
+        self.launched = None;
+        *self = Self::launch(options).await?;
+        Ok(())
+    }
+
+    /// The connection, to send any CDP command.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    /// The browser-level WebSocket URL.
+    pub fn ws_url(&self) -> &str {
+        self.connection.url()
+    }
+
+    /// The browser's HTTP endpoint (for `/json/version` and `/json/list`):
+    /// known for a launched or discovered browser.
+    pub fn http_url(&self) -> Option<&Url> {
+        self.http_url.as_ref()
+    }
+
+    /// The process id of a launched browser (also its process group).
+    pub fn pid(&self) -> Option<u32> {
+        self.launched.as_ref().map(|(process, _)| process.pid())
+    }
+
+    /// The temporary profile directory of a launched browser.
+    pub fn profile_dir(&self) -> Option<&Path> {
+        self.launched.as_ref().map(|(process, _)| process.profile())
+    }
+
+    /// Whether the connection is still open (false once the browser exited,
+    /// crashed, or was killed).
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_open()
+    }
+
+    /// The browser's version.
+    pub async fn version(&self) -> Result<BrowserVersion, CdpError> {
+        let version = self
+            .connection
+            .call("Browser.getVersion", json!({}), None)
+            .await?;
+        serde_json::from_value(version).map_err(|err| CdpError::UnexpectedResponse(err.to_string()))
+    }
+
+    /// Opens a new page (tab) in the browser's default context, which shares
+    /// cookies and storage with other such pages.
+    pub async fn new_page(&self) -> Result<Page, CdpError> {
+        self.open_page(None).await
+    }
+
+    /// Opens a new page in a fresh browser context of its own: no cookies,
+    /// storage or cache shared with any other page. The context is disposed
+    /// of when the page closes.
+    pub async fn new_isolated_page(&self) -> Result<Page, CdpError> {
+        let context = self
+            .connection
+            .call(
+                "Target.createBrowserContext",
+                json!({ "disposeOnDetach": true }),
+                None,
+            )
+            .await?;
+        let context_id = string_field(&context, "browserContextId")?;
+        self.open_page(Some(context_id)).await
+    }
+
+    async fn open_page(&self, context_id: Option<String>) -> Result<Page, CdpError> {
+        let mut params = json!({ "url": "about:blank" });
+        if let Some(context_id) = &context_id {
+            params["browserContextId"] = json!(context_id);
+        }
+        let created = self
+            .connection
+            .call("Target.createTarget", params, None)
+            .await?;
+        let target_id = string_field(&created, "targetId")?;
+        let attached = self
+            .connection
+            .call(
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+                None,
+            )
+            .await?;
+        let session_id = string_field(&attached, "sessionId")?;
+        Page::attach(self.connection.clone(), target_id, session_id, context_id).await
+    }
+
+    /// Asks the browser to close, then ends a launched browser's processes.
+    pub async fn close(self) -> Result<(), CdpError> {
+        let closing = self
+            .connection
+            .call_within("Browser.close", json!({}), None, Duration::from_secs(5))
+            .await;
+        match closing {
+            Ok(_) | Err(CdpError::Closed { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Reads a string field of a CDP answer.
+pub(crate) fn string_field(value: &serde_json::Value, field: &str) -> Result<String, CdpError> {
+    value[field]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CdpError::UnexpectedResponse(format!("no {field} in {value}")))
+}
+
+/// `ws://host:port/devtools/…` → `http://host:port/` (`wss` → `https`).
+fn http_url_of(ws_url: &str) -> Option<Url> {
+    let mut url = Url::parse(ws_url).ok()?;
+    let scheme = match url.scheme() {
+        "ws" => "http",
+        "wss" => "https",
+        _ => return None,
+    };
+    url.set_scheme(scheme).ok()?;
+    url.set_path("/");
+    url.set_query(None);
+    Some(url)
+}
+
+/// Asks `/json/version` for the browser's WebSocket URL.
+pub async fn discover_ws_url(http_url: &str, timeout: Duration) -> Result<String, CdpError> {
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(rename = "webSocketDebuggerUrl")]
+        ws_url: String,
+    }
+    let base = Url::parse(http_url).map_err(|err| CdpError::Http(format!("{http_url}: {err}")))?;
+    let url = base
+        .join("json/version")
+        .map_err(|err| CdpError::Http(err.to_string()))?;
+    let client = crate::http::plain_client(timeout).map_err(CdpError::Http)?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|err| CdpError::Http(format!("{url}: {err}")))?;
+    if !response.status().is_success() {
+        return Err(CdpError::Http(format!("{url}: HTTP {}", response.status())));
+    }
+    let version: Version = response
+        .json()
+        .await
+        .map_err(|err| CdpError::UnexpectedResponse(format!("{url}: {err}")))?;
+    Ok(version.ws_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_endpoint_is_derived_from_the_websocket_url() {
+        let http = http_url_of("ws://127.0.0.1:9222/devtools/browser/abc").unwrap();
+        assert_eq!(http.as_str(), "http://127.0.0.1:9222/");
+    }
+}

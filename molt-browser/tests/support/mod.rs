@@ -1,0 +1,129 @@
+//! A local site on loopback for the browser to visit, and a launched Chromium.
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use molt_browser::{Browser, LaunchOptions};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The article whose Markdown the tests know.
+pub const ARTICLE: &str = "<!doctype html><html><head><title>Molt test article</title>\
+<style>body { font-family: sans-serif }</style></head><body>\
+<nav><a href=\"/\">Home</a></nav>\
+<h1>Crabs</h1><p>Crabs walk <em>sideways</em>.</p>\
+<h2>Kinds</h2><ul><li>Hermit</li><li>Coconut</li></ul>\
+<p>Read <a href=\"/links\">more</a>.</p>\
+<script>document.body.insertAdjacentHTML('beforeend', '<p>Added by script.</p>')</script>\
+</body></html>";
+
+/// The Markdown of [`ARTICLE`] served at `site`, once its script ran.
+pub fn article_markdown(site: SocketAddr) -> String {
+    format!(
+        "# Molt test article\n\n# Crabs\n\nCrabs walk *sideways*.\n\n## Kinds\n\n\
+         *   Hermit\n*   Coconut\n\nRead [more](http://{site}/links).\n\nAdded by script."
+    )
+}
+
+const LINKS: &str = "<!doctype html><html><head><title>Links</title></head><body>\
+<a href=\"/article\">The article</a> <a href=\"https://example.com/x?y=1\"> Example </a>\
+<p class=\"price\" data-currency=\"EUR\">12.50</p><p class=\"price\" data-currency=\"USD\">3</p>\
+<div id=\"box\" style=\"width:200px;height:100px;margin-top:1500px;background:red\">Box</div>\
+</body></html>";
+
+const TALL: &str = "<!doctype html><html><head><title>Tall</title><style>body{margin:0}</style></head>\
+<body><div style=\"width:640px;height:3000px;background:linear-gradient(red,blue)\"></div></body></html>";
+
+/// A page whose image never arrives, so `load` never fires.
+const HANGING: &str = "<!doctype html><html><head><title>Hanging</title></head><body>\
+<p>Waiting</p><img src=\"/never\"></body></html>";
+
+/// Serves the test pages on 127.0.0.1 (a free port) until the runtime ends.
+pub async fn serve_site() -> SocketAddr {
+    let app = Router::new()
+        .route("/article", get(|| async { Html(ARTICLE) }))
+        .route("/links", get(|| async { Html(LINKS) }))
+        .route("/tall", get(|| async { Html(TALL) }))
+        .route("/hang", get(|| async { Html(HANGING) }))
+        .route("/never", get(never))
+        .route("/redirect", get(redirect))
+        .route("/headers", get(echo_headers))
+        .route("/text", get(|| async { "plain text body" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn never() -> Response {
+    futures::future::pending::<()>().await;
+    StatusCode::OK.into_response()
+}
+
+async fn redirect(Query(query): Query<HashMap<String, String>>) -> Redirect {
+    Redirect::temporary(&query["to"])
+}
+
+/// The request's headers, as a JSON object in the body of a page.
+async fn echo_headers(headers: HeaderMap) -> impl IntoResponse {
+    let map: HashMap<&str, &str> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("")))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/html")],
+        format!(
+            "<!doctype html><pre id=\"headers\">{}</pre>",
+            serde_json::to_string(&map).unwrap()
+        ),
+    )
+}
+
+/// A headless Chromium from the test script (CHROMIUM_PATH or PATH).
+pub async fn launch() -> Browser {
+    Browser::launch(LaunchOptions::default())
+        .await
+        .expect("Chromium starts (./scripts/test installs it)")
+}
+
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Processes in the process group `pgid` (from `/proc/<pid>/stat`).
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+            found.push(pid);
+        }
+    }
+    found
+}
