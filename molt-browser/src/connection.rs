@@ -53,7 +53,7 @@ struct Listener {
 
 impl Listener {
     fn wants(&self, event: &Event) -> bool {
-        self.session_id == event.session_id && self.methods.iter().any(|m| *m == event.method)
+        self.session_id == event.session_id && self.methods.contains(&event.method)
     }
 }
 
