@@ -30,6 +30,8 @@ mod intercept;
 pub mod launch;
 pub mod markdown;
 pub mod page;
+pub mod shared;
+pub mod tools;
 
 pub use browser::{Browser, BrowserVersion, Timeouts};
 pub use egress::{EgressError, EgressPolicy};
@@ -39,3 +41,5 @@ pub use page::{
     Clip, Cookie, ImageFormat, Link, NavigateOptions, Navigation, Page, PdfOptions, Scraped,
     ScrapedElement, ScreenshotOptions, Viewport, WaitUntil,
 };
+pub use shared::{BrowserSource, SharedBrowser};
+pub use tools::{ToolOptions, WebTools};

@@ -9,6 +9,7 @@ use axum::routing::get;
 use molt_browser::{Browser, LaunchOptions};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 /// The article whose Markdown the tests know.
 pub const ARTICLE: &str = "<!doctype html><html><head><title>Molt test article</title>\
@@ -41,8 +42,22 @@ const TALL: &str = "<!doctype html><html><head><title>Tall</title><style>body{ma
 const HANGING: &str = "<!doctype html><html><head><title>Hanging</title></head><body>\
 <p>Waiting</p><img src=\"/never\"></body></html>";
 
+/// A page that tries to send data to `to` with an image request.
+async fn exfiltrate(Query(query): Query<HashMap<String, String>>) -> Html<String> {
+    Html(format!(
+        "<!doctype html><title>Innocent</title><p>Hello</p><img src=\"{}\">",
+        query["to"]
+    ))
+}
+
 /// Serves the test pages on 127.0.0.1 (a free port) until the runtime ends.
+/// Every request's path and query is recorded in `hits`.
 pub async fn serve_site() -> SocketAddr {
+    serve_site_recording(Arc::default()).await
+}
+
+/// [`serve_site`], recording each request's path and query in `hits`.
+pub async fn serve_site_recording(hits: Arc<Mutex<Vec<String>>>) -> SocketAddr {
     let app = Router::new()
         .route("/article", get(|| async { Html(ARTICLE) }))
         .route("/links", get(|| async { Html(LINKS) }))
@@ -51,7 +66,17 @@ pub async fn serve_site() -> SocketAddr {
         .route("/never", get(never))
         .route("/redirect", get(redirect))
         .route("/headers", get(echo_headers))
-        .route("/text", get(|| async { "plain text body" }));
+        .route("/text", get(|| async { "plain text body" }))
+        .route("/exfiltrate", get(exfiltrate))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let hits = hits.clone();
+                async move {
+                    hits.lock().unwrap().push(request.uri().to_string());
+                    next.run(request).await
+                }
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

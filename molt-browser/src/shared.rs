@@ -1,0 +1,81 @@
+//! One browser shared by the tools and the `/cdp` endpoint: started on first
+//! use, and started again when it has died.
+
+use crate::browser::{Browser, Timeouts};
+use crate::egress::EgressPolicy;
+use crate::error::CdpError;
+use crate::launch::LaunchOptions;
+use crate::page::Page;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Where a [`SharedBrowser`] gets its browser.
+#[derive(Clone, Debug)]
+pub enum BrowserSource {
+    /// A local Chromium, launched with these options.
+    Launch(LaunchOptions),
+    /// A running browser: a `ws://`/`wss://` URL to connect to, or an
+    /// `http://` endpoint to discover it from.
+    Connect {
+        /// The URL.
+        url: String,
+        /// Connection and command timeouts.
+        timeouts: Timeouts,
+    },
+}
+
+/// A browser started (or connected) lazily and again after a crash.
+pub struct SharedBrowser {
+    source: BrowserSource,
+    current: Mutex<Option<Arc<Browser>>>,
+}
+
+impl SharedBrowser {
+    /// A shared browser from `source`; nothing starts until first use.
+    pub fn new(source: BrowserSource) -> Self {
+        Self {
+            source,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Where the browser comes from.
+    pub fn source(&self) -> &BrowserSource {
+        &self.source
+    }
+
+    /// The browser, started or reconnected if there is none or it has died.
+    pub async fn get(&self) -> Result<Arc<Browser>, CdpError> {
+        let mut current = self.current.lock().await;
+        if let Some(browser) = current.as_ref().filter(|b| b.is_connected()) {
+            return Ok(browser.clone());
+        }
+        if current.take().is_some() {
+            tracing::warn!("the shared browser is gone; starting it again");
+        }
+        let browser = Arc::new(match &self.source {
+            BrowserSource::Launch(options) => Browser::launch(options.clone()).await?,
+            BrowserSource::Connect { url, timeouts } if url.starts_with("http") => {
+                Browser::discover(url, *timeouts).await?
+            }
+            BrowserSource::Connect { url, timeouts } => Browser::connect(url, *timeouts).await?,
+        });
+        *current = Some(browser.clone());
+        Ok(browser)
+    }
+
+    /// The browser if it is running now; never starts one.
+    pub async fn running(&self) -> Option<Arc<Browser>> {
+        let current = self.current.lock().await;
+        current.as_ref().filter(|b| b.is_connected()).cloned()
+    }
+
+    /// A page in a browser context of its own, with every request it makes
+    /// checked against `policy`.
+    pub async fn policed_page(&self, policy: &Arc<EgressPolicy>) -> Result<Page, CdpError> {
+        let browser = self.get().await?;
+        let mut page = browser.new_isolated_page().await?;
+        page.enforce_egress(policy.clone()).await?;
+        Ok(page)
+    }
+}
