@@ -23,6 +23,7 @@
 pub mod browser;
 pub mod connection;
 pub mod egress;
+pub mod endpoint;
 pub mod error;
 pub mod fetch;
 mod http;
@@ -35,6 +36,7 @@ pub mod tools;
 
 pub use browser::{Browser, BrowserVersion, Timeouts};
 pub use egress::{EgressError, EgressPolicy};
+pub use endpoint::CdpEndpoint;
 pub use error::{CdpError, NetError, ProtocolErrorCode};
 pub use launch::LaunchOptions;
 pub use page::{

@@ -42,7 +42,7 @@ impl Default for ToolOptions {
 
 /// What every web tool shares: the browser, the policy, the fetcher.
 struct Context {
-    browser: Arc<SharedBrowser>,
+    browser: Option<Arc<SharedBrowser>>,
     policy: Arc<EgressPolicy>,
     fetcher: WebFetcher,
     options: ToolOptions,
@@ -55,9 +55,10 @@ pub struct WebTools {
 }
 
 impl WebTools {
-    /// Web tools over `browser`, every request checked against `policy`.
+    /// Web tools over `browser` (without one, only `web_fetch` is offered),
+    /// every request checked against `policy`.
     pub fn new(
-        browser: Arc<SharedBrowser>,
+        browser: Option<Arc<SharedBrowser>>,
         policy: Arc<EgressPolicy>,
         options: ToolOptions,
     ) -> Result<Self, FetchError> {
@@ -73,16 +74,20 @@ impl WebTools {
         })
     }
 
-    /// All five tools, ready to register.
+    /// The tools, ready to register: `web_fetch`, and the four browser
+    /// tools when there is a browser.
     pub fn all(&self) -> Vec<Arc<dyn Tool>> {
         let context = &self.context;
-        vec![
-            Arc::new(WebFetch(context.clone())),
-            Arc::new(BrowserMarkdown(context.clone())),
-            Arc::new(BrowserLinks(context.clone())),
-            Arc::new(BrowserScrape(context.clone())),
-            Arc::new(BrowserScreenshot(context.clone())),
-        ]
+        let mut tools: Vec<Arc<dyn Tool>> = vec![Arc::new(WebFetch(context.clone()))];
+        if context.browser.is_some() {
+            tools.extend([
+                Arc::new(BrowserMarkdown(context.clone())) as Arc<dyn Tool>,
+                Arc::new(BrowserLinks(context.clone())),
+                Arc::new(BrowserScrape(context.clone())),
+                Arc::new(BrowserScreenshot(context.clone())),
+            ]);
+        }
+        tools
     }
 }
 
@@ -96,8 +101,11 @@ impl Context {
         viewport: Option<Viewport>,
         read: impl AsyncFnOnce(&Page) -> Result<T, CdpError>,
     ) -> Result<T, ToolError> {
-        let page = self
+        let browser = self
             .browser
+            .as_ref()
+            .ok_or_else(|| ToolError::new("no browser is configured"))?;
+        let page = browser
             .policed_page(&self.policy)
             .await
             .map_err(tool_error)?;

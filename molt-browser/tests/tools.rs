@@ -20,7 +20,7 @@ fn registry(policy: EgressPolicy, screenshot_dir: &std::path::Path) -> ToolRegis
         screenshot_dir: screenshot_dir.to_owned(),
         ..Default::default()
     };
-    let tools = WebTools::new(browser, Arc::new(policy), options).unwrap();
+    let tools = WebTools::new(Some(browser), Arc::new(policy), options).unwrap();
     let mut registry = ToolRegistry::new();
     for tool in tools.all() {
         registry.register(tool).unwrap();

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod browser;
 pub mod channels;
 pub mod platform;
 pub mod protocol;

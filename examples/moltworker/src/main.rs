@@ -17,6 +17,7 @@ use molt_core::skills::{load_skills, skills_prompt};
 use molt_core::tool::ToolRegistry;
 use molt_core::transcript::CompactionPolicy;
 use molt_storage::LocalFileStore;
+use moltworker::browser::BrowserSetup;
 use moltworker::platform::TokioPlatform;
 use moltworker::server::AppState;
 use moltworker::{auth, backup, server, webchat};
@@ -51,6 +52,10 @@ change. `backup now`, `backup status` and `restore [--at N]` act on it.
 Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN
 (with <CHANNEL>_DM_POLICY: pairing, allowlist, open or disabled). `doctor`
 checks each configured channel and says what to fix.
+Browser: a local Chromium starts on first use (MOLT_BROWSER=off, a binary, or a
+ws:// or http:// CDP URL to change); its tools reach only public addresses
+(MOLT_EGRESS_ALLOW_HOSTS, MOLT_EGRESS_DENY_HOSTS, MOLT_EGRESS_ALLOW_NETWORKS).
+CDP_SECRET enables the /cdp endpoint for Puppeteer and Playwright.
 Logs go to stderr; RUST_LOG sets the level (default: info).";
 
 fn main() -> ExitCode {
@@ -203,6 +208,8 @@ async fn run() -> Result<(), String> {
     tools
         .register(Arc::new(WordCountTool))
         .map_err(|err| err.to_string())?;
+    let browser = BrowserSetup::from_env(|name| std::env::var(name).ok())?;
+    browser.register_tools(&mut tools)?;
     let options = AgentOptions {
         max_steps: config.agent.max_steps,
         run_timeout: Duration::from_secs(config.agent.run_timeout_secs),
@@ -277,7 +284,7 @@ async fn run() -> Result<(), String> {
             let _ = mirror_stopped.await;
         }))
     });
-    axum::serve(listener, server::router(state))
+    axum::serve(listener, server::router(state).merge(browser.cdp_routes()))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|err| format!("server failed: {err}"))?;

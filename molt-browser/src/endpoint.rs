@@ -1,0 +1,301 @@
+//! An authenticated CDP endpoint for a gateway to mount at `/cdp`: a
+//! WebSocket relay to the browser, plus `/cdp/json/version` and
+//! `/cdp/json/list` whose URLs point back through the relay. Puppeteer's
+//! `connect` and Playwright's `connectOverCDP` work through it.
+//!
+//! The secret is presented as `?secret=…` or `Authorization: Bearer …` and
+//! compared in constant time. A wrong or missing secret gets 401; an endpoint
+//! without a secret or a browser configured answers 503 to everyone.
+
+use crate::browser::Browser;
+use crate::shared::SharedBrowser;
+use axum::Router;
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use molt_core::Secret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The largest CDP message relayed (a full-page screenshot, base64-encoded).
+const MAX_MESSAGE_BYTES: usize = 512 << 20;
+/// How long the relay waits for the browser's WebSocket to open.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `/cdp` component: who may use it, and the browser behind it.
+#[derive(Clone)]
+pub struct CdpEndpoint {
+    secret: Option<Secret>,
+    browser: Option<Arc<SharedBrowser>>,
+}
+
+impl CdpEndpoint {
+    /// An endpoint guarded by `secret` (`CDP_SECRET`) in front of `browser`.
+    /// Without either it answers 503.
+    pub fn new(secret: Option<Secret>, browser: Option<Arc<SharedBrowser>>) -> Self {
+        Self {
+            secret: secret.filter(|s| !s.is_empty()),
+            browser,
+        }
+    }
+
+    /// The routes, under `/cdp`, to merge into the gateway's router.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/cdp", get(browser_socket))
+            .route("/cdp/json/version", get(json_version))
+            .route("/cdp/json/version/", get(json_version))
+            .route("/cdp/json/list", get(json_list))
+            .route("/cdp/json/list/", get(json_list))
+            .route("/cdp/json", get(json_list))
+            .route("/cdp/devtools/browser/{id}", get(browser_socket))
+            .route("/cdp/devtools/page/{id}", get(page_socket))
+            .with_state(Arc::new(self))
+    }
+
+    /// Checks the request's secret and returns the browser, or the refusal.
+    async fn admit(&self, request: &Presented) -> Result<Arc<Browser>, Response> {
+        let (Some(secret), Some(browser)) = (&self.secret, &self.browser) else {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the CDP endpoint is not configured: it needs CDP_SECRET and a browser",
+            ));
+        };
+        let presented = request.secret().unwrap_or_default();
+        if !secret.matches(presented) {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "wrong or missing CDP secret",
+            ));
+        }
+        browser.get().await.map_err(|err| {
+            tracing::warn!(%err, "the CDP endpoint has no browser");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the browser is unavailable: {err}"),
+            )
+        })
+    }
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    (status, Json(json!({ "error": reason }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct SecretQuery {
+    secret: Option<String>,
+}
+
+/// The secret as the client presented it, and where the client reached us.
+struct Presented {
+    query: Option<String>,
+    bearer: Option<String>,
+    /// `ws://host` or `wss://host`, as the client sees this server.
+    origin: String,
+}
+
+impl Presented {
+    fn new(query: SecretQuery, headers: &HeaderMap) -> Self {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|v| v.trim().to_owned());
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+        Self {
+            query: query.secret,
+            bearer,
+            origin: format!("{}://{host}", if secure { "wss" } else { "ws" }),
+        }
+    }
+
+    fn secret(&self) -> Option<&str> {
+        self.query.as_deref().or(self.bearer.as_deref())
+    }
+
+    /// A WebSocket URL back through this endpoint. The secret is repeated
+    /// only if the client put it in the URL itself; a client using the
+    /// header sends the header again.
+    fn relay_url(&self, path: &str) -> String {
+        let mut url = format!("{}/cdp{path}", self.origin);
+        if let Some(secret) = &self.query {
+            let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            url.push_str("?secret=");
+            url.push_str(&encoded);
+        }
+        url
+    }
+}
+
+async fn json_version(
+    State(endpoint): State<Arc<CdpEndpoint>>,
+    Query(query): Query<SecretQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let presented = Presented::new(query, &headers);
+    let browser = match endpoint.admit(&presented).await {
+        Ok(browser) => browser,
+        Err(refused) => return refused,
+    };
+    match browser.version().await {
+        Ok(version) => Json(json!({
+            "Browser": version.product,
+            "Protocol-Version": version.protocol_version,
+            "User-Agent": version.user_agent,
+            "V8-Version": version.js_version,
+            "webSocketDebuggerUrl": presented.relay_url(""),
+        }))
+        .into_response(),
+        Err(err) => refuse(StatusCode::BAD_GATEWAY, &err.to_string()),
+    }
+}
+
+async fn json_list(
+    State(endpoint): State<Arc<CdpEndpoint>>,
+    Query(query): Query<SecretQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let presented = Presented::new(query, &headers);
+    let browser = match endpoint.admit(&presented).await {
+        Ok(browser) => browser,
+        Err(refused) => return refused,
+    };
+    let targets = match browser
+        .connection()
+        .call("Target.getTargets", json!({}), None)
+        .await
+    {
+        Ok(targets) => targets,
+        Err(err) => return refuse(StatusCode::BAD_GATEWAY, &err.to_string()),
+    };
+    let list: Vec<Value> = targets["targetInfos"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|target| {
+            let id = target["targetId"].as_str().unwrap_or_default();
+            json!({
+                "id": id,
+                "type": target["type"],
+                "title": target["title"],
+                "url": target["url"],
+                "description": "",
+                "webSocketDebuggerUrl": presented.relay_url(&format!("/devtools/page/{id}")),
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn browser_socket(
+    State(endpoint): State<Arc<CdpEndpoint>>,
+    Query(query): Query<SecretQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let presented = Presented::new(query, &headers);
+    match endpoint.admit(&presented).await {
+        Ok(browser) => relay(upgrade, browser.ws_url().to_owned()),
+        Err(refused) => refused,
+    }
+}
+
+async fn page_socket(
+    State(endpoint): State<Arc<CdpEndpoint>>,
+    Path(id): Path<String>,
+    Query(query): Query<SecretQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let presented = Presented::new(query, &headers);
+    let browser = match endpoint.admit(&presented).await {
+        Ok(browser) => browser,
+        Err(refused) => return refused,
+    };
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return refuse(StatusCode::BAD_REQUEST, "not a target id");
+    }
+    let Ok(mut upstream) = url::Url::parse(browser.ws_url()) else {
+        return refuse(StatusCode::BAD_GATEWAY, "the browser's URL does not parse");
+    };
+    upstream.set_path(&format!("/devtools/page/{id}"));
+    relay(upgrade, upstream.to_string())
+}
+
+/// Upgrades the client and relays every message both ways until either
+/// side closes.
+fn relay(upgrade: WebSocketUpgrade, upstream_url: String) -> Response {
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |client| async move {
+            if let Err(err) = pump(client, &upstream_url).await {
+                tracing::warn!(%err, "CDP relay ended with an error");
+            }
+        })
+}
+
+async fn pump(client: WebSocket, upstream_url: &str) -> Result<(), String> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connecting = tokio_tungstenite::connect_async_with_config(upstream_url, Some(config), true);
+    let (upstream, _) = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "the browser's WebSocket did not open in time".to_owned())?
+        .map_err(|err| format!("the browser's WebSocket: {err}"))?;
+    tracing::debug!("CDP relay open");
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let to_browser = async {
+        while let Some(Ok(message)) = client_rx.next().await {
+            let message = match message {
+                ws::Message::Text(text) => tungstenite::Message::text(text.as_str()),
+                ws::Message::Binary(bytes) => tungstenite::Message::binary(bytes),
+                ws::Message::Close(_) => break,
+                ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
+            };
+            if upstream_tx.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = upstream_tx.close().await;
+    };
+    let to_client = async {
+        while let Some(Ok(message)) = upstream_rx.next().await {
+            let message = match message {
+                tungstenite::Message::Text(text) => ws::Message::text(text.as_str()),
+                tungstenite::Message::Binary(bytes) => ws::Message::binary(bytes),
+                tungstenite::Message::Close(_) => break,
+                _ => continue,
+            };
+            if client_tx.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_tx.close().await;
+    };
+    // Whichever side ends first ends the relay.
+    tokio::select! {
+        () = to_browser => {}
+        () = to_client => {}
+    }
+    tracing::debug!("CDP relay closed");
+    Ok(())
+}

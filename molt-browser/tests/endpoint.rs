@@ -1,0 +1,179 @@
+//! The authenticated `/cdp` endpoint in front of real headless Chromium.
+
+mod support;
+
+use molt_browser::launch::LaunchOptions;
+use molt_browser::{Browser, BrowserSource, CdpEndpoint, CdpError, SharedBrowser, Timeouts};
+use molt_core::Secret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+async fn serve(endpoint: CdpEndpoint) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, endpoint.router()).await.unwrap() });
+    addr
+}
+
+fn launched() -> Option<Arc<SharedBrowser>> {
+    Some(Arc::new(SharedBrowser::new(BrowserSource::Launch(
+        LaunchOptions::default(),
+    ))))
+}
+
+async fn status(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn refuses_without_configuration_or_with_a_wrong_secret() {
+    let unconfigured = serve(CdpEndpoint::new(None, launched())).await;
+    assert_eq!(
+        status(
+            &format!("http://{unconfigured}/cdp/json/version?secret=x"),
+            None
+        )
+        .await
+        .0,
+        503
+    );
+    let no_browser = serve(CdpEndpoint::new(Some(Secret::new("s3cret")), None)).await;
+    assert_eq!(
+        status(
+            &format!("http://{no_browser}/cdp/json/version?secret=s3cret"),
+            None
+        )
+        .await
+        .0,
+        503
+    );
+
+    let endpoint = serve(CdpEndpoint::new(Some(Secret::new("s3cret")), launched())).await;
+    for path in [
+        "/cdp/json/version",
+        "/cdp/json/list",
+        "/cdp/json/version?secret=wrong",
+        "/cdp/json/list?secret=s3cre",
+    ] {
+        assert_eq!(
+            status(&format!("http://{endpoint}{path}"), None).await.0,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(
+            &format!("http://{endpoint}/cdp/json/version"),
+            Some("wrong")
+        )
+        .await
+        .0,
+        401
+    );
+    // The WebSocket itself refuses before upgrading.
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{endpoint}/cdp?secret=wrong")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cdp_client_drives_the_browser_through_the_relay() {
+    let site = support::serve_site().await;
+    let endpoint = serve(CdpEndpoint::new(Some(Secret::new("s3cret")), launched())).await;
+
+    let (code, version) = status(
+        &format!("http://{endpoint}/cdp/json/version?secret=s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        version["webSocketDebuggerUrl"],
+        format!("ws://{endpoint}/cdp?secret=s3cret")
+    );
+    assert!(version["Browser"].as_str().unwrap().contains("Chrome"));
+    // Presented as a header, the secret is not written into the URLs.
+    let (_, by_header) = status(
+        &format!("http://{endpoint}/cdp/json/version"),
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!(
+        by_header["webSocketDebuggerUrl"],
+        format!("ws://{endpoint}/cdp")
+    );
+
+    // Our own client, discovering through the endpoint.
+    let browser = Browser::discover(
+        &format!("http://{endpoint}/cdp/?secret=s3cret"),
+        Timeouts::default(),
+    )
+    .await;
+    // discover() joins json/version onto the path, dropping the query: the
+    // secret must then come in the URL given to connect().
+    assert!(
+        matches!(browser, Err(CdpError::Http(_))),
+        "401 without the secret"
+    );
+    let browser = Browser::connect(
+        version["webSocketDebuggerUrl"].as_str().unwrap(),
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let page = browser.new_page().await.unwrap();
+    page.goto(&format!("http://{site}/article")).await.unwrap();
+    assert_eq!(page.title().await.unwrap(), "Molt test article");
+
+    let (code, list) = status(
+        &format!("http://{endpoint}/cdp/json/list?secret=s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == page.target_id())
+        .expect("the page is listed");
+    assert_eq!(entry["type"], "page");
+    assert_eq!(entry["title"], "Molt test article");
+    let page_url = entry["webSocketDebuggerUrl"].as_str().unwrap();
+    assert_eq!(
+        page_url,
+        format!(
+            "ws://{endpoint}/cdp/devtools/page/{}?secret=s3cret",
+            page.target_id()
+        )
+    );
+    // A page-level socket through the relay: commands without a session id.
+    let direct = molt_browser::connection::Connection::connect(
+        page_url,
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let title = direct
+        .call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": "document.title", "returnByValue": true }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(title["result"]["value"], "Molt test article");
+}
