@@ -113,6 +113,16 @@ pub struct ScreenshotOptions {
     pub clip: Option<Clip>,
 }
 
+impl Clip {
+    /// Whether `other` lies wholly inside this rectangle.
+    pub fn contains(&self, other: &Clip) -> bool {
+        other.x >= self.x
+            && other.y >= self.y
+            && other.x + other.width <= self.x + self.width
+            && other.y + other.height <= self.y + self.height
+    }
+}
+
 /// The size of the viewport a page is laid out in.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Viewport {
@@ -538,39 +548,48 @@ impl Page {
 
     /// Takes a screenshot: the viewport, the full page, a clip or one element.
     pub async fn screenshot(&self, options: &ScreenshotOptions) -> Result<Vec<u8>, CdpError> {
+        let metrics = self.call("Page.getLayoutMetrics", json!({})).await?;
+        let number = |value: &Value| value.as_f64().unwrap_or_default();
+        let visual = &metrics["cssVisualViewport"];
+        let viewport = Clip {
+            x: number(&visual["pageX"]),
+            y: number(&visual["pageY"]),
+            width: number(&visual["clientWidth"]),
+            height: number(&visual["clientHeight"]),
+        };
         let clip = match (&options.selector, options.clip) {
-            (Some(selector), _) => Some(self.element_rect(selector).await?),
-            (None, Some(clip)) => Some(clip),
+            (Some(selector), _) => self.element_rect(selector).await?,
+            (None, Some(clip)) => clip,
             (None, None) if options.full_page => {
-                let metrics = self.call("Page.getLayoutMetrics", json!({})).await?;
-                let size = &metrics["cssContentSize"];
-                Some(Clip {
+                let content = &metrics["cssContentSize"];
+                Clip {
                     x: 0.0,
                     y: 0.0,
-                    width: size["width"].as_f64().unwrap_or_default().ceil(),
-                    height: size["height"].as_f64().unwrap_or_default().ceil(),
-                })
+                    width: number(&content["width"]).ceil(),
+                    height: number(&content["height"]).ceil(),
+                }
             }
-            (None, None) => None,
+            (None, None) => viewport,
         };
+        if clip.width <= 0.0 || clip.height <= 0.0 {
+            return Err(CdpError::NoSuchElement(format!(
+                "{} (it has no size)",
+                options.selector.as_deref().unwrap_or("the clip")
+            )));
+        }
         let mut params = match options.format {
             ImageFormat::Png => json!({ "format": "png" }),
             ImageFormat::Jpeg { quality } => {
                 json!({ "format": "jpeg", "quality": quality.min(100) })
             }
         };
-        if let Some(clip) = clip {
-            if clip.width <= 0.0 || clip.height <= 0.0 {
-                return Err(CdpError::NoSuchElement(format!(
-                    "{} (it has no size)",
-                    options.selector.as_deref().unwrap_or("the clip")
-                )));
-            }
-            params["clip"] = json!({
-                "x": clip.x, "y": clip.y, "width": clip.width, "height": clip.height, "scale": 1,
-            });
-            params["captureBeyondViewport"] = json!(true);
-        }
+        // Always an explicit clip, so the image is exactly the region asked
+        // for. Capturing beyond the viewport costs a relayout, so only a clip
+        // that leaves the viewport asks for it.
+        params["clip"] = json!({
+            "x": clip.x, "y": clip.y, "width": clip.width, "height": clip.height, "scale": 1,
+        });
+        params["captureBeyondViewport"] = json!(!viewport.contains(&clip));
         let shot = self.call("Page.captureScreenshot", params).await?;
         decode_data(&shot)
     }
