@@ -7,12 +7,12 @@
 //! clients alternate for `ROUNDS` rounds; medians are reported.
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::Path as UrlPath;
 use axum::response::Html;
 use axum::routing::get;
 use molt_browser::{Browser, LaunchOptions, ScreenshotOptions, Viewport};
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -54,9 +54,9 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-async fn molt(chromium: &PathBuf, base: &str) -> Measured {
+async fn molt(chromium: &Path, base: &str) -> Measured {
     let browser = Browser::launch(LaunchOptions {
-        executable: Some(chromium.clone()),
+        executable: Some(chromium.to_owned()),
         ..LaunchOptions::default()
     })
     .await
@@ -89,7 +89,7 @@ async fn molt(chromium: &PathBuf, base: &str) -> Measured {
     }
 }
 
-fn playwright(chromium: &PathBuf, base: &str) -> Result<Measured, String> {
+fn playwright(chromium: &Path, base: &str) -> Result<Measured, String> {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/bench-playwright.mjs");
     let output = Command::new("node")
@@ -109,7 +109,7 @@ fn playwright(chromium: &PathBuf, base: &str) -> Result<Measured, String> {
 async fn main() {
     let app = Router::new().route(
         "/page/{n}",
-        get(|Path(n): Path<usize>| async move { Html(page(n)) }),
+        get(|UrlPath(n): UrlPath<usize>| async move { Html(page(n)) }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
