@@ -33,6 +33,7 @@ pub mod markdown;
 pub mod page;
 pub mod shared;
 pub mod tools;
+pub mod video;
 
 pub use browser::{Browser, BrowserVersion, Timeouts};
 pub use egress::{EgressError, EgressPolicy};
@@ -45,3 +46,4 @@ pub use page::{
 };
 pub use shared::{BrowserSource, SharedBrowser};
 pub use tools::{ToolOptions, WebTools};
+pub use video::{VideoOptions, VideoSummary};

@@ -278,6 +278,11 @@ impl Page {
         &self.session_id
     }
 
+    /// The browser connection this page's session runs on.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
     /// Sends any CDP command to this page's session.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, CdpError> {
         self.connection
