@@ -51,7 +51,9 @@ pub struct BrowserVersion {
 pub struct Browser {
     connection: Arc<Connection>,
     http_url: Option<Url>,
-    launched: Option<(ChromiumProcess, LaunchOptions)>,
+    process: Option<ChromiumProcess>,
+    /// Kept for [`Browser::relaunch`], even after a failed relaunch.
+    launch_options: Option<LaunchOptions>,
 }
 
 impl Browser {
@@ -62,7 +64,8 @@ impl Browser {
         Ok(Self {
             connection: Arc::new(connection),
             http_url: None,
-            launched: None,
+            process: None,
+            launch_options: None,
         })
     }
 
@@ -86,7 +89,8 @@ impl Browser {
         Ok(Self {
             connection: Arc::new(connection),
             http_url: http_url_of(&ws_url),
-            launched: Some((process, options)),
+            process: Some(process),
+            launch_options: Some(options),
         })
     }
 
@@ -94,14 +98,13 @@ impl Browser {
     /// the same options. Pages of the old browser answer with
     /// [`CdpError::Closed`] from then on.
     pub async fn relaunch(&mut self) -> Result<(), CdpError> {
-        let Some((_, options)) = &self.launched else {
+        let Some(options) = self.launch_options.clone() else {
             return Err(CdpError::Launch(
                 "only a browser started by launch() can be relaunched".into(),
             ));
         };
-        let options = options.clone();
         // End the old browser before starting the new one.
-        self.launched = None;
+        self.process = None;
         *self = Self::launch(options).await?;
         Ok(())
     }
@@ -124,12 +127,12 @@ impl Browser {
 
     /// The process id of a launched browser (also its process group).
     pub fn pid(&self) -> Option<u32> {
-        self.launched.as_ref().map(|(process, _)| process.pid())
+        self.process.as_ref().map(ChromiumProcess::pid)
     }
 
     /// The temporary profile directory of a launched browser.
     pub fn profile_dir(&self) -> Option<&Path> {
-        self.launched.as_ref().map(|(process, _)| process.profile())
+        self.process.as_ref().map(ChromiumProcess::profile)
     }
 
     /// Whether the connection is still open (false once the browser exited,

@@ -156,7 +156,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressKind> {
 pub struct HostPattern(String);
 
 impl HostPattern {
-    /// A pattern, matched without regard to case or a trailing dot.
+    /// A pattern, matched without regard to case or a trailing dot;
+    /// international names match their punycode form (`bücher.de` is
+    /// `xn--bcher-kva.de`, as URLs carry it).
     pub fn new(pattern: &str) -> Self {
         Self(normalize_host(pattern))
     }
@@ -164,19 +166,31 @@ impl HostPattern {
     /// Whether `host` matches.
     pub fn matches(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        match self.0.strip_prefix('*') {
-            Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        match self.0.strip_prefix("*.") {
+            Some(parent) => host
+                .strip_suffix(parent)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
             None => host == self.0,
         }
     }
 }
 
+/// Lower case, no trailing dot or IPv6 brackets, punycode for international names.
 fn normalize_host(host: &str) -> String {
-    host.trim()
+    let host = host
+        .trim()
         .trim_end_matches('.')
         .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase()
+        .trim_end_matches(']');
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(name) => ("*.", name),
+        None => ("", host),
+    };
+    let name = match url::Host::parse(name) {
+        Ok(url::Host::Domain(ascii)) => ascii,
+        _ => name.to_ascii_lowercase(),
+    };
+    format!("{wildcard}{name}")
 }
 
 /// Which hosts and addresses requests made for the model may reach.
@@ -384,6 +398,16 @@ mod tests {
         ));
         let allowed = EgressPolicy::default().allow_network("127.0.0.0/8".parse().unwrap());
         assert!(check(&allowed, "http://127.0.0.1:8080/").is_ok());
+
+        let international = EgressPolicy::default().deny_host("bücher.de");
+        assert!(check(&international, "https://BÜCHER.de/").is_err());
+        assert!(
+            check(
+                &EgressPolicy::default().allow_host("*.example.com"),
+                "https://evilexample.com/"
+            )
+            .is_err()
+        );
 
         let listed = EgressPolicy::default()
             .allow_host("*.example.com")

@@ -85,6 +85,11 @@ impl CdpEndpoint {
     }
 }
 
+/// A JSON answer that no cache or proxy keeps (its URLs may carry the secret).
+fn private_json(value: Value) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(value)).into_response()
+}
+
 fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "error": reason }))).into_response()
 }
@@ -153,14 +158,13 @@ async fn json_version(
         Err(refused) => return refused,
     };
     match browser.version().await {
-        Ok(version) => Json(json!({
+        Ok(version) => private_json(json!({
             "Browser": version.product,
             "Protocol-Version": version.protocol_version,
             "User-Agent": version.user_agent,
             "V8-Version": version.js_version,
             "webSocketDebuggerUrl": presented.relay_url(""),
-        }))
-        .into_response(),
+        })),
         Err(err) => refuse(StatusCode::BAD_GATEWAY, &err.to_string()),
     }
 }
@@ -200,7 +204,7 @@ async fn json_list(
             })
         })
         .collect();
-    Json(list).into_response()
+    private_json(Value::Array(list))
 }
 
 async fn browser_socket(

@@ -19,6 +19,7 @@ const LOCAL_SCHEMES: [&str; 3] = ["data", "blob", "about"];
 pub(crate) async fn start(
     connection: Arc<Connection>,
     session_id: String,
+    main_frame_id: String,
     policy: Arc<EgressPolicy>,
     last_denial: LastDenial,
 ) -> Result<AbortHandle, CdpError> {
@@ -39,6 +40,7 @@ pub(crate) async fn start(
             tokio::spawn(decide(
                 connection.clone(),
                 session_id.clone(),
+                main_frame_id.clone(),
                 policy.clone(),
                 last_denial.clone(),
                 event.params,
@@ -51,6 +53,7 @@ pub(crate) async fn start(
 async fn decide(
     connection: Weak<Connection>,
     session_id: String,
+    main_frame_id: String,
     policy: Arc<EgressPolicy>,
     last_denial: LastDenial,
     params: Value,
@@ -73,7 +76,8 @@ async fn decide(
         ),
         Err(denied) => {
             tracing::info!(reason = %denied, "a page's request was refused by the egress policy");
-            if params["resourceType"] == "Document" {
+            // A page target's main frame has the target's id.
+            if params["resourceType"] == "Document" && params["frameId"] == main_frame_id {
                 *last_denial.lock().unwrap_or_else(|p| p.into_inner()) = Some(denied);
             }
             connection.notify(

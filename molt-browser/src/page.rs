@@ -223,9 +223,25 @@ pub struct Cookie {
     /// Hidden from JavaScript.
     #[serde(default)]
     pub http_only: bool,
-    /// Expiry in seconds since the epoch; `None` for a session cookie.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Expiry in seconds since the epoch; `None` for a session cookie
+    /// (Chromium reports those as `-1`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "session_is_none"
+    )]
     pub expires: Option<f64>,
+    /// `Strict`, `Lax` or `None`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+}
+
+/// Reads a cookie expiry, where a negative value means a session cookie.
+fn session_is_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<f64>, D::Error> {
+    let expires = Option::<f64>::deserialize(deserializer)?;
+    Ok(expires.filter(|seconds| *seconds >= 0.0))
 }
 
 /// The last request the egress policy refused on a page, to explain a
@@ -242,6 +258,7 @@ pub struct Page {
     session_id: String,
     context_id: Option<String>,
     interception: Option<AbortHandle>,
+    policy: Option<Arc<EgressPolicy>>,
     last_denial: LastDenial,
     closed: bool,
 }
@@ -259,6 +276,7 @@ impl Page {
             session_id,
             context_id,
             interception: None,
+            policy: None,
             last_denial: Arc::default(),
             closed: false,
         };
@@ -301,11 +319,13 @@ impl Page {
         let task = crate::intercept::start(
             self.connection.clone(),
             self.session_id.clone(),
-            policy,
+            self.target_id.clone(),
+            policy.clone(),
             self.last_denial.clone(),
         )
         .await?;
         self.interception = Some(task);
+        self.policy = Some(policy);
         Ok(())
     }
 
@@ -320,7 +340,21 @@ impl Page {
         url: &str,
         options: NavigateOptions,
     ) -> Result<Navigation, CdpError> {
-        let deadline = Instant::now() + options.timeout;
+        // Under a policy, only http(s) URLs it allows are navigated to at all
+        // (never file:, chrome: or view-source:).
+        if let Some(policy) = &self.policy {
+            let parsed = url::Url::parse(url).map_err(|_| EgressError::InvalidUrl(url.into()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(EgressError::Scheme {
+                    scheme: parsed.scheme().to_owned(),
+                }
+                .into());
+            }
+            policy.check_url(&parsed)?;
+        }
+        let deadline = Instant::now()
+            .checked_add(options.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         let timed_out = || CdpError::NavigationTimeout {
             url: url.to_owned(),
             wait_until: options.wait_until,

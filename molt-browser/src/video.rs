@@ -170,14 +170,17 @@ impl Page {
                 self.goto_with(url, options.navigation).await?;
                 self.show(options).await?;
             }
-            self.call("Page.stopScreencast", json!({})).await
+            Ok::<(), CdpError>(())
         }
         .await;
+        // Stopped on every path, so a failed recording leaves no screencast running.
+        let stopped = self.call("Page.stopScreencast", json!({})).await;
         let _ = stop.send(());
         let frames = collector
             .await
             .map_err(|err| CdpError::Ffmpeg(format!("frame collector: {err}")))?;
         shown?;
+        stopped?;
         Ok((frames, started))
     }
 

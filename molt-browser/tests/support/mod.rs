@@ -45,7 +45,8 @@ const HANGING: &str = "<!doctype html><html><head><title>Hanging</title></head><
 /// A page that tries to send data to `to` with an image request.
 async fn exfiltrate(Query(query): Query<HashMap<String, String>>) -> Html<String> {
     Html(format!(
-        "<!doctype html><title>Innocent</title><p>Hello</p><img src=\"{}\">",
+        "<!doctype html><title>Innocent</title><p>Hello</p><img src=\"{0}\">\
+         <iframe src=\"{0}&frame=1\"></iframe>",
         query["to"]
     ))
 }
