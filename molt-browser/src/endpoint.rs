@@ -11,7 +11,7 @@ use crate::browser::Browser;
 use crate::shared::SharedBrowser;
 use axum::Router;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -147,16 +147,30 @@ impl Presented {
     }
 }
 
-async fn json_version(
-    State(endpoint): State<Arc<CdpEndpoint>>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let presented = Presented::new(query, &headers);
-    let browser = match endpoint.admit(&presented).await {
-        Ok(browser) => browser,
-        Err(refused) => return refused,
-    };
+/// A request whose secret matched, with the browser it may use. As an
+/// extractor, it answers the refusal (401 or 503) itself.
+struct Admitted {
+    presented: Presented,
+    browser: Arc<Browser>,
+}
+
+impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        endpoint: &Arc<CdpEndpoint>,
+    ) -> Result<Self, Response> {
+        let Query(query) = Query::<SecretQuery>::from_request_parts(parts, endpoint)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let presented = Presented::new(query, &parts.headers);
+        let browser = endpoint.admit(&presented).await?;
+        Ok(Self { presented, browser })
+    }
+}
+
+async fn json_version(Admitted { presented, browser }: Admitted) -> Response {
     match browser.version().await {
         Ok(version) => private_json(json!({
             "Browser": version.product,
@@ -169,16 +183,7 @@ async fn json_version(
     }
 }
 
-async fn json_list(
-    State(endpoint): State<Arc<CdpEndpoint>>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let presented = Presented::new(query, &headers);
-    let browser = match endpoint.admit(&presented).await {
-        Ok(browser) => browser,
-        Err(refused) => return refused,
-    };
+async fn json_list(Admitted { presented, browser }: Admitted) -> Response {
     let targets = match browser
         .connection()
         .call("Target.getTargets", json!({}), None)
@@ -207,31 +212,15 @@ async fn json_list(
     private_json(Value::Array(list))
 }
 
-async fn browser_socket(
-    State(endpoint): State<Arc<CdpEndpoint>>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let presented = Presented::new(query, &headers);
-    match endpoint.admit(&presented).await {
-        Ok(browser) => relay(upgrade, browser.ws_url().to_owned()),
-        Err(refused) => refused,
-    }
+async fn browser_socket(admitted: Admitted, upgrade: WebSocketUpgrade) -> Response {
+    relay(upgrade, admitted.browser.ws_url().to_owned())
 }
 
 async fn page_socket(
-    State(endpoint): State<Arc<CdpEndpoint>>,
     Path(id): Path<String>,
-    Query(query): Query<SecretQuery>,
-    headers: HeaderMap,
+    Admitted { browser, .. }: Admitted,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let presented = Presented::new(query, &headers);
-    let browser = match endpoint.admit(&presented).await {
-        Ok(browser) => browser,
-        Err(refused) => return refused,
-    };
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return refuse(StatusCode::BAD_REQUEST, "not a target id");
     }

@@ -108,7 +108,14 @@ impl Page {
         // is listed once more.
         let _ = writeln!(list, "file 'frame-{:05}.jpg'", frames.len() - 1);
         tokio::fs::write(work.path().join("frames.txt"), list).await?;
-        run_ffmpeg(&ffmpeg, work.path(), output, options.ffmpeg_timeout).await?;
+        run_ffmpeg(
+            &ffmpeg,
+            work.path(),
+            output,
+            options.viewport,
+            options.ffmpeg_timeout,
+        )
+        .await?;
         Ok(VideoSummary {
             frames: frames.len(),
             duration: ended - started,
@@ -129,6 +136,7 @@ impl Page {
         let (stop, stopped) = oneshot::channel::<()>();
         let collector_connection = Arc::downgrade(&connection);
         let collector_session = session_id.clone();
+        let viewport = options.viewport;
         let collector = tokio::spawn(async move {
             let mut frames = Vec::new();
             let mut stopped = stopped;
@@ -144,6 +152,19 @@ impl Page {
                         json!({ "sessionId": event.params["sessionId"] }),
                         Some(&collector_session),
                     );
+                }
+                // A frame painted before the viewport took effect has another
+                // size; it would set the whole video's size, so it is dropped.
+                let metadata = &event.params["metadata"];
+                let size = (
+                    metadata["deviceWidth"].as_f64().unwrap_or_default().round() as u32,
+                    metadata["deviceHeight"]
+                        .as_f64()
+                        .unwrap_or_default()
+                        .round() as u32,
+                );
+                if size != (viewport.width, viewport.height) {
+                    continue;
                 }
                 if let Ok(jpeg) = crate::page::decode_data(&event.params) {
                     frames.push(Frame {
@@ -210,20 +231,22 @@ async fn run_ffmpeg(
     ffmpeg: &Path,
     work: &Path,
     output: &Path,
+    size: Viewport,
     timeout: Duration,
 ) -> Result<(), CdpError> {
+    // The viewport's size (rounded up to even numbers, which 4:2:0 chroma
+    // needs), whatever size a frame came in.
+    let (width, height) = (size.width.div_ceil(2) * 2, size.height.div_ceil(2) * 2);
+    let filter = format!(
+        "scale={width}:{height}:force_original_aspect_ratio=decrease,\
+         pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
+    );
     let output = std::path::absolute(output)?;
     let running = tokio::process::Command::new(ffmpeg)
         .current_dir(work)
         .args(["-y", "-nostdin", "-loglevel", "error"])
         .args(["-f", "concat", "-safe", "0", "-i", "frames.txt"])
-        // Even dimensions and 4:2:0 chroma, so every player can show it.
-        .args([
-            "-vf",
-            "pad=ceil(iw/2)*2:ceil(ih/2)*2,format=yuv420p",
-            "-r",
-            "25",
-        ])
+        .args(["-vf", filter.as_str(), "-r", "25"])
         .arg(&output)
         .kill_on_drop(true)
         .output();
