@@ -236,23 +236,32 @@ pub async fn discover_ws_url(http_url: &str, timeout: Duration) -> Result<String
         #[serde(rename = "webSocketDebuggerUrl")]
         ws_url: String,
     }
-    let base = Url::parse(http_url).map_err(|err| CdpError::Http(format!("{http_url}: {err}")))?;
+    // Errors name the endpoint without credentials or query, which may hold a secret.
+    let base = Url::parse(http_url)
+        .map_err(|err| CdpError::Http(format!("the endpoint URL does not parse: {err}")))?;
     let url = base
         .join("json/version")
         .map_err(|err| CdpError::Http(err.to_string()))?;
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
     let client = crate::http::plain_client(timeout).map_err(CdpError::Http)?;
     let response = client
-        .get(url.clone())
+        .get(url)
         .send()
         .await
-        .map_err(|err| CdpError::Http(format!("{url}: {err}")))?;
+        .map_err(|err| CdpError::Http(format!("{shown}: {}", err.without_url())))?;
     if !response.status().is_success() {
-        return Err(CdpError::Http(format!("{url}: HTTP {}", response.status())));
+        return Err(CdpError::Http(format!(
+            "{shown}: HTTP {}",
+            response.status()
+        )));
     }
     let version: Version = response
         .json()
         .await
-        .map_err(|err| CdpError::UnexpectedResponse(format!("{url}: {err}")))?;
+        .map_err(|err| CdpError::UnexpectedResponse(format!("{shown}: {}", err.without_url())))?;
     Ok(version.ws_url)
 }
 

@@ -502,17 +502,26 @@ impl Page {
     /// then its rendered content without scripts, styles or navigation
     /// chrome, with absolute link URLs.
     pub async fn markdown(&self) -> Result<String, CdpError> {
-        // Links and images made absolute, so the model can follow them.
-        let html: String = self
+        #[derive(Deserialize)]
+        struct Document {
+            title: String,
+            html: String,
+        }
+        // Links and images made absolute, so the model can follow them; the
+        // title comes in the same round trip.
+        let document: Document = self
             .evaluate(
-                "(() => { const root = document.documentElement?.cloneNode(true); if (!root) return ''; \
-                 root.querySelectorAll('a[href]').forEach(a => a.setAttribute('href', a.href)); \
-                 root.querySelectorAll('img[src]').forEach(i => i.setAttribute('src', i.src)); \
-                 return root.outerHTML; })()",
+                "(() => { const root = document.documentElement?.cloneNode(true); \
+                 if (root) { \
+                   root.querySelectorAll('a[href]').forEach(a => a.setAttribute('href', a.href)); \
+                   root.querySelectorAll('img[src]').forEach(i => i.setAttribute('src', i.src)); } \
+                 return { title: document.title, html: root ? root.outerHTML : '' }; })()",
             )
             .await?;
-        let title = self.title().await?;
-        Ok(crate::markdown::page_to_markdown(&title, &html))
+        Ok(crate::markdown::page_to_markdown(
+            &document.title,
+            &document.html,
+        ))
     }
 
     /// The links on the page (`a[href]`), with absolute URLs.

@@ -64,12 +64,6 @@ impl SharedBrowser {
         Ok(browser)
     }
 
-    /// The browser if it is running now; never starts one.
-    pub async fn running(&self) -> Option<Arc<Browser>> {
-        let current = self.current.lock().await;
-        current.as_ref().filter(|b| b.is_connected()).cloned()
-    }
-
     /// A page in a browser context of its own, with every request it makes
     /// checked against `policy`.
     pub async fn policed_page(&self, policy: &Arc<EgressPolicy>) -> Result<Page, CdpError> {
