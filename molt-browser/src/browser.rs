@@ -2,15 +2,20 @@
 //! endpoint; and the pages (tabs) opened in it.
 
 use crate::connection::Connection;
+use crate::egress::EgressPolicy;
 use crate::error::CdpError;
 use crate::launch::{ChromiumProcess, LaunchOptions};
 use crate::page::Page;
+use crate::proxy::{EgressProxy, PROXY_LOOPBACK};
 use serde::Deserialize;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// How long the egress proxy waits for a connection to a checked address.
+const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long to wait for a remote endpoint, and for each command.
 #[derive(Clone, Copy, Debug)]
@@ -160,16 +165,49 @@ impl Browser {
     /// storage or cache shared with any other page. The context is disposed
     /// of when the page closes.
     pub async fn new_isolated_page(&self) -> Result<Page, CdpError> {
+        let context_id = self
+            .create_context(json!({ "disposeOnDetach": true }))
+            .await?;
+        self.open_page(Some(context_id)).await
+    }
+
+    /// Opens a new page in a fresh browser context of its own whose every
+    /// request passes `policy`; navigations it refuses fail with
+    /// [`CdpError::Egress`].
+    ///
+    /// In a launched browser the whole context (frames of other sites,
+    /// workers, WebSockets, whatever opens a connection) goes through a
+    /// proxy in this process that checks each host, resolves it itself and
+    /// connects only to the addresses it checked, so a name cannot be
+    /// rebound to a private address after its check. A remote browser
+    /// cannot reach that proxy; there the page's requests are checked one by
+    /// one through the `Fetch` domain (see [`Page::enforce_egress`]).
+    pub async fn new_policed_page(&self, policy: Arc<EgressPolicy>) -> Result<Page, CdpError> {
+        let mut context = json!({ "disposeOnDetach": true });
+        let proxy = match self.process {
+            Some(_) => {
+                let proxy = EgressProxy::start(policy.clone(), PROXY_CONNECT_TIMEOUT).await?;
+                context["proxyServer"] = json!(proxy.server());
+                context["proxyBypassList"] = json!(PROXY_LOOPBACK);
+                Some(proxy)
+            }
+            None => None,
+        };
+        let context_id = self.create_context(context).await?;
+        let mut page = self.open_page(Some(context_id)).await?;
+        page.enforce_egress(policy).await?;
+        if let Some(proxy) = proxy {
+            page.keep_proxy(proxy);
+        }
+        Ok(page)
+    }
+
+    async fn create_context(&self, params: serde_json::Value) -> Result<String, CdpError> {
         let context = self
             .connection
-            .call(
-                "Target.createBrowserContext",
-                json!({ "disposeOnDetach": true }),
-                None,
-            )
+            .call("Target.createBrowserContext", params, None)
             .await?;
-        let context_id = string_field(&context, "browserContextId")?;
-        self.open_page(Some(context_id)).await
+        string_field(&context, "browserContextId")
     }
 
     async fn open_page(&self, context_id: Option<String>) -> Result<Page, CdpError> {

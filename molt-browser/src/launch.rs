@@ -70,6 +70,10 @@ pub struct LaunchOptions {
     pub window_size: (u32, u32),
     /// More command-line flags.
     pub extra_args: Vec<String>,
+    /// Let WebRTC send UDP straight to any address. Off by default: UDP
+    /// cannot pass the egress proxy of policed pages, so with it on a page
+    /// could reach any host with STUN packets.
+    pub webrtc_udp: bool,
     /// How long the browser may take to announce its DevTools URL.
     pub startup_timeout: Duration,
     /// How long each CDP command may wait for its answer.
@@ -84,6 +88,7 @@ impl Default for LaunchOptions {
             sandbox: None,
             window_size: (1280, 720),
             extra_args: Vec::new(),
+            webrtc_udp: false,
             startup_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(30),
         }
@@ -157,6 +162,8 @@ impl ChromiumProcess {
             .prefix("molt-chromium-")
             .tempdir()
             .map_err(|err| CdpError::Launch(format!("temporary profile: {err}")))?;
+        write_preferences(profile.path(), options.webrtc_udp)
+            .map_err(|err| CdpError::Launch(format!("profile preferences: {err}")))?;
         let mut child = Command::new(&executable)
             .args(options.args(profile.path()))
             .stdin(Stdio::null())
@@ -208,6 +215,26 @@ impl ChromiumProcess {
     pub(crate) fn profile(&self) -> &Path {
         self.profile.path()
     }
+}
+
+/// Writes the preferences the profile starts with. Unless `webrtc_udp`,
+/// WebRTC may send UDP only through a proxy, and the proxy speaks no UDP.
+fn write_preferences(profile: &Path, webrtc_udp: bool) -> std::io::Result<()> {
+    let policy = if webrtc_udp {
+        "default"
+    } else {
+        "disable_non_proxied_udp"
+    };
+    let preferences = serde_json::json!({
+        "webrtc": {
+            "ip_handling_policy": policy,
+            "multiple_routes_enabled": webrtc_udp,
+            "nonproxied_udp_enabled": webrtc_udp,
+        }
+    });
+    let default = profile.join("Default");
+    std::fs::create_dir_all(&default)?;
+    std::fs::write(default.join("Preferences"), preferences.to_string())
 }
 
 /// Reads the browser's stderr until `DevTools listening on ws://...`, then

@@ -31,6 +31,7 @@ mod intercept;
 pub mod launch;
 pub mod markdown;
 pub mod page;
+mod proxy;
 pub mod shared;
 pub mod tools;
 pub mod video;

@@ -260,6 +260,8 @@ pub struct Page {
     interception: Option<AbortHandle>,
     policy: Option<Arc<EgressPolicy>>,
     last_denial: LastDenial,
+    /// The egress proxy of the page's context, which lives as long as it.
+    proxy: Option<crate::proxy::EgressProxy>,
     closed: bool,
 }
 
@@ -278,6 +280,7 @@ impl Page {
             interception: None,
             policy: None,
             last_denial: Arc::default(),
+            proxy: None,
             closed: false,
         };
         page.call("Page.enable", json!({})).await?;
@@ -327,6 +330,11 @@ impl Page {
         self.interception = Some(task);
         self.policy = Some(policy);
         Ok(())
+    }
+
+    /// Keeps the egress proxy of this page's context running while it lives.
+    pub(crate) fn keep_proxy(&mut self, proxy: crate::proxy::EgressProxy) {
+        self.proxy = Some(proxy);
     }
 
     /// Navigates and waits for the page to load.

@@ -65,11 +65,8 @@ impl SharedBrowser {
     }
 
     /// A page in a browser context of its own, with every request it makes
-    /// checked against `policy`.
+    /// checked against `policy` (see [`Browser::new_policed_page`]).
     pub async fn policed_page(&self, policy: &Arc<EgressPolicy>) -> Result<Page, CdpError> {
-        let browser = self.get().await?;
-        let mut page = browser.new_isolated_page().await?;
-        page.enforce_egress(policy.clone()).await?;
-        Ok(page)
+        self.get().await?.new_policed_page(policy.clone()).await
     }
 }

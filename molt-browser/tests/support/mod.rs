@@ -51,14 +51,75 @@ async fn exfiltrate(Query(query): Query<HashMap<String, String>>) -> Html<String
     ))
 }
 
+/// A page that tries every way out of the browser a page has besides its own
+/// subresources: a cross-site iframe (served from `frame`, an origin) whose
+/// image and fetch go to `to`, a dedicated worker's fetch, a WebSocket, and
+/// WebRTC's STUN packets to UDP port `stun` on `to`'s host.
+/// `window.settled` resolves once every attempt has succeeded or failed.
+async fn leaky(Query(query): Query<HashMap<String, String>>) -> Html<String> {
+    let to = serde_json::to_string(&query["to"]).unwrap();
+    let frame = serde_json::to_string(&query["frame"]).unwrap();
+    Html(format!(
+        "<!doctype html><title>Leaky</title><p>Hello</p><script>\
+         const to = {to}, frame = {frame};\
+         const q = encodeURIComponent(to);\
+         window.settled = Promise.all([\
+           new Promise(done => addEventListener('message', e => e.data === 'frame' && done('frame'))),\
+           new Promise(done => {{ const w = new Worker('/worker.js?to=' + q);\
+             w.onmessage = () => done('worker'); w.onerror = () => done('worker failed'); }}),\
+           new Promise(done => {{ const s = new WebSocket(to.replace(/^http/, 'ws') + '/socket');\
+             s.onopen = s.onerror = () => done('socket'); }}),\
+         new Promise(done => {{ const c = new RTCPeerConnection({{ iceServers: [{{ urls: 'stun:' + new URL(to).hostname + ':' + new URLSearchParams(location.search).get('stun') }}] }});\
+             c.createDataChannel('x'); c.onicegatheringstatechange = () => c.iceGatheringState === 'complete' && done('rtc');\
+             c.createOffer().then(o => c.setLocalDescription(o)); setTimeout(() => done('rtc timeout'), 3000); }}),\
+         ]);\
+         const f = document.createElement('iframe');\
+         f.src = frame + '/leaky-frame?to=' + q;\
+         document.body.append(f);\
+         </script>"
+    ))
+}
+
+/// The iframe of [`leaky`]: an image and a fetch to `to`, then a message to
+/// its parent.
+async fn leaky_frame(Query(query): Query<HashMap<String, String>>) -> Html<String> {
+    let to = serde_json::to_string(&query["to"]).unwrap();
+    Html(format!(
+        "<!doctype html><title>Frame</title><script>\
+         const to = {to};\
+         const image = new Promise(done => {{ const i = new Image(); i.onload = i.onerror = done;\
+           i.src = to + '/from-frame-image'; }});\
+         const fetched = fetch(to + '/from-frame-fetch', {{ mode: 'no-cors' }}).catch(() => null);\
+         Promise.all([image, fetched]).then(() => parent.postMessage('frame', '*'));\
+         </script>"
+    ))
+}
+
+/// The worker of [`leaky`]: a fetch to `to`, then a message.
+async fn worker_script(Query(query): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let to = serde_json::to_string(&query["to"]).unwrap();
+    (
+        [(header::CONTENT_TYPE, "text/javascript")],
+        format!(
+            "fetch({to} + '/from-worker', {{ mode: 'no-cors' }})\
+             .catch(() => null).then(() => postMessage('done'));"
+        ),
+    )
+}
+
 /// Serves the test pages on 127.0.0.1 (a free port) until the runtime ends.
-/// Every request's path and query is recorded in `hits`.
 pub async fn serve_site() -> SocketAddr {
     serve_site_recording(Arc::default()).await
 }
 
 /// [`serve_site`], recording each request's path and query in `hits`.
 pub async fn serve_site_recording(hits: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    serve_site_on([127, 0, 0, 1].into(), hits).await
+}
+
+/// [`serve_site_recording`] on another address (any of 127.0.0.0/8 works on
+/// Linux without set-up).
+pub async fn serve_site_on(ip: std::net::IpAddr, hits: Arc<Mutex<Vec<String>>>) -> SocketAddr {
     let app = Router::new()
         .route("/article", get(|| async { Html(ARTICLE) }))
         .route("/links", get(|| async { Html(LINKS) }))
@@ -69,6 +130,9 @@ pub async fn serve_site_recording(hits: Arc<Mutex<Vec<String>>>) -> SocketAddr {
         .route("/headers", get(echo_headers))
         .route("/text", get(|| async { "plain text body" }))
         .route("/exfiltrate", get(exfiltrate))
+        .route("/leaky", get(leaky))
+        .route("/leaky-frame", get(leaky_frame))
+        .route("/worker.js", get(worker_script))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let hits = hits.clone();
@@ -78,7 +142,7 @@ pub async fn serve_site_recording(hits: Arc<Mutex<Vec<String>>>) -> SocketAddr {
                 }
             },
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
