@@ -3,7 +3,7 @@
 
 mod support;
 
-use molt_browser::{Browser, EgressPolicy, LaunchOptions};
+use molt_browser::{Browser, EgressPolicy, LaunchOptions, Timeouts};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,4 +125,31 @@ async fn a_name_that_resolves_differently_for_the_browser_reaches_only_the_check
     let _ = policed.goto(&rebound("proxied")).await;
     let hits = hits.lock().unwrap().clone();
     assert!(!hits.iter().any(|hit| hit.contains("proxied")), "{hits:?}");
+}
+
+#[tokio::test]
+async fn a_remote_browser_polices_frames_and_workers_request_by_request() {
+    // Connected over CDP only, as to a remote browser: no proxy can be set,
+    // and each frame or worker is policed through the Fetch domain.
+    let local = launch(false).await;
+    let remote = Browser::connect(local.ws_url(), Timeouts::default())
+        .await
+        .unwrap();
+    let sink_allowed = page_and_frame_allowed().allow_network("127.0.0.2/32".parse().unwrap());
+    let arrived = leaks(&remote, sink_allowed).await;
+    let from_frame_or_worker = ["/from-frame-image", "/from-frame-fetch", "/from-worker"];
+    for path in from_frame_or_worker {
+        assert!(
+            arrived.requests.iter().any(|hit| hit == path),
+            "{path}: {arrived:?}"
+        );
+    }
+
+    let denied = leaks(&remote, page_and_frame_allowed()).await;
+    for path in from_frame_or_worker {
+        assert!(
+            !denied.requests.iter().any(|hit| hit == path),
+            "{path}: {denied:?}"
+        );
+    }
 }
