@@ -91,12 +91,14 @@ impl Browser {
             command: options.command_timeout,
         };
         let connection = Connection::connect(&ws_url, timeouts.connect, timeouts.command).await?;
-        Ok(Self {
+        let browser = Self {
             connection: Arc::new(connection),
             http_url: http_url_of(&ws_url),
             process: Some(process),
             launch_options: Some(options),
-        })
+        };
+        browser.deny_downloads(None).await;
+        Ok(browser)
     }
 
     /// Ends a launched browser (if still running) and starts a fresh one with
@@ -207,7 +209,26 @@ impl Browser {
             .connection
             .call("Target.createBrowserContext", params, None)
             .await?;
-        string_field(&context, "browserContextId")
+        let context_id = string_field(&context, "browserContextId")?;
+        self.deny_downloads(Some(&context_id)).await;
+        Ok(context_id)
+    }
+
+    /// Makes a context (`None`: the default one) refuse downloads, which
+    /// would otherwise be written to the user's download folder. A client
+    /// that wants them sets `Browser.setDownloadBehavior` itself.
+    async fn deny_downloads(&self, context_id: Option<&str>) {
+        let mut params = json!({ "behavior": "deny" });
+        if let Some(context_id) = context_id {
+            params["browserContextId"] = json!(context_id);
+        }
+        let denied = self
+            .connection
+            .call("Browser.setDownloadBehavior", params, None)
+            .await;
+        if let Err(err) = denied {
+            tracing::warn!(%err, "the browser may save downloads: refusing them failed");
+        }
     }
 
     async fn open_page(&self, context_id: Option<String>) -> Result<Page, CdpError> {

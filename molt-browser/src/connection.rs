@@ -77,6 +77,18 @@ pub struct Connection {
     tasks: [AbortHandle; 2],
 }
 
+/// Removes a command from the pending ones when dropped.
+struct Forget<'a> {
+    connection: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.connection.lock().pending.remove(&self.id);
+    }
+}
+
 #[derive(Deserialize)]
 struct Incoming {
     id: Option<u64>,
@@ -174,6 +186,11 @@ impl Connection {
         self.lock().closed.is_none()
     }
 
+    /// How many commands were sent and are still waiting for their answer.
+    pub fn pending_commands(&self) -> usize {
+        self.lock().pending.len()
+    }
+
     /// The error calls get now that the connection is closed (or would get).
     pub fn closed_error(&self) -> CdpError {
         let reason = self.lock().closed.clone();
@@ -212,17 +229,20 @@ impl Connection {
             }
             state.pending.insert(id, (method.to_owned(), answer));
         }
+        // Forgets the command however this call ends: answered, timed out,
+        // or dropped by its caller.
+        let _forget = Forget {
+            connection: self,
+            id,
+        };
         self.send(id, method, params, session_id);
         match tokio::time::timeout(timeout, answered).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.closed_error()),
-            Err(_) => {
-                self.lock().pending.remove(&id);
-                Err(CdpError::Timeout {
-                    method: method.to_owned(),
-                    after: timeout,
-                })
-            }
+            Err(_) => Err(CdpError::Timeout {
+                method: method.to_owned(),
+                after: timeout,
+            }),
         }
     }
 

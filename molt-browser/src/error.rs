@@ -34,6 +34,10 @@ pub enum CdpError {
     /// The page's renderer crashed.
     #[error("the page crashed")]
     TargetCrashed,
+    /// The page was closed (by the browser, a script, or another client)
+    /// while waiting on it.
+    #[error("the page was closed")]
+    PageClosed,
     /// A navigation failed before a document loaded.
     #[error("navigation to {url} failed: {error}")]
     Navigation {

@@ -1,7 +1,7 @@
 //! A page (tab) attached through a flattened session, and what can be done
 //! with it: navigate and wait, read, capture, and set up its environment.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Event, EventStream};
 use crate::egress::{EgressError, EgressPolicy};
 use crate::error::{CdpError, NetError};
 use base64::Engine;
@@ -99,6 +99,16 @@ pub struct Clip {
     /// Height.
     pub height: f64,
 }
+
+/// The most HTML read from a page, in UTF-16 code units (JavaScript string
+/// length): a page can build a DOM far larger than anything worth reading,
+/// and an answer over the connection's message limit would end it.
+pub const MAX_HTML_CHARS: usize = 16 << 20;
+
+/// The longest side of a screenshot, in CSS pixels: a longer page or
+/// element is cut there (a page can be arbitrarily tall, and its bitmap is
+/// held in memory whole).
+pub const MAX_SCREENSHOT_SIDE: f64 = 16_384.0;
 
 /// What part of the page a screenshot shows, and how it is encoded.
 #[derive(Clone, Debug, Default)]
@@ -373,6 +383,9 @@ impl Page {
             Some(&self.session_id),
             &["Page.lifecycleEvent", "Inspector.targetCrashed"],
         );
+        let mut detached = self
+            .connection
+            .subscribe(None, &["Target.detachedFromTarget"]);
         self.last_denial
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -416,7 +429,13 @@ impl Page {
         if let Some(loader_id) = navigated["loaderId"].as_str() {
             let awaited = options.wait_until.lifecycle_name();
             loop {
-                let event = match tokio::time::timeout_at(deadline, events.next()).await {
+                let next = async {
+                    tokio::select! {
+                        event = events.next() => event,
+                        event = self.detached(&mut detached) => event,
+                    }
+                };
+                let event = match tokio::time::timeout_at(deadline, next).await {
                     Err(_) => {
                         self.stop_loading();
                         return Err(timed_out());
@@ -424,6 +443,9 @@ impl Page {
                     Ok(None) => return Err(self.connection.closed_error()),
                     Ok(Some(event)) => event,
                 };
+                if event.method == "Target.detachedFromTarget" {
+                    return Err(CdpError::PageClosed);
+                }
                 if event.method == "Inspector.targetCrashed" {
                     return Err(CdpError::TargetCrashed);
                 }
@@ -440,6 +462,17 @@ impl Page {
             "({ url: location.href, status: performance.getEntriesByType('navigation')[0]?.responseStatus || null })",
         )
         .await
+    }
+
+    /// The event that says this page's session ended, from browser-level
+    /// detach events.
+    async fn detached(&self, detached: &mut EventStream) -> Option<Event> {
+        loop {
+            let event = detached.next().await?;
+            if event.params["sessionId"] == self.session_id.as_str() {
+                return Some(event);
+            }
+        }
     }
 
     fn stop_loading(&self) {
@@ -497,18 +530,20 @@ impl Page {
         self.evaluate("document.title").await
     }
 
-    /// The rendered HTML (the DOM as it is now, after scripts ran).
+    /// The rendered HTML (the DOM as it is now, after scripts ran), at most
+    /// [`MAX_HTML_CHARS`] of it.
     pub async fn html(&self) -> Result<String, CdpError> {
-        self.evaluate(
-            "(document.doctype ? '<!DOCTYPE ' + document.doctype.name + '>\\n' : '') + \
-             (document.documentElement ? document.documentElement.outerHTML : '')",
-        )
+        self.evaluate(&format!(
+            "((document.doctype ? '<!DOCTYPE ' + document.doctype.name + '>\\n' : '') + \
+             (document.documentElement ? document.documentElement.outerHTML : '')).slice(0, {MAX_HTML_CHARS})"
+        ))
         .await
     }
 
     /// The page as Markdown, readable for a model: its title as a heading,
     /// then its rendered content without scripts, styles or navigation
-    /// chrome, with absolute link URLs.
+    /// chrome, with absolute link URLs. At most [`MAX_HTML_CHARS`] of the
+    /// page's HTML are read.
     pub async fn markdown(&self) -> Result<String, CdpError> {
         #[derive(Deserialize)]
         struct Document {
@@ -518,13 +553,14 @@ impl Page {
         // Links and images made absolute, so the model can follow them; the
         // title comes in the same round trip.
         let document: Document = self
-            .evaluate(
-                "(() => { const root = document.documentElement?.cloneNode(true); \
-                 if (root) { \
+            .evaluate(&format!(
+                "(() => {{ const root = document.documentElement?.cloneNode(true); \
+                 if (root) {{ \
                    root.querySelectorAll('a[href]').forEach(a => a.setAttribute('href', a.href)); \
-                   root.querySelectorAll('img[src]').forEach(i => i.setAttribute('src', i.src)); } \
-                 return { title: document.title, html: root ? root.outerHTML : '' }; })()",
-            )
+                   root.querySelectorAll('img[src]').forEach(i => i.setAttribute('src', i.src)); }} \
+                 return {{ title: document.title.slice(0, 1000), \
+                   html: root ? root.outerHTML.slice(0, {MAX_HTML_CHARS}) : '' }}; }})()"
+            ))
             .await?;
         Ok(crate::markdown::page_to_markdown(
             &document.title,
@@ -602,7 +638,8 @@ impl Page {
         serde_json::from_value(rect).map_err(|err| CdpError::UnexpectedResponse(err.to_string()))
     }
 
-    /// Takes a screenshot: the viewport, the full page, a clip or one element.
+    /// Takes a screenshot: the viewport, the full page, a clip or one element,
+    /// at most [`MAX_SCREENSHOT_SIDE`] on each side.
     pub async fn screenshot(&self, options: &ScreenshotOptions) -> Result<Vec<u8>, CdpError> {
         let metrics = self.call("Page.getLayoutMetrics", json!({})).await?;
         let number = |value: &Value| value.as_f64().unwrap_or_default();
@@ -626,6 +663,11 @@ impl Page {
                 }
             }
             (None, None) => viewport,
+        };
+        let clip = Clip {
+            width: clip.width.min(MAX_SCREENSHOT_SIDE),
+            height: clip.height.min(MAX_SCREENSHOT_SIDE),
+            ..clip
         };
         if clip.width <= 0.0 || clip.height <= 0.0 {
             return Err(CdpError::NoSuchElement(format!(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use molt_core::tool::{SideEffect, Tool, ToolError};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct ToolOptions {
     /// Where screenshots are written (created if missing).
     pub screenshot_dir: PathBuf,
+    /// How many screenshots are kept there; older ones are removed.
+    pub max_screenshots: usize,
     /// The most text a tool returns to the model, in characters.
     pub max_output_chars: usize,
     /// The most a page may take to load.
@@ -33,6 +35,7 @@ impl Default for ToolOptions {
     fn default() -> Self {
         Self {
             screenshot_dir: std::env::temp_dir().join("molt-screenshots"),
+            max_screenshots: 50,
             max_output_chars: 20_000,
             navigation_timeout: Duration::from_secs(30),
             fetch: FetchOptions::default(),
@@ -444,8 +447,13 @@ impl Tool for BrowserScreenshot {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis());
-        let path = dir.join(format!("screenshot-{millis}-{number}.{extension}"));
+        let path = dir.join(format!(
+            "{SCREENSHOT_PREFIX}{millis:013}-{number:06}.{extension}"
+        ));
         tokio::fs::write(&path, &image).await.map_err(tool_error)?;
+        if let Err(err) = prune_screenshots(dir, self.0.options.max_screenshots).await {
+            tracing::warn!(%err, dir = %dir.display(), "old screenshots could not be removed");
+        }
         Ok(format!(
             "Saved a {} screenshot of {} ({} bytes) to {}",
             extension.to_ascii_uppercase(),
@@ -456,9 +464,57 @@ impl Tool for BrowserScreenshot {
     }
 }
 
+/// How every screenshot's file name starts; the rest sorts oldest first.
+const SCREENSHOT_PREFIX: &str = "screenshot-";
+
+/// Removes all but the newest `keep` screenshots in `dir`.
+async fn prune_screenshots(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(SCREENSHOT_PREFIX) {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    let excess = names.len().saturating_sub(keep);
+    for name in &names[..excess] {
+        tokio::fs::remove_file(dir.join(name)).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_the_newest_screenshots_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "screenshot-0000000000002-000000.png",
+            "screenshot-0000000000001-000009.png",
+            "screenshot-0000000000001-000010.jpg",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        prune_screenshots(dir.path(), 2).await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "notes.txt",
+                "screenshot-0000000000001-000010.jpg",
+                "screenshot-0000000000002-000000.png"
+            ]
+        );
+    }
 
     #[test]
     fn truncation_counts_characters_and_says_so() {

@@ -2,6 +2,7 @@
 
 mod support;
 
+use molt_browser::page::MAX_HTML_CHARS;
 use molt_browser::{
     Browser, CdpError, ImageFormat, NavigateOptions, NetError, PdfOptions, ProtocolErrorCode,
     ScreenshotOptions, Timeouts, Viewport, WaitUntil,
@@ -71,6 +72,13 @@ async fn reads_a_page_as_markdown_html_links_and_scraped_elements() {
         page.evaluate::<serde_json::Value>("null.boom").await,
         Err(CdpError::JavaScript(message)) if message.contains("TypeError")
     ));
+
+    // A page that grows past what is worth reading is cut, not fatal.
+    page.evaluate::<()>("void document.body.append('x'.repeat(20 << 20))")
+        .await
+        .unwrap();
+    assert_eq!(page.html().await.unwrap().len(), MAX_HTML_CHARS);
+    assert!(page.markdown().await.unwrap().contains("xxxx"));
 }
 
 #[tokio::test]
@@ -104,6 +112,15 @@ async fn screenshots_come_in_the_requested_size_and_format_and_pdfs_print() {
     assert_eq!(
         png_size(&page.screenshot(&full).await.unwrap()),
         (800, 3000)
+    );
+
+    page.evaluate::<()>("void (document.body.firstChild.style.height = '40000px')")
+        .await
+        .unwrap();
+    // A longer page is cut at the largest side a screenshot has.
+    assert_eq!(
+        png_size(&page.screenshot(&full).await.unwrap()),
+        (800, molt_browser::page::MAX_SCREENSHOT_SIDE as u32)
     );
 
     let jpeg = ScreenshotOptions {
@@ -216,6 +233,80 @@ async fn navigation_failures_and_protocol_errors_are_typed() {
         .await
         .unwrap();
     assert_eq!(page.title().await.unwrap(), "Molt test article");
+
+    // A download is not a page: the navigation is aborted, at once, and
+    // nothing is saved (where Chromium saves downloads when allowed to).
+    let downloads = std::path::Path::new(&std::env::var("HOME").unwrap()).join("Downloads");
+    let name = |n: u32| format!("molt-test-{}-{n}.bin", std::process::id());
+    for (n, page) in [(1, &page), (2, &browser.new_isolated_page().await.unwrap())] {
+        let download = page
+            .goto(&format!("http://{site}/download?name={}", name(n)))
+            .await;
+        assert!(
+            matches!(
+                &download,
+                Err(CdpError::Navigation {
+                    error: NetError::Aborted,
+                    ..
+                })
+            ),
+            "{download:?}"
+        );
+    }
+    // Allowed again, the same download is saved: the check looks in the right place.
+    browser
+        .connection()
+        .call(
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "default" }),
+            None,
+        )
+        .await
+        .unwrap();
+    let _ = page
+        .goto(&format!("http://{site}/download?name={}", name(3)))
+        .await;
+    let saved = downloads.join(name(3));
+    for _ in 0..100 {
+        if saved.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saved.exists(), "{}", saved.display());
+    std::fs::remove_file(saved).unwrap();
+    assert!(!downloads.join(name(1)).exists() && !downloads.join(name(2)).exists());
+
+    // A page closed while loading ends the wait with its own error, not a
+    // timeout; and a command given up on is forgotten.
+    let closing = browser.new_page().await.unwrap();
+    let target = json!({ "targetId": closing.target_id() });
+    let hang = NavigateOptions {
+        timeout: Duration::from_secs(60),
+        ..NavigateOptions::default()
+    };
+    let hanging = format!("http://{site}/hang");
+    let (waited, _) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(20), closing.goto_with(&hanging, hang)),
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            browser
+                .connection()
+                .call("Target.closeTarget", target, None)
+                .await
+        }
+    );
+    assert!(
+        matches!(waited, Ok(Err(CdpError::PageClosed))),
+        "{waited:?}"
+    );
+    let never = page.evaluate::<()>("new Promise(() => {})");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), never)
+            .await
+            .is_err()
+    );
+    assert_eq!(browser.connection().pending_commands(), 0);
 
     let unknown = page.call("Molt.noSuchMethod", json!({})).await;
     assert!(

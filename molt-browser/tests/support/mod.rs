@@ -129,6 +129,14 @@ pub async fn serve_site_on(ip: std::net::IpAddr, hits: Arc<Mutex<Vec<String>>>) 
         .route("/redirect", get(redirect))
         .route("/headers", get(echo_headers))
         .route("/text", get(|| async { "plain text body" }))
+        .route(
+            "/download",
+            get(|query: Query<HashMap<String, String>>| async move {
+                let name = query.get("name").map_or("x.bin", String::as_str);
+                let disposition = format!("attachment; filename=\"{name}\"");
+                ([(header::CONTENT_DISPOSITION, disposition)], "binary")
+            }),
+        )
         .route("/exfiltrate", get(exfiltrate))
         .route("/leaky", get(leaky))
         .route("/leaky-frame", get(leaky_frame))
