@@ -11,7 +11,8 @@
 //!
 //! `CONNECT host:port` (HTTPS and WebSockets) is tunnelled byte for byte;
 //! a plain `http://` request is forwarded on a fresh connection. A refused
-//! request gets `403`, an unreachable host `502`.
+//! request gets `403` and an unreachable host `502`; either answer closes
+//! the connection.
 
 use crate::egress::{EgressError, EgressPolicy};
 use bytes::Bytes;
@@ -262,13 +263,107 @@ fn refused(denied: &EgressError) -> Response<ProxyBody> {
 fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
     let mut response = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // A refused tunnel leaves nothing to keep the connection for.
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     response
 }
 
 fn empty() -> ProxyBody {
     Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `request` to the proxy as raw bytes and reads the whole answer.
+    async fn exchange(proxy: &EgressProxy, request: String) -> String {
+        let mut stream = TcpStream::connect(proxy.address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// A server that answers every request with the header names it got.
+    async fn header_echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let mut names: Vec<&str> =
+                        request.headers().keys().map(HeaderName::as_str).collect();
+                    names.sort_unstable();
+                    let text = format!("{} {}", request.uri(), names.join(","));
+                    Ok::<_, Infallible>(answer(StatusCode::OK, text))
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(connection);
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn relays_what_the_policy_allows_and_refuses_the_rest() {
+        let loopback = EgressPolicy::default().allow_network("127.0.0.1/32".parse().unwrap());
+        let proxy = EgressProxy::start(Arc::new(loopback), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let echo = header_echo().await;
+
+        // Forwarded in origin form, without the headers meant for the proxy.
+        let forwarded = exchange(
+            &proxy,
+            format!(
+                "GET http://{echo}/path?q=1 HTTP/1.1\r\nHost: {echo}\r\nProxy-Connection: keep-alive\r\n\
+                 Proxy-Authorization: Basic eDp5\r\nX-Kept: 1\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(forwarded.starts_with("HTTP/1.1 200"), "{forwarded}");
+        assert!(forwarded.ends_with("/path?q=1 host,x-kept"), "{forwarded}");
+
+        // The metadata service, by CONNECT or by plain request: refused.
+        let tunnel = exchange(
+            &proxy,
+            "CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254:80\r\n\r\n".into(),
+        )
+        .await;
+        assert!(tunnel.starts_with("HTTP/1.1 403"), "{tunnel}");
+        assert!(tunnel.contains("cloud metadata"), "{tunnel}");
+        let plain = exchange(
+            &proxy,
+            "GET http://[::ffff:a9fe:a9fe]/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .into(),
+        )
+        .await;
+        assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+
+        // The proxy is not a web server: a request in origin form is refused.
+        let origin_form = exchange(
+            &proxy,
+            "GET /secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+        )
+        .await;
+        assert!(origin_form.starts_with("HTTP/1.1 400"), "{origin_form}");
+
+        // Dropped, it stops listening.
+        let address = proxy.address;
+        drop(proxy);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(TcpStream::connect(address).await.is_err());
+    }
 }
