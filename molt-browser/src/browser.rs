@@ -174,16 +174,17 @@ impl Browser {
     }
 
     /// Opens a new page in a fresh browser context of its own whose every
-    /// request passes `policy`; navigations it refuses fail with
-    /// [`CdpError::Egress`].
+    /// request passes `policy` (see [`Page::enforce_egress`]); navigations it
+    /// refuses fail with [`CdpError::Egress`].
     ///
     /// In a launched browser the whole context (frames of other sites,
-    /// workers, WebSockets, whatever opens a connection) goes through a
-    /// proxy in this process that checks each host, resolves it itself and
-    /// connects only to the addresses it checked, so a name cannot be
-    /// rebound to a private address after its check. A remote browser
-    /// cannot reach that proxy; there the page's requests are checked one by
-    /// one through the `Fetch` domain (see [`Page::enforce_egress`]).
+    /// workers, pop-ups, WebSockets, whatever opens a connection) also goes
+    /// through a proxy in this process that checks each host, resolves it
+    /// itself and connects only to the addresses it checked, so a name
+    /// cannot be rebound to a private address after its check. A connection
+    /// only the proxy refuses answers `403` with the reason. A browser
+    /// reached with [`Browser::connect`] or [`Browser::discover`] may not
+    /// reach this process, so it gets the request checks only.
     pub async fn new_policed_page(&self, policy: Arc<EgressPolicy>) -> Result<Page, CdpError> {
         let mut context = json!({ "disposeOnDetach": true });
         let proxy = match self.process {

@@ -299,7 +299,9 @@ impl Drop for Connection {
 /// Routes one message from the browser: an answer to its caller, an event to
 /// its subscribers. Anything unreadable is logged and skipped.
 fn dispatch(state: &Mutex<State>, text: &str) {
-    let incoming: Incoming = match serde_json::from_str(text) {
+    let parsed = serde_json::from_str(text)
+        .or_else(|_| serde_json::from_str(&replace_lone_surrogates(text)));
+    let incoming: Incoming = match parsed {
         Ok(incoming) => incoming,
         Err(err) => {
             tracing::warn!(%err, "ignoring an unreadable CDP message");
@@ -333,6 +335,47 @@ fn dispatch(state: &Mutex<State>, text: &str) {
     }
 }
 
+/// JSON text with every escaped lone UTF-16 surrogate (`\ud800` without its
+/// pair) replaced by `\ufffd`. Chromium sends JavaScript strings as they
+/// are, a page can build one that is not valid Unicode, and serde_json
+/// refuses such text whole.
+fn replace_lone_surrogates(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let unit_at = |at: usize| -> Option<u16> {
+        let digits = text.get(at..at + 4)?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut fixed = String::with_capacity(text.len());
+    let (mut at, mut copied) = (0, 0);
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        if bytes.get(at + 1) != Some(&b'u') {
+            at += 2; // an escaped character, such as \\ or \"
+            continue;
+        }
+        let paired = |unit: u16| {
+            (0xD800..=0xDBFF).contains(&unit)
+                && text.get(at + 6..at + 8) == Some("\\u")
+                && unit_at(at + 8).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low))
+        };
+        match unit_at(at + 2) {
+            Some(unit) if paired(unit) => at += 12,
+            Some(0xD800..=0xDFFF) => {
+                fixed.push_str(&text[copied..at]);
+                fixed.push_str("\\ufffd");
+                at += 6;
+                copied = at;
+            }
+            _ => at += 6,
+        }
+    }
+    fixed.push_str(&text[copied..]);
+    fixed
+}
+
 /// Marks the connection closed: every waiting command fails and every event
 /// stream ends. The first reason given is kept.
 fn close(state: &Mutex<State>, reason: String) {
@@ -348,4 +391,22 @@ fn close(state: &Mutex<State>, reason: String) {
         }));
     }
     state.listeners.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_lone_surrogates;
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let fix = |text: &str| replace_lone_surrogates(text);
+        assert_eq!(fix(r#""a\ud800b""#), r#""a\ufffdb""#);
+        assert_eq!(fix(r#""\udc00\ud83d""#), r#""\ufffd\ufffd""#);
+        // A pair, an escaped backslash before "u", and plain text stay.
+        for kept in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""é \" \n""#] {
+            assert_eq!(fix(kept), kept);
+        }
+        let value: String = serde_json::from_str(&fix(r#""x\ud800""#)).unwrap();
+        assert_eq!(value, "x\u{FFFD}");
+    }
 }

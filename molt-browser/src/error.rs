@@ -34,6 +34,9 @@ pub enum CdpError {
     /// The page's renderer crashed.
     #[error("the page crashed")]
     TargetCrashed,
+    /// The page already has an egress policy; a page keeps the one it got.
+    #[error("the page already has an egress policy")]
+    AlreadyPoliced,
     /// The page was closed (by the browser, a script, or another client)
     /// while waiting on it.
     #[error("the page was closed")]

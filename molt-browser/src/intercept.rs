@@ -61,20 +61,30 @@ async fn police(connection: &Connection, session_id: &str) -> Result<EventStream
             "Target.detachedFromTarget",
         ],
     );
-    connection
+    let enabled = connection
         .call(
             "Fetch.enable",
             json!({ "patterns": [{ "urlPattern": "*", "requestStage": "Request" }] }),
             Some(session_id),
         )
-        .await?;
-    connection
+        .await;
+    match enabled {
+        // Without an answer it may still have taken effect: keep deciding.
+        Ok(_) | Err(CdpError::Timeout { .. }) => {}
+        Err(err) => return Err(err),
+    }
+    // Requests already pause from here on, so the events are watched
+    // whatever happens next.
+    let attached = connection
         .call(
             "Target.setAutoAttach",
             json!({ "autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true }),
             Some(session_id),
         )
-        .await?;
+        .await;
+    if let Err(err) = attached {
+        tracing::warn!(%err, "frames and workers of another process will not be policed by request");
+    }
     Ok(events)
 }
 

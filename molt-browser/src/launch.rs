@@ -132,6 +132,11 @@ impl LaunchOptions {
             args.push("--no-sandbox".into());
         }
         args.extend(QUIET_FLAGS.iter().map(|flag| (*flag).to_owned()));
+        if !self.webrtc_udp {
+            // What the profile's preferences say too (see `write_preferences`),
+            // for builds that read this switch instead.
+            args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
+        }
         args.extend(self.extra_args.iter().cloned());
         args.push("about:blank".into());
         args

@@ -322,12 +322,19 @@ impl Page {
     }
 
     /// Checks every request this page makes (navigations, redirects,
-    /// subresources) against `policy` from now on; refused requests fail
-    /// with `net::ERR_BLOCKED_BY_CLIENT` and navigations with
-    /// [`CdpError::Egress`].
+    /// subresources, and those of the frames and workers it starts) against
+    /// `policy` from now on; refused requests fail with
+    /// `net::ERR_BLOCKED_BY_CLIENT` and navigations with [`CdpError::Egress`].
+    /// A page is policed once: a second call is [`CdpError::AlreadyPoliced`].
+    ///
+    /// This checks requests, not connections: WebSocket handshakes are not
+    /// seen, and the browser resolves names again after the check. Pages
+    /// from [`Browser::new_policed_page`](crate::Browser::new_policed_page)
+    /// in a launched browser also go through the egress proxy, which closes
+    /// both gaps.
     pub async fn enforce_egress(&mut self, policy: Arc<EgressPolicy>) -> Result<(), CdpError> {
-        if let Some(previous) = self.interception.take() {
-            previous.abort();
+        if self.policy.is_some() {
+            return Err(CdpError::AlreadyPoliced);
         }
         let task = crate::intercept::start(
             self.connection.clone(),
@@ -390,15 +397,16 @@ impl Page {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let navigated = self
-            .connection
-            .call_within(
-                "Page.navigate",
-                json!({ "url": url }),
-                Some(&self.session_id),
-                options.timeout,
-            )
-            .await;
+        let navigating = self.connection.call_within(
+            "Page.navigate",
+            json!({ "url": url }),
+            Some(&self.session_id),
+            options.timeout,
+        );
+        let navigated = tokio::select! {
+            navigated = navigating => navigated,
+            Some(_) = self.detached(&mut detached) => return Err(CdpError::PageClosed),
+        };
         let navigated = match navigated {
             Ok(navigated) => navigated,
             Err(CdpError::Timeout { .. }) => {
@@ -535,7 +543,7 @@ impl Page {
     pub async fn html(&self) -> Result<String, CdpError> {
         self.evaluate(&format!(
             "((document.doctype ? '<!DOCTYPE ' + document.doctype.name + '>\\n' : '') + \
-             (document.documentElement ? document.documentElement.outerHTML : '')).slice(0, {MAX_HTML_CHARS})"
+             (document.documentElement ? document.documentElement.outerHTML : '')).slice(0, {MAX_HTML_CHARS}).toWellFormed()"
         ))
         .await
     }
@@ -558,8 +566,8 @@ impl Page {
                  if (root) {{ \
                    root.querySelectorAll('a[href]').forEach(a => a.setAttribute('href', a.href)); \
                    root.querySelectorAll('img[src]').forEach(i => i.setAttribute('src', i.src)); }} \
-                 return {{ title: document.title.slice(0, 1000), \
-                   html: root ? root.outerHTML.slice(0, {MAX_HTML_CHARS}) : '' }}; }})()"
+                 return {{ title: document.title.slice(0, 1000).toWellFormed(), \
+                   html: root ? root.outerHTML.slice(0, {MAX_HTML_CHARS}).toWellFormed() : '' }}; }})()"
             ))
             .await?;
         Ok(crate::markdown::page_to_markdown(

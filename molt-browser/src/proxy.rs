@@ -192,6 +192,10 @@ impl Relay {
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
         remove_hop_by_hop(request.headers_mut());
+        // The host checked is the host named, whatever Host the client sent.
+        if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
         match sender.send_request(request).await {
             Ok(mut response) => {
                 remove_hop_by_hop(response.headers_mut());
@@ -214,17 +218,26 @@ impl Relay {
             }
             Err(denied) => return Err(refused(&denied)),
         };
-        let mut failure = String::new();
-        for address in addresses {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => return Ok(stream),
-                Ok(Err(err)) => failure = format!("{address}: {err}"),
-                Err(_) => {
-                    failure = format!("{address}: no connection within {:?}", self.connect_timeout)
+        // One deadline for all the addresses: a name with many unreachable
+        // ones must not hold a request for each in turn.
+        let attempts = async {
+            let mut failure = String::new();
+            for address in addresses {
+                match TcpStream::connect(address).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(err) => failure = format!("{address}: {err}"),
                 }
             }
+            Err(failure)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempts).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(failure)) => Err(answer(StatusCode::BAD_GATEWAY, failure)),
+            Err(_) => Err(answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{host}: no connection within {:?}", self.connect_timeout),
+            )),
         }
-        Err(answer(StatusCode::BAD_GATEWAY, failure))
     }
 }
 
@@ -269,7 +282,10 @@ fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     // A refused tunnel leaves nothing to keep the connection for.
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     response
 }
 
@@ -295,17 +311,21 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
-    /// A server that answers every request with the header names it got.
+    /// A server that answers every request with its Host and the other
+    /// header names it got.
     async fn header_echo() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let service = service_fn(|request: Request<Incoming>| async move {
+                    let host = request.headers().get(header::HOST).cloned();
                     let mut names: Vec<&str> =
                         request.headers().keys().map(HeaderName::as_str).collect();
                     names.sort_unstable();
-                    let text = format!("{} {}", request.uri(), names.join(","));
+                    names.retain(|name| *name != "host");
+                    let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+                    let text = format!("{} host={host} {}", request.uri(), names.join(","));
                     Ok::<_, Infallible>(answer(StatusCode::OK, text))
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
@@ -328,13 +348,16 @@ mod tests {
         let forwarded = exchange(
             &proxy,
             format!(
-                "GET http://{echo}/path?q=1 HTTP/1.1\r\nHost: {echo}\r\nProxy-Connection: keep-alive\r\n\
+                "GET http://{echo}/path?q=1 HTTP/1.1\r\nHost: elsewhere\r\nProxy-Connection: keep-alive\r\n\
                  Proxy-Authorization: Basic eDp5\r\nX-Kept: 1\r\nConnection: close\r\n\r\n"
             ),
         )
         .await;
         assert!(forwarded.starts_with("HTTP/1.1 200"), "{forwarded}");
-        assert!(forwarded.ends_with("/path?q=1 host,x-kept"), "{forwarded}");
+        assert!(
+            forwarded.ends_with(&format!("/path?q=1 host={echo} x-kept")),
+            "{forwarded}"
+        );
 
         // The metadata service, by CONNECT or by plain request: refused.
         let tunnel = exchange(
@@ -351,6 +374,17 @@ mod tests {
         )
         .await;
         assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+        // A name is checked by what it resolves to.
+        let strict = EgressProxy::start(Arc::default(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let named = exchange(
+            &strict,
+            "CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\n\r\n".into(),
+        )
+        .await;
+        assert!(named.starts_with("HTTP/1.1 403"), "{named}");
+        assert!(named.contains("loopback"), "{named}");
 
         // The proxy is not a web server: a request in origin form is refused.
         let origin_form = exchange(

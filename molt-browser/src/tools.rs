@@ -21,7 +21,8 @@ use std::time::Duration;
 pub struct ToolOptions {
     /// Where screenshots are written (created if missing).
     pub screenshot_dir: PathBuf,
-    /// How many screenshots are kept there; older ones are removed.
+    /// How many screenshots are kept there (at least the newest); older ones
+    /// are removed.
     pub max_screenshots: usize,
     /// The most text a tool returns to the model, in characters.
     pub max_output_chars: usize,
@@ -478,9 +479,14 @@ async fn prune_screenshots(dir: &Path, keep: usize) -> std::io::Result<()> {
         }
     }
     names.sort_unstable();
-    let excess = names.len().saturating_sub(keep);
+    // The newest is the one just written, whose path the tool returns.
+    let excess = names.len().saturating_sub(keep.max(1));
     for name in &names[..excess] {
-        tokio::fs::remove_file(dir.join(name)).await?;
+        match tokio::fs::remove_file(dir.join(name)).await {
+            // Another process sharing the folder removed it first.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
     }
     Ok(())
 }

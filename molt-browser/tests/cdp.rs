@@ -73,6 +73,10 @@ async fn reads_a_page_as_markdown_html_links_and_scraped_elements() {
         Err(CdpError::JavaScript(message)) if message.contains("TypeError")
     ));
 
+    // A string that is not valid Unicode (a lone surrogate) still reads.
+    let lone: String = page.evaluate("'a' + '\\uD800' + 'b'").await.unwrap();
+    assert_eq!(lone, "a\u{FFFD}b");
+
     // A page that grows past what is worth reading is cut, not fatal.
     page.evaluate::<()>("void document.body.append('x'.repeat(20 << 20))")
         .await

@@ -44,7 +44,9 @@ async fn leaks(browser: &Browser, policy: EgressPolicy) -> Leaks {
     let requests = hits.lock().unwrap().clone();
     Leaks {
         requests,
-        udp: udp.try_recv(&mut [0; 1500]).is_ok(),
+        udp: tokio::time::timeout(Duration::from_millis(500), udp.recv(&mut [0; 1500]))
+            .await
+            .is_ok(),
     }
 }
 
