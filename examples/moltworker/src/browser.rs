@@ -34,10 +34,17 @@ impl BrowserSetup {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let source = match env("MOLT_BROWSER").as_deref().map(str::trim) {
             Some("off") => None,
-            Some(url) if url.contains("://") => Some(BrowserSource::Connect {
-                url: url.to_owned(),
-                timeouts: Timeouts::default(),
-            }),
+            Some(url) if url.contains("://") => {
+                tracing::warn!(
+                    "MOLT_BROWSER is a remote browser: the tools' pages are checked request by \
+                     request only; WebSockets, pop-ups and the names it resolves itself pass \
+                     unchecked (a local Chromium has none of these gaps)"
+                );
+                Some(BrowserSource::Connect {
+                    url: url.to_owned(),
+                    timeouts: Timeouts::default(),
+                })
+            }
             Some(path) if !path.is_empty() => Some(BrowserSource::Launch(LaunchOptions {
                 executable: Some(PathBuf::from(path)),
                 ..LaunchOptions::default()
