@@ -234,7 +234,7 @@ async fn a_thousand_messages_survive_sigkill_each_answered_once() {
     };
     let mut next = 0;
     let mut in_flight_at_kills = Vec::new();
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         // Steady traffic for a while, then a burst with the kill inside it.
         let until = Instant::now() + Duration::from_millis(random.between(200, 1_500));
         while Instant::now() < until && next < MESSAGES {
@@ -248,7 +248,10 @@ async fn a_thousand_messages_survive_sigkill_each_answered_once() {
             send(next);
             next += 1;
         }
-        tokio::time::sleep(Duration::from_millis(random.between(0, 60))).await;
+        // The first kill lands at once, while the burst is surely unanswered;
+        // the others after a random pause, at any stage of handling it.
+        let pause = if kill == 0 { 0 } else { random.between(0, 60) };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         drop(gateway); // SIGKILL, then wait for the process to end.
         in_flight_at_kills.push(next - platforms.answers().len());
         tokio::time::sleep(Duration::from_millis(random.between(0, 300))).await;
