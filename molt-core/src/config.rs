@@ -1,11 +1,13 @@
 //! One typed configuration, from a TOML file and the environment.
 //!
 //! Environment variables win over the file. They use the names Moltworker
-//! users already set: `MOLTBOT_GATEWAY_TOKEN`, `TELEGRAM_DM_POLICY`,
-//! `TELEGRAM_DM_ALLOW_FROM`, `DISCORD_DM_POLICY`, `SLACK_DM_POLICY`,
-//! `SANDBOX_SLEEP_AFTER`, `DEBUG_ROUTES`; and `MOLT_BIND`, `MOLT_SESSION_SCOPE`.
+//! users already set: `MOLTBOT_GATEWAY_TOKEN`, `SANDBOX_SLEEP_AFTER`,
+//! `DEBUG_ROUTES`, and per channel (`TELEGRAM_`, `DISCORD_`, `SLACK_`)
+//! `<CHANNEL>_DM_POLICY`, `<CHANNEL>_DM_ALLOW_FROM`, `<CHANNEL>_GROUP_POLICY`,
+//! `<CHANNEL>_GROUP_ALLOW_FROM` (group chat ids) and `<CHANNEL>_GROUP_SENDERS`
+//! (sender ids); and `MOLT_BIND`, `MOLT_SESSION_SCOPE`.
 
-use crate::policy::{ChannelPolicy, DmPolicy};
+use crate::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
 use crate::secret::Secret;
 use crate::session::SessionScope;
 use serde::Deserialize;
@@ -20,7 +22,7 @@ pub enum ConfigError {
     #[error("environment variable {var}: {reason}")]
     Env {
         /// The variable.
-        var: &'static str,
+        var: String,
         /// What is wrong (never the value of a secret).
         reason: String,
     },
@@ -185,37 +187,60 @@ impl Config {
         if let Some(value) = get("MOLT_SESSION_SCOPE") {
             self.session_scope = parse("MOLT_SESSION_SCOPE", &value, str::parse)?;
         }
-        const CHANNELS: [(&str, &str, &str); 3] = [
-            ("telegram", "TELEGRAM_DM_POLICY", "TELEGRAM_DM_ALLOW_FROM"),
-            ("discord", "DISCORD_DM_POLICY", "DISCORD_DM_ALLOW_FROM"),
-            ("slack", "SLACK_DM_POLICY", "SLACK_DM_ALLOW_FROM"),
-        ];
-        for (channel, policy_var, allow_var) in CHANNELS {
-            let policy = get(policy_var)
-                .map(|v| parse(policy_var, &v, |v| v.parse::<DmPolicy>()))
-                .transpose()?;
-            let allow = get(allow_var).map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            });
-            if policy.is_some() || allow.is_some() {
-                let entry = self.channels.entry(channel.to_owned()).or_default();
-                entry.dm_policy = policy.unwrap_or(entry.dm_policy);
-                entry.allow_from = allow.unwrap_or(std::mem::take(&mut entry.allow_from));
-            }
+        for channel in ["telegram", "discord", "slack"] {
+            self.apply_channel_env(channel, &get)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `<CHANNEL>_DM_POLICY`, `<CHANNEL>_DM_ALLOW_FROM`, `<CHANNEL>_GROUP_POLICY`,
+    /// `<CHANNEL>_GROUP_ALLOW_FROM` (chat ids) and `<CHANNEL>_GROUP_SENDERS`
+    /// (sender ids), each over the file's value when set.
+    fn apply_channel_env(
+        &mut self,
+        channel: &str,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let var = |suffix: &str| format!("{}_{suffix}", channel.to_ascii_uppercase());
+        let policy = self.channels.entry(channel.to_owned()).or_default();
+        let list = |value: String| -> Vec<String> {
+            value
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let (dm_policy, group_policy) = (var("DM_POLICY"), var("GROUP_POLICY"));
+        if let Some(value) = get(&dm_policy) {
+            policy.dm_policy = parse(&dm_policy, &value, |v| v.parse::<DmPolicy>())?;
+        }
+        if let Some(value) = get(&var("DM_ALLOW_FROM")) {
+            policy.allow_from = list(value);
+        }
+        if let Some(value) = get(&group_policy) {
+            policy.group_policy = parse(&group_policy, &value, |v| v.parse::<GroupPolicy>())?;
+        }
+        if let Some(value) = get(&var("GROUP_ALLOW_FROM")) {
+            policy.group_allow_from = list(value);
+        }
+        if let Some(value) = get(&var("GROUP_SENDERS")) {
+            policy.group_senders = list(value);
         }
         Ok(())
     }
 }
 
 fn parse<T>(
-    var: &'static str,
+    var: &str,
     value: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    parse(value.trim()).map_err(|reason| ConfigError::Env { var, reason })
+    parse(value.trim()).map_err(|reason| ConfigError::Env {
+        var: var.to_owned(),
+        reason,
+    })
 }
 
 fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
@@ -347,6 +372,30 @@ mod tests {
             SleepAfter::Idle(Duration::from_secs(600))
         );
         assert_eq!(config.channel_policy("webchat").dm_policy, DmPolicy::Open);
+    }
+
+    #[test]
+    fn group_policies_come_from_the_environment() {
+        let config = Config::load(None, env(&[])).unwrap();
+        let telegram = config.channel_policy("telegram");
+        assert_eq!(telegram.group_policy, GroupPolicy::Allowlist);
+        assert!(telegram.group_allow_from.is_empty());
+        let vars = env(&[
+            ("SLACK_GROUP_POLICY", "allowlist"),
+            ("SLACK_GROUP_ALLOW_FROM", "C1, C2"),
+            ("SLACK_GROUP_SENDERS", "U1"),
+            ("DISCORD_GROUP_POLICY", "disabled"),
+        ]);
+        let config = Config::load(None, vars).unwrap();
+        let slack = config.channel_policy("slack");
+        assert_eq!(slack.group_allow_from, ["C1", "C2"]);
+        assert_eq!(slack.group_senders, ["U1"]);
+        assert_eq!(
+            config.channel_policy("discord").group_policy,
+            GroupPolicy::Disabled
+        );
+        let err = Config::load(None, env(&[("TELEGRAM_GROUP_POLICY", "pairing")])).unwrap_err();
+        assert!(err.to_string().contains("TELEGRAM_GROUP_POLICY"), "{err}");
     }
 
     #[test]

@@ -216,13 +216,35 @@ impl Gateway {
     }
 
     /// Finishes messages accepted before a restart but never delivered; returns how many.
+    ///
+    /// A message whose run was cut short already has its user turn in the
+    /// transcript: it goes first, so its run sees the history up to and
+    /// including it, and not messages that arrived after it.
     pub async fn resume_pending(&self) -> Result<usize, GatewayError> {
         let pending = self.inner.inbox.pending().await?;
         let count = pending.len();
+        let mut interrupted = Vec::new();
+        let mut waiting = Vec::new();
         for entry in pending {
+            if entry.reply.is_none() && self.in_transcript(&entry).await? {
+                interrupted.push(entry);
+            } else {
+                waiting.push(entry);
+            }
+        }
+        for entry in interrupted.into_iter().chain(waiting) {
             self.dispatch(entry).await;
         }
         Ok(count)
+    }
+
+    /// Whether the user turn of `entry` is already in its session's transcript.
+    async fn in_transcript(&self, entry: &PendingEntry) -> Result<bool, StoreError> {
+        let session = SessionKey::for_message(self.inner.parts.scope, &entry.message);
+        let slot = self.inner.session(&session);
+        let mut guard = slot.lock().await;
+        let history = self.inner.loaded(&session, &mut guard).await?;
+        Ok(history.inbox_ids.contains(entry.id.key()))
     }
 
     /// Pairing requests and approvals.

@@ -46,6 +46,7 @@ pub mod gateway;
 pub mod inbox;
 pub mod message;
 pub mod model;
+pub mod pairing;
 pub mod platform;
 pub mod policy;
 pub mod secret;

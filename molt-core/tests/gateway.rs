@@ -12,7 +12,7 @@ use molt_core::inbox::Admission;
 use molt_core::message::Role;
 use molt_core::model::LanguageModel;
 use molt_core::platform::Platform;
-use molt_core::policy::{ChannelPolicy, DmPolicy};
+use molt_core::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
 use molt_core::session::{SessionKey, SessionScope};
 use molt_core::store::{MemoryStore, PutOutcome, Store, StoreError};
 use molt_core::tool::ToolRegistry;
@@ -69,6 +69,14 @@ impl Setup {
             "test".to_owned(),
             ChannelPolicy {
                 dm_policy: DmPolicy::Open,
+                ..ChannelPolicy::default()
+            },
+        );
+        // Telegram keeps the default DM policy (pairing) and answers any group.
+        policies.insert(
+            "telegram".to_owned(),
+            ChannelPolicy {
+                group_policy: GroupPolicy::Open,
                 ..ChannelPolicy::default()
             },
         );
@@ -239,6 +247,44 @@ fn unfinished_messages_are_answered_after_a_restart() {
     let (again, again_egress) = setup.gateway(Arc::new(EchoModel));
     assert_eq!(block_on_within(LIMIT, again.resume_pending()).unwrap(), 0);
     assert!(again_egress.texts().is_empty());
+    stuck.release_all();
+}
+
+#[test]
+fn a_run_cut_short_is_answered_as_itself_before_later_messages() {
+    // One session for everybody (the default scope); the message in its run
+    // at the crash sorts after the one waiting behind it by platform time.
+    let mut setup = Setup::new();
+    setup.scope = SessionScope::Main;
+    let stuck = Arc::new(GatedModel::default());
+    let (crashed, _) = setup.gateway(stuck.clone());
+    let mut first = dm("test", "alice", "1", "first, in its run at the crash");
+    first.sent_at = molt_core::platform::Timestamp(20);
+    let mut second = dm("test", "bob", "2", "second, waiting");
+    second.sent_at = molt_core::platform::Timestamp(10);
+    block_on_within(LIMIT, crashed.accept(first)).unwrap();
+    wait_until(LIMIT, || stuck.waiting_texts().len() == 1);
+    block_on_within(LIMIT, crashed.accept(second)).unwrap();
+    drop(crashed);
+
+    let (restarted, egress) = setup.gateway(Arc::new(EchoModel));
+    assert_eq!(
+        block_on_within(LIMIT, restarted.resume_pending()).unwrap(),
+        2
+    );
+    block_on_within(LIMIT, restarted.idle());
+    let sent = egress.0.lock().unwrap().clone();
+    let answered: Vec<_> = sent
+        .iter()
+        .map(|m| (m.chat_id.as_str(), m.text.as_str()))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            ("chat-alice", "echo: first, in its run at the crash"),
+            ("chat-bob", "echo: second, waiting"),
+        ]
+    );
     stuck.release_all();
 }
 

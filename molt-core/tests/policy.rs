@@ -170,7 +170,7 @@ fn allowlist_open_and_disabled() {
         let allowlist = ChannelPolicy {
             dm_policy: DmPolicy::Allowlist,
             allow_from: vec!["42".into()],
-            require_mention: true,
+            ..ChannelPolicy::default()
         };
         assert_eq!(
             evaluate(&allowlist, &pairing, &dm("slack", "42", "1", "hi"))
@@ -209,32 +209,89 @@ fn allowlist_open_and_disabled() {
 }
 
 #[test]
-fn groups_answer_only_when_mentioned() {
+fn groups_need_their_own_allowance_then_a_mention() {
     let (platform, _) = platform();
     let pairing = book(&Arc::new(MemoryStore::new()), &platform);
     block_on_within(LIMIT, async {
-        let mut message = dm("discord", "7", "1", "hello all");
+        // A stranger adds the bot to a group of theirs and mentions it.
+        let mut message = dm("telegram", "7", "1", "@bot hello all");
         message.chat_kind = ChatKind::Group;
-        let gated = ChannelPolicy::default();
-        assert_eq!(
-            evaluate(&gated, &pairing, &message).await.unwrap(),
-            Verdict::Ignore(IgnoreReason::NotMentioned)
-        );
+        message.chat_id = "-100".into();
         message.mentioned = true;
+        let verdict = |policy: ChannelPolicy, message: molt_core::message::InboundMessage| {
+            let pairing = &pairing;
+            async move { evaluate(&policy, pairing, &message).await.unwrap() }
+        };
+        // The default: only listed groups, and none is listed.
         assert_eq!(
-            evaluate(&gated, &pairing, &message).await.unwrap(),
-            Verdict::Allow
+            verdict(ChannelPolicy::default(), message.clone()).await,
+            Verdict::Ignore(IgnoreReason::GroupNotAllowed)
         );
-        message.mentioned = false;
-        let ungated = ChannelPolicy {
-            require_mention: false,
+        // Open DMs, an allowlisted or approved sender: none of it opens a group.
+        let dms_open = ChannelPolicy {
+            dm_policy: DmPolicy::Open,
+            allow_from: vec!["*".into()],
             ..ChannelPolicy::default()
         };
         assert_eq!(
-            evaluate(&ungated, &pairing, &message).await.unwrap(),
+            verdict(dms_open, message.clone()).await,
+            Verdict::Ignore(IgnoreReason::GroupNotAllowed)
+        );
+        let disabled = ChannelPolicy {
+            group_policy: GroupPolicy::Disabled,
+            group_allow_from: vec!["-100".into()],
+            ..ChannelPolicy::default()
+        };
+        assert_eq!(
+            verdict(disabled, message.clone()).await,
+            Verdict::Ignore(IgnoreReason::GroupsDisabled)
+        );
+
+        // A listed group: answered when mentioned, in threads too.
+        let listed = ChannelPolicy {
+            dm_policy: DmPolicy::Disabled,
+            group_allow_from: vec!["-100".into()],
+            ..ChannelPolicy::default()
+        };
+        assert_eq!(
+            verdict(listed.clone(), message.clone()).await,
             Verdict::Allow
         );
+        let mut in_thread = message.clone();
+        in_thread.chat_kind = ChatKind::Thread;
+        assert_eq!(verdict(listed.clone(), in_thread).await, Verdict::Allow);
+        let mut unmentioned = message.clone();
+        unmentioned.mentioned = false;
+        assert_eq!(
+            verdict(listed.clone(), unmentioned.clone()).await,
+            Verdict::Ignore(IgnoreReason::NotMentioned)
+        );
+        let ungated = ChannelPolicy {
+            require_mention: false,
+            ..listed.clone()
+        };
+        assert_eq!(verdict(ungated, unmentioned).await, Verdict::Allow);
+
+        // A sender allowlist inside groups.
+        let senders = ChannelPolicy {
+            group_senders: vec!["42".into()],
+            ..listed
+        };
+        assert_eq!(
+            verdict(senders.clone(), message.clone()).await,
+            Verdict::Ignore(IgnoreReason::SenderNotAllowedInGroup)
+        );
+        let mut owner = message.clone();
+        owner.sender.id = "42".into();
+        assert_eq!(verdict(senders, owner).await, Verdict::Allow);
+
+        // Open: any group, still gated on mentions.
+        let open = ChannelPolicy {
+            group_policy: GroupPolicy::Open,
+            ..ChannelPolicy::default()
+        };
+        assert_eq!(verdict(open, message).await, Verdict::Allow);
         // Group messages never create pairing requests.
-        assert!(pairing.pending("discord").await.unwrap().is_empty());
+        assert!(pairing.pending("telegram").await.unwrap().is_empty());
     });
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backup;
 pub mod browser;
 pub mod channels;
+pub mod pairing;
 pub mod platform;
 pub mod protocol;
 pub mod server;

@@ -35,6 +35,8 @@ moltworker: the Molt assistant gateway
 USAGE: moltworker [--help | --version]
        moltworker backup now | backup status | restore [--at N]
        moltworker doctor
+       moltworker pairing list | approve <channel> <code> | reject <channel> <code>
+                          | revoke <channel> <sender>
 
 Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
@@ -49,9 +51,14 @@ Backup: with R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and CF_ACCOUNT_ID (or
 S3_ENDPOINT) set, state is restored from the bucket at start when missing, and
 mirrored to it (R2_BUCKET_NAME, default moltbot-data) within a second of each
 change. `backup now`, `backup status` and `restore [--at N]` act on it.
-Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN
-(with <CHANNEL>_DM_POLICY: pairing, allowlist, open or disabled). `doctor`
-checks each configured channel and says what to fix.
+Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN.
+Who is answered, per channel: <CHANNEL>_DM_POLICY (pairing, the default,
+allowlist, open or disabled) with <CHANNEL>_DM_ALLOW_FROM (sender ids);
+<CHANNEL>_GROUP_POLICY (allowlist, the default, open or disabled) with
+<CHANNEL>_GROUP_ALLOW_FROM (group chat ids) and <CHANNEL>_GROUP_SENDERS (sender
+ids); groups answer only when the bot is mentioned. `pairing list` shows the
+codes strangers got and `pairing approve` lets them in, while the gateway
+runs. `doctor` checks each configured channel and says what to fix.
 Browser: a local Chromium starts on first use (MOLT_BROWSER=off, a binary, or a
 ws:// or http:// CDP URL to change); its tools reach only public addresses
 (MOLT_EGRESS_ALLOW_HOSTS, MOLT_EGRESS_DENY_HOSTS, MOLT_EGRESS_ALLOW_NETWORKS).
@@ -61,7 +68,7 @@ Logs go to stderr; RUST_LOG sets the level (default: info).";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("backup" | "restore" | "doctor") => return run_command(&args),
+        Some("backup" | "restore" | "doctor" | "pairing") => return run_command(&args),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -115,7 +122,7 @@ fn log_filter() -> EnvFilter {
         .fold(filter, EnvFilter::add_directive)
 }
 
-/// A one-off `backup`, `restore` or `doctor` command.
+/// A one-off `backup`, `restore`, `doctor` or `pairing` command.
 fn run_command(args: &[String]) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
@@ -123,14 +130,33 @@ fn run_command(args: &[String]) -> ExitCode {
         .init();
     let state_dir =
         PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|err| err.to_string())
-        .and_then(|runtime| match args[0].as_str() {
-            "doctor" => runtime.block_on(doctor()),
-            _ => runtime.block_on(backup::command(&state_dir, args)),
-        });
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("moltworker: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args[0].as_str() {
+        "doctor" => runtime.block_on(doctor()),
+        "pairing" => {
+            let words: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+            match runtime.block_on(moltworker::pairing::command(&state_dir, &words)) {
+                Ok(output) => {
+                    print!("{output}");
+                    Ok(())
+                }
+                Err(err) => {
+                    eprintln!("moltworker: {err}");
+                    return ExitCode::from(err.exit_code());
+                }
+            }
+        }
+        _ => runtime.block_on(backup::command(&state_dir, args)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -25,7 +25,7 @@ use support::Gateway;
 
 const MESSAGES: usize = 1_000;
 const KILLS: usize = 5;
-/// Senders per platform; each is its own session, so runs go in parallel.
+/// Senders per platform (all in one session under the default scope).
 const USERS: usize = 8;
 
 /// The three fakes, alive for the whole test (the platforms outlive the process).
@@ -60,33 +60,36 @@ impl Platforms {
             ("SLACK_APP_TOKEN", slack::APP_TOKEN.into()),
             ("SLACK_API_BASE", self.slack.base.clone()),
             ("SLACK_DM_POLICY", "open".into()),
-            ("MOLT_SESSION_SCOPE", "per-peer".into()),
+            // The default scope: every DM in one session, so a run resumed
+            // after a crash must not see messages that came after it.
         ]
     }
 
     /// Sends message `n` on the platform it falls to; returns its text (its
-    /// key here) and its platform id (Slack's DMs are not linked to their
-    /// replies, so Slack messages are told apart by text alone).
-    fn send(&self, n: usize) -> (String, String) {
+    /// key here) and what its reply must carry: its platform id (Slack's DMs
+    /// are not linked to their replies, so Slack messages are told apart by
+    /// text alone) and the chat it was sent in.
+    fn send(&self, n: usize) -> (String, Sent) {
         let user = n / 3 % USERS;
         match n % 3 {
             0 => {
                 let key = format!("tg-{n}");
                 let message_id = n as i64 + 1;
-                self.telegram
-                    .private_message(5_000 + user as i64, message_id, &key);
-                (key, message_id.to_string())
+                let chat = 5_000 + user as i64;
+                self.telegram.private_message(chat, message_id, &key);
+                (key, Sent::new(message_id.to_string(), chat.to_string()))
             }
             1 => {
                 let key = format!("dc-{n}");
                 let user_id = format!("80000000000000{user:04}");
                 let id = self.discord.direct_message(&user_id, &key);
-                (key, id)
+                (key, Sent::new(id, format!("dm-{user_id}")))
             }
             _ => {
                 let key = format!("sl-{n}");
-                self.slack.direct_message(&format!("U{user:04}"), &key);
-                (key, String::new())
+                let user_id = format!("U{user:04}");
+                self.slack.direct_message(&user_id, &key);
+                (key, Sent::new(String::new(), format!("D{user_id}")))
             }
         }
     }
@@ -120,34 +123,66 @@ impl Platforms {
         answers
     }
 
-    /// Every reply answers, by platform id, the message it echoes, where the
-    /// platform links them (Telegram's `reply_parameters`, Discord's
-    /// `message_reference`).
-    fn assert_replies_linked(&self, sent_ids: &HashMap<String, String>) {
-        let replied = |text: &Value| {
-            let key = text.as_str().unwrap_or_default().strip_prefix("echo: ");
-            key.and_then(|key| sent_ids.get(key)).cloned()
+    /// Every reply echoes a message that was sent, goes to that message's
+    /// chat, and answers it by platform id where the platform links them
+    /// (Telegram's `reply_parameters`, Discord's `message_reference`).
+    fn assert_replies_answer_their_message(&self, sent: &HashMap<String, Sent>) {
+        let echoed = |reply: &Value, text: &str| -> Sent {
+            let key = text.strip_prefix("echo: ").unwrap_or(text);
+            match sent.get(key) {
+                Some(message) => message.clone(),
+                None => panic!("a reply to no message that was sent: {reply}"),
+            }
         };
         self.telegram.recorded(|r| {
-            for sent in &r.sent {
-                let linked = sent["reply_parameters"]["message_id"].as_i64();
+            for reply in &r.sent {
+                let message = echoed(reply, reply["visible_text"].as_str().unwrap_or_default());
+                let linked = reply["reply_parameters"]["message_id"].as_i64();
+                assert_eq!(linked.map(|id| id.to_string()), Some(message.id), "{reply}");
                 assert_eq!(
-                    linked.map(|id| id.to_string()),
-                    replied(&sent["visible_text"]),
-                    "{sent}"
+                    reply["chat_id"].to_string().trim_matches('"'),
+                    message.chat,
+                    "{reply}"
                 );
             }
         });
         self.discord.recorded(|r| {
-            for sent in &r.sent {
-                let linked = sent["message_reference"]["message_id"].as_str();
+            for reply in &r.sent {
+                let message = echoed(reply, reply["content"].as_str().unwrap_or_default());
+                let linked = reply["message_reference"]["message_id"].as_str();
+                assert_eq!(linked, Some(message.id.as_str()), "{reply}");
                 assert_eq!(
-                    linked.map(str::to_owned),
-                    replied(&sent["content"]),
-                    "{sent}"
+                    reply["channel_id"].as_str(),
+                    Some(message.chat.as_str()),
+                    "{reply}"
                 );
             }
         });
+        self.slack.recorded(|r| {
+            for reply in &r.posted {
+                let message = echoed(reply, reply["text"].as_str().unwrap_or_default());
+                assert_eq!(
+                    reply["channel"].as_str(),
+                    Some(message.chat.as_str()),
+                    "{reply}"
+                );
+            }
+        });
+    }
+}
+
+/// What the reply to a sent message must carry.
+#[derive(Clone, Debug)]
+struct Sent {
+    /// The platform's message id (empty on Slack).
+    id: String,
+    /// The chat it was sent in.
+    chat: String,
+}
+
+impl Sent {
+    fn new(id: String, chat: String) -> Self {
+        Self { id, chat }
     }
 }
 
@@ -229,8 +264,8 @@ async fn a_thousand_messages_survive_sigkill_each_answered_once() {
     }
     let mut sent_ids = HashMap::new();
     let mut send = |n: usize| {
-        let (key, id) = platforms.send(n);
-        sent_ids.insert(key, id);
+        let (key, sent) = platforms.send(n);
+        sent_ids.insert(key, sent);
     };
     let mut next = 0;
     let mut in_flight_at_kills = Vec::new();
@@ -287,12 +322,12 @@ async fn a_thousand_messages_survive_sigkill_each_answered_once() {
 
     let answers = platforms.answers();
     assert_eq!(answers.len(), MESSAGES, "no reply to anything not sent");
-    platforms.assert_replies_linked(&sent_ids);
+    platforms.assert_replies_answer_their_message(&sent_ids);
     let in_doubt = resent_in_doubt(&log);
     let twice: Vec<(&String, &usize)> = answers.iter().filter(|(_, n)| **n > 1).collect();
     for (key, times) in &twice {
         assert!(
-            key.starts_with("tg-") && **times == 2 && in_doubt.contains(&sent_ids[*key]),
+            key.starts_with("tg-") && **times == 2 && in_doubt.contains(&sent_ids[*key].id),
             "{key} answered {times} times; only a Telegram reply resent in doubt may arrive twice (in doubt: {in_doubt:?})"
         );
     }

@@ -84,7 +84,8 @@ impl LanguageModel for RepeatModel {
 }
 
 /// A gateway over `store` (pass the same store again for a restart), with the
-/// default policy (pairing) on every channel.
+/// default policy (pairing for DMs, listed groups only) on every channel and
+/// Slack's channel `C9` listed.
 pub fn gateway(store: Arc<MemoryStore>, model: Arc<dyn LanguageModel>) -> Gateway {
     let host = Arc::new(TokioHost(AtomicU64::new(7)));
     let platform = Platform {
@@ -107,7 +108,13 @@ pub fn gateway(store: Arc<MemoryStore>, model: Arc<dyn LanguageModel>) -> Gatewa
         system_prompt: "You are a test.".into(),
         scope: SessionScope::PerChannelPeer,
         compaction: CompactionPolicy::default(),
-        policies: BTreeMap::new(),
+        policies: BTreeMap::from([(
+            "slack".to_owned(),
+            molt_core::policy::ChannelPolicy {
+                group_allow_from: vec!["C9".into()],
+                ..Default::default()
+            },
+        )]),
         observer: None,
     })
 }
