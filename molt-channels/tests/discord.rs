@@ -9,7 +9,7 @@ use molt_channels::discord::{Discord, DiscordConfig};
 use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::message::{ChatKind, OutboundMessage};
-use molt_core::store::MemoryStore;
+use molt_core::store::{MemoryStore, Store};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,6 +251,33 @@ async fn a_restarted_process_resumes_its_saved_session_and_gets_what_it_missed()
         next(&mut deliveries).await.unwrap().message.text,
     ];
     assert_eq!(texts, ["two", "three"]);
+}
+
+#[tokio::test]
+async fn a_stored_session_that_resumes_off_discord_is_dropped_and_never_gets_the_token() {
+    // A session file restored from a bucket that someone else wrote: a RESUME
+    // would hand the bot token to whatever host it names.
+    let planted = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let planted_url = format!("ws://{}", planted.local_addr().unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let session = json!({ "session_id": "stolen", "resume_url": planted_url, "seq": 7 });
+    store
+        .put(
+            "channels/discord/session",
+            session.to_string().into_bytes().into(),
+        )
+        .await
+        .unwrap();
+    let fake = FakeDiscord::start().await;
+    let mut with_store = config(&fake);
+    with_store.session_store = Some(store);
+    let (_discord, _deliveries) = connect_with(with_store, &fake).await;
+    assert_eq!(
+        fake.recorded(|r| (r.identifies, r.resumes.clone())),
+        (1, vec![])
+    );
+    let knocked = tokio::time::timeout(Duration::from_millis(300), planted.accept()).await;
+    assert!(knocked.is_err(), "the planted host was contacted");
 }
 
 #[tokio::test]

@@ -176,3 +176,46 @@ async fn backup_commands_explain_a_missing_bucket_configuration() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("R2_ACCESS_KEY_ID"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_planted_in_the_bucket_cannot_make_restore_write_outside_the_state() {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = s3::S3Server::start(s3_root.path()).await;
+    server.bucket("moltbot-data");
+    // Whoever holds the bucket's keys writes a snapshot naming a path outside.
+    let store = server.config("moltbot-data").object_store().unwrap();
+    let content = b"written by the bucket".to_vec();
+    let hash = molt_storage::mirror::hash_bytes(&content);
+    let manifest = serde_json::json!({
+        "version": 1, "seq": 1, "created_ms": 1,
+        "files": { "../escaped.txt": { "hash": hash, "size": content.len() } },
+    });
+    for (key, bytes) in [
+        (format!("molt/objects/{}/{hash}", &hash[..2]), content),
+        (
+            "molt/manifests/00000000000000000001.json".to_owned(),
+            manifest.to_string().into_bytes(),
+        ),
+    ] {
+        store
+            .put(&key.as_str().into(), PutPayload::from(bytes))
+            .await
+            .unwrap();
+    }
+    let machine = tempfile::tempdir().unwrap();
+    let state = machine.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_moltworker"))
+        .arg("restore")
+        .env("MOLT_STATE_DIR", &state)
+        .envs(bucket_env(&server))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("snapshot 1") && stderr.contains("unsafe path"),
+        "{stderr}"
+    );
+    assert!(!machine.path().join("escaped.txt").exists());
+}

@@ -162,18 +162,56 @@ impl DiscordIngress {
         }
     }
 
+    /// The stored session, unless it is unreadable or would resume somewhere
+    /// other than Discord's gateway (a RESUME carries the bot token, and the
+    /// file may come from a bucket anyone with its keys can write).
     async fn load_session(&self) -> Option<SessionState> {
         let store = self.config.session_store.as_ref()?;
         match store.get(SESSION_KEY).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            Ok(Some(bytes)) => serde_json::from_slice::<SessionState>(&bytes)
                 .inspect_err(|err| tracing::warn!(%err, "discord: ignoring an unreadable session"))
-                .ok(),
+                .ok()
+                .filter(|session| {
+                    let trusted = self.is_gateway_host(&session.resume_url);
+                    if !trusted {
+                        tracing::warn!(
+                            "discord: the stored session resumes on a host that is not Discord's gateway; identifying anew"
+                        );
+                    }
+                    trusted
+                }),
             Ok(None) => None,
             Err(err) => {
                 tracing::warn!(%err, "discord: could not read the session; identifying anew");
                 None
             }
         }
+    }
+
+    /// Whether `url` is on Discord's gateway (`wss://*.discord.gg`) or on the
+    /// host this ingress was configured with (its API base or the gateway URL
+    /// that API gave), with the same scheme.
+    fn is_gateway_host(&self, url: &str) -> bool {
+        let Ok(url) = url::Url::parse(url) else {
+            return false;
+        };
+        let host = url.host_str().unwrap_or_default();
+        let discord =
+            url.scheme() == "wss" && (host == "discord.gg" || host.ends_with(".discord.gg"));
+        let configured = [&self.gateway_url, &self.config.api_base]
+            .into_iter()
+            .filter_map(|known| url::Url::parse(known).ok())
+            .any(|known| {
+                let socket_scheme = match known.scheme() {
+                    "https" => "wss",
+                    "http" => "ws",
+                    other => other,
+                };
+                socket_scheme == url.scheme()
+                    && known.host_str() == Some(host)
+                    && known.port_or_known_default() == url.port_or_known_default()
+            });
+        discord || configured
     }
 
     /// The IDENTIFY payload: the token, the intents, who we are.

@@ -14,11 +14,13 @@
 
 mod legacy;
 mod manifest;
+mod restore;
 mod scan;
 mod sealing;
 mod transfer;
 
 pub use manifest::{FileEntry, Manifest};
+pub use restore::RestoreLimits;
 pub use scan::{Excludes, hash_bytes};
 pub use sealing::{BackupKey, KeyError};
 
@@ -66,6 +68,8 @@ pub struct MirrorOptions {
     /// The size of every part but the last (at least 5 MiB, as S3 and R2
     /// require; R2 also wants them all equal, which they are).
     pub part_size: usize,
+    /// The most a restore takes from the bucket.
+    pub restore_limits: RestoreLimits,
 }
 
 impl Default for MirrorOptions {
@@ -83,6 +87,7 @@ impl Default for MirrorOptions {
             key: None,
             multipart_threshold: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
+            restore_limits: RestoreLimits::default(),
         }
     }
 }
@@ -113,6 +118,12 @@ pub enum MirrorError {
         /// What is wrong.
         reason: String,
     },
+    /// A backup key is set, and the bucket offers only Moltworker's plaintext
+    /// layout, which anyone who can write the bucket could have put there.
+    #[error(
+        "the bucket holds only Moltworker's unencrypted backup, and MOLT_BACKUP_KEY is set: not restoring plaintext (restore it once without the key, or remove it from the bucket)"
+    )]
+    PlaintextRefused,
     /// The bucket holds no snapshot (or not the one asked for).
     #[error("no snapshot to restore{}", .0.map(|seq| format!(" numbered {seq}")).unwrap_or_default())]
     NoSnapshot(Option<u64>),
@@ -324,11 +335,19 @@ impl StateMirror {
             return Ok(manifest.clone());
         }
         let name = manifest_name(seq);
-        let bytes = self
+        let result = self
             .remote
             .get(&self.path(&name))
             .await
-            .map_err(|err| remote_error(&name, err))?
+            .map_err(|err| remote_error(&name, err))?;
+        let limit = self.options.restore_limits.max_manifest_bytes;
+        if result.meta.size > limit {
+            return Err(MirrorError::Corrupt {
+                seq,
+                reason: format!("a manifest of {} bytes, over {limit}", result.meta.size),
+            });
+        }
+        let bytes = result
             .bytes()
             .await
             .map_err(|err| remote_error(&name, err))?;
@@ -620,254 +639,6 @@ impl StateMirror {
     fn read_marker(&self) -> Option<Manifest> {
         let bytes = std::fs::read(self.root.join(MARKER)).ok()?;
         serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Restores snapshot `at`, or the newest complete one, into the state
-    /// directory. Everything is downloaded and checked before any local file
-    /// changes; then files are put in place one by one, each atomically.
-    pub async fn restore(&self, at: Option<u64>) -> Result<RestoreReport, MirrorError> {
-        let mut inner = self.inner.lock().await;
-        let numbers = self.manifests().await?;
-        let candidates: Vec<u64> = match at {
-            Some(seq) if numbers.contains(&seq) => vec![seq],
-            Some(seq) => return Err(MirrorError::NoSnapshot(Some(seq))),
-            None => numbers.iter().rev().copied().collect(),
-        };
-        let mut last_error = MirrorError::NoSnapshot(None);
-        for seq in candidates {
-            match self.restore_one(&mut inner, seq).await {
-                Ok(report) => {
-                    let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                    status.manifest_seq = status.manifest_seq.max(numbers.last().copied());
-                    return Ok(report);
-                }
-                // A damaged snapshot: fall back to the one before it.
-                Err(error @ MirrorError::Corrupt { .. }) if at.is_none() => {
-                    tracing::warn!(%error, "skipping a damaged snapshot");
-                    last_error = error;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error)
-    }
-
-    async fn restore_one(&self, inner: &mut Inner, seq: u64) -> Result<RestoreReport, MirrorError> {
-        let manifest = self.read_manifest(inner, seq).await?;
-        let local = self.scan(inner).await?;
-        let staging = self.root.join(STAGING);
-        let needed: Vec<(String, FileEntry)> = manifest
-            .files
-            .iter()
-            .filter(|(path, entry)| local.get(*path).is_none_or(|have| have.hash != entry.hash))
-            .map(|(path, entry)| (path.clone(), entry.clone()))
-            .collect();
-        let (transfer, into) = (&self.transfer(true), &staging);
-        let downloaded = self
-            .stage(&staging, needed, |(path, entry)| async move {
-                let name = self.path(&object_name(&self.object_id(&entry.hash)));
-                let target = into.join(&path);
-                let size = transfer
-                    .download(&name, &target, Some(&entry.hash), seq)
-                    .await?;
-                Ok((path, size))
-            })
-            .await?;
-        let mut report = RestoreReport {
-            seq,
-            files: downloaded.len(),
-            bytes: downloaded.iter().map(|(_, size)| size).sum(),
-            removed: 0,
-        };
-        for (path, _) in &downloaded {
-            let target = self.root.join(path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(self.local_error(parent))?;
-            }
-            std::fs::rename(staging.join(path), &target).map_err(self.local_error(&target))?;
-        }
-        for path in local
-            .keys()
-            .filter(|path| !manifest.files.contains_key(*path))
-        {
-            let target = self.root.join(path);
-            match std::fs::remove_file(&target) {
-                Ok(()) => report.removed += 1,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(MirrorError::Local {
-                        path: target,
-                        source: err,
-                    });
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&staging);
-        self.write_marker(&manifest)?;
-        self.adopt(inner, manifest);
-        Ok(report)
-    }
-
-    /// Downloads every item (concurrently) into `staging`, where `fetch`
-    /// writes it and returns its relative path and size; on any failure the
-    /// staging directory is removed and no local file has changed.
-    async fn stage<T, F, Fut>(
-        &self,
-        staging: &Path,
-        items: Vec<T>,
-        fetch: F,
-    ) -> Result<Vec<(String, u64)>, MirrorError>
-    where
-        F: Fn(T) -> Fut,
-        Fut: std::future::Future<Output = Result<(String, u64), MirrorError>>,
-    {
-        let _ = std::fs::remove_dir_all(staging);
-        std::fs::create_dir_all(staging).map_err(self.local_error(staging))?;
-        futures::stream::iter(items)
-            .map(fetch)
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect()
-            .await
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(staging);
-            })
-    }
-
-    /// At start, before serving: restores the newest snapshot when the state
-    /// directory is empty, or when it still matches an older snapshot that the
-    /// bucket has since moved past. Local changes that were never backed up win.
-    pub async fn restore_if_needed(&self) -> Result<Option<RestoreReport>, MirrorError> {
-        let newest = self.manifests().await?.last().copied();
-        let local = {
-            let mut inner = self.inner.lock().await;
-            self.scan(&mut inner).await?
-        };
-        let Some(newest) = newest else {
-            // No snapshot of ours yet: a bucket written by Moltworker's rclone
-            // sync can still fill an empty state directory.
-            return match local.is_empty() {
-                true => self.restore_legacy().await,
-                false => Ok(None),
-            };
-        };
-        let behind = match self.read_marker() {
-            None => local.is_empty(),
-            Some(marker) => marker.seq < newest && marker.files == local,
-        };
-        if !behind {
-            tracing::info!(
-                newest,
-                "local state is current or newer than the bucket: not restoring"
-            );
-            return Ok(None);
-        }
-        self.restore(None).await.map(Some)
-    }
-
-    /// Restores from Moltworker's rclone layout, when the bucket has one:
-    /// `openclaw/` (or the older `clawdbot/`, or a bare `clawdbot.json`) into
-    /// `openclaw/`, `workspace/` into `workspace/`, and `skills/` into
-    /// `workspace/skills/`. Like rclone's copy, it adds files and removes none.
-    /// The next backup then writes the first snapshot in this mirror's layout.
-    pub async fn restore_legacy(&self) -> Result<Option<RestoreReport>, MirrorError> {
-        let _guard = self.inner.lock().await;
-        let mut plan: Vec<(String, String)> = Vec::new();
-        for source in &legacy::CONFIG_SOURCES {
-            let found = self.legacy_files(source).await?;
-            if !found.is_empty() {
-                plan.extend(found);
-                break;
-            }
-        }
-        if plan.is_empty() {
-            let bare = ObjectPath::from(legacy::BARE_CONFIG);
-            match self.remote.head(&bare).await {
-                Ok(_) => plan.push((
-                    legacy::BARE_CONFIG.to_string(),
-                    legacy::OLD_CONFIG_NAME.to_string(),
-                )),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(err) => return Err(remote_error(legacy::BARE_CONFIG, err).into()),
-            }
-        }
-        for source in &legacy::OTHER_SOURCES {
-            plan.extend(self.legacy_files(source).await?);
-        }
-        if plan.is_empty() {
-            return Ok(None);
-        }
-        // One source per target: `skills/` wins over skills found under `workspace/`.
-        let plan: BTreeMap<String, String> = plan
-            .into_iter()
-            .map(|(key, target)| (target, key))
-            .collect();
-        let plan: Vec<(String, String)> = plan
-            .into_iter()
-            .map(|(target, key)| (key, target))
-            .collect();
-        let staging = self.root.join(STAGING);
-        let (transfer, into) = (&self.transfer(false), &staging);
-        let downloaded = self
-            .stage(&staging, plan, |(key, target)| async move {
-                let name = ObjectPath::from(key.as_str());
-                let size = transfer
-                    .download(&name, &into.join(&target), None, 0)
-                    .await?;
-                Ok((target, size))
-            })
-            .await?;
-        for (target, _) in &downloaded {
-            let mut destination = target.clone();
-            // Moltbot's config file takes its new name, unless that name is already there.
-            let renamed = destination == legacy::OLD_CONFIG_NAME
-                && !downloaded
-                    .iter()
-                    .any(|(other, _)| other == legacy::NEW_CONFIG_NAME);
-            if renamed {
-                destination = legacy::NEW_CONFIG_NAME.to_string();
-            }
-            let path = self.root.join(&destination);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(self.local_error(parent))?;
-            }
-            std::fs::rename(staging.join(target), &path).map_err(self.local_error(&path))?;
-        }
-        let _ = std::fs::remove_dir_all(&staging);
-        tracing::info!(
-            files = downloaded.len(),
-            "restored state from Moltworker's backup layout"
-        );
-        Ok(Some(RestoreReport {
-            seq: 0,
-            files: downloaded.len(),
-            bytes: downloaded.iter().map(|(_, size)| size).sum(),
-            removed: 0,
-        }))
-    }
-
-    /// The keys under a legacy prefix and where each lands; excluded and
-    /// unsafe paths are left out.
-    async fn legacy_files(
-        &self,
-        source: &legacy::LegacySource,
-    ) -> Result<Vec<(String, String)>, MirrorError> {
-        let prefix = ObjectPath::from(source.prefix.trim_end_matches('/'));
-        let keys: Vec<String> = self
-            .remote
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location.to_string())
-            .try_collect()
-            .await
-            .map_err(|err| remote_error(source.prefix, err))?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|key| {
-                let relative = key.strip_prefix(source.prefix)?;
-                let target = format!("{}{relative}", source.target);
-                let safe = molt_core::store::validate_key(&target).is_ok();
-                (safe && !self.options.excludes.matches(&target)).then_some((key, target))
-            })
-            .collect())
     }
 
     /// Mirrors continuously until `shutdown` completes: a backup after each

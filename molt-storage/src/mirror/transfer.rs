@@ -194,15 +194,17 @@ impl Transfer<'_> {
         }
     }
 
-    /// Downloads `name` to `target` (a new file, synced), checking the
-    /// content against `expected_hash` when given. Returns the size written.
-    /// A missing object, a wrong hash or a seal that does not open is
-    /// [`MirrorError::Corrupt`] for snapshot `seq`.
+    /// Downloads `name` to `target` (a new file of mode 0600, synced),
+    /// checking the content against `expected_hash` when given. Returns the
+    /// size written. A missing object, one larger than `max_bytes`, a wrong
+    /// hash or a seal that does not open is [`MirrorError::Corrupt`] for
+    /// snapshot `seq`.
     pub async fn download(
         &self,
         name: &ObjectPath,
         target: &Path,
         expected_hash: Option<&str>,
+        max_bytes: u64,
         seq: u64,
     ) -> Result<u64, MirrorError> {
         let corrupt = |reason: String| MirrorError::Corrupt {
@@ -216,6 +218,12 @@ impl Transfer<'_> {
             }
             Err(err) => return Err(remote_error(name.as_ref(), err).into()),
         };
+        let too_large = || corrupt(format!("the object holds more than {max_bytes} bytes"));
+        // Sealed objects carry a nonce and a tag on top of the content.
+        let overhead = if self.key.is_some() { 64 } else { 0 };
+        if result.meta.size > max_bytes.saturating_add(overhead) {
+            return Err(too_large());
+        }
         let file = create_file(target.to_path_buf()).await?;
         let mut writer = BlockingWriter::new(file, target);
         let mut hasher = Sha256::new();
@@ -227,6 +235,9 @@ impl Transfer<'_> {
                     .await
                     .map_err(|err| remote_error(name.as_ref(), err))?;
                 let plain = Bytes::from(key.open(&sealed).map_err(corrupt)?);
+                if plain.len() as u64 > max_bytes {
+                    return Err(too_large());
+                }
                 hasher.update(&plain);
                 size = plain.len() as u64;
                 writer.write(plain).await?;
@@ -240,8 +251,12 @@ impl Transfer<'_> {
                         return Err(corrupt(sealing::NEEDS_KEY.into()));
                     }
                     first = false;
-                    hasher.update(&chunk);
                     size += chunk.len() as u64;
+                    // The listing's size is the server's word: count what comes.
+                    if size > max_bytes {
+                        return Err(too_large());
+                    }
+                    hasher.update(&chunk);
                     writer.write(chunk).await?;
                 }
             }
@@ -361,12 +376,26 @@ async fn read_file(path: &Path) -> Result<Option<(Bytes, FileEntry)>, MirrorErro
     }
 }
 
-/// Creates `path` (and its parents) for writing, replacing what was there.
+/// Creates `path` (and its parents, mode 0700) for writing with mode 0600,
+/// replacing what was there.
 async fn create_file(path: PathBuf) -> Result<std::fs::File, MirrorError> {
     let created = path.clone();
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(created.parent().unwrap_or(Path::new(".")))?;
-        std::fs::File::create(&created)
+        let parent = created.parent().unwrap_or(Path::new("."));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        std::fs::create_dir_all(parent)?;
+        options.open(&created)
     })
     .await
     .expect("creating a file does not panic")
