@@ -224,7 +224,8 @@ impl Agent {
         history: &[Message],
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<RunOutcome, AgentError> {
-        let mut messages = history.to_vec();
+        // A history from before this rule (or from anywhere) may hold empty turns.
+        let mut messages: Vec<Message> = history.iter().map(Message::for_model).collect();
         let first_new = messages.len();
         let mut usage = Usage::default();
         let mut steps = 0;

@@ -4,7 +4,7 @@ use crate::agent::{Agent, AgentError, AgentEvent, RunEnd};
 use crate::cancel::CancelToken;
 use crate::channel::{ChannelEgress, ChannelError, ChannelIngress, split_text};
 use crate::inbox::{Admission, Inbox, InboxId, PendingEntry};
-use crate::message::{InboundMessage, Message, OutboundMessage};
+use crate::message::{InboundMessage, OutboundMessage};
 use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
 use crate::session::{SessionKey, SessionQueues, SessionScope};
@@ -500,7 +500,7 @@ impl Inner {
             let now = parts.platform.clock.now();
             // After a crash the user message may already be in the transcript.
             if !history.inbox_ids.contains(id.key()) {
-                let message = Message::user(inbound.text.clone());
+                let message = inbound.to_user_message();
                 let record = TranscriptRecord::Message {
                     at: now,
                     inbox: Some(id.key().to_owned()),

@@ -78,6 +78,28 @@ impl Message {
         }
     }
 
+    /// This message as a provider accepts it: text blocks that are empty or
+    /// only whitespace are left out (Anthropic refuses them, and refuses the
+    /// whole conversation from then on), and a message left with nothing says
+    /// so in words.
+    pub fn for_model(&self) -> Message {
+        let mut content: Vec<ContentBlock> = self
+            .content
+            .iter()
+            .filter(|block| !matches!(block, ContentBlock::Text { text } if text.trim().is_empty()))
+            .cloned()
+            .collect();
+        if content.is_empty() {
+            content.push(ContentBlock::Text {
+                text: EMPTY_MESSAGE.to_owned(),
+            });
+        }
+        Message {
+            role: self.role,
+            content,
+        }
+    }
+
     /// The text blocks joined together.
     pub fn text(&self) -> String {
         self.content
@@ -112,6 +134,9 @@ impl Message {
         bytes / 4 + 4
     }
 }
+
+/// What the model sees in place of a message that had no content.
+pub const EMPTY_MESSAGE: &str = "(an empty message)";
 
 /// Tokens used by a model call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +231,60 @@ pub struct InboundMessage {
     pub sent_at: Timestamp,
 }
 
+impl InboundMessage {
+    /// The user turn the model sees: the text, then one line per attachment
+    /// naming it (its kind, file name, media type and size), so a photo
+    /// without a caption is still something the model can answer.
+    pub fn to_user_message(&self) -> Message {
+        let mut content = Vec::new();
+        if !self.text.trim().is_empty() {
+            content.push(ContentBlock::Text {
+                text: self.text.clone(),
+            });
+        }
+        if !self.attachments.is_empty() {
+            let lines: Vec<String> = self.attachments.iter().map(Attachment::describe).collect();
+            content.push(ContentBlock::Text {
+                text: lines.join("\n"),
+            });
+        }
+        Message {
+            role: Role::User,
+            content,
+        }
+        .for_model()
+    }
+}
+
+impl Attachment {
+    /// One line for the model: `[attached image: photo.jpg, image/jpeg, 118 KiB]`.
+    pub fn describe(&self) -> String {
+        let kind = match self.media_type.as_deref() {
+            Some(media) if media.starts_with("image/") => "image",
+            Some(media) if media.starts_with("audio/") => "audio",
+            Some(media) if media.starts_with("video/") => "video",
+            _ => "file",
+        };
+        let mut details: Vec<String> = Vec::new();
+        details.extend(
+            self.name
+                .as_deref()
+                .map(|name| name.chars().filter(|c| !c.is_control()).collect()),
+        );
+        details.extend(self.media_type.clone());
+        details.extend(self.size.map(|bytes| match bytes {
+            0..1024 => format!("{bytes} bytes"),
+            1024..1_048_576 => format!("{} KiB", bytes / 1024),
+            _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+        }));
+        if details.is_empty() {
+            format!("[attached {kind}]")
+        } else {
+            format!("[attached {kind}: {}]", details.join(", "))
+        }
+    }
+}
+
 /// A reply on its way to a chat platform.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboundMessage {
@@ -248,5 +327,54 @@ impl OutboundMessage {
             piece: 0,
             possibly_delivered: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_turn_reaches_a_model_empty() {
+        let blank = Message {
+            role: Role::User,
+            content: vec![ContentBlock::Text { text: " \n".into() }],
+        };
+        assert_eq!(
+            blank.for_model().content,
+            [ContentBlock::Text {
+                text: EMPTY_MESSAGE.into()
+            }]
+        );
+        let mut with_image = blank.clone();
+        with_image.content.push(ContentBlock::Image {
+            url: "https://example.com/a.png".into(),
+            media_type: None,
+        });
+        assert_eq!(with_image.for_model().content, with_image.content[1..]);
+    }
+
+    #[test]
+    fn attachments_are_named_for_the_model() {
+        let attachment = |media: Option<&str>, name: Option<&str>, size| Attachment {
+            id: "f1".into(),
+            media_type: media.map(str::to_owned),
+            name: name.map(str::to_owned),
+            size,
+        };
+        assert_eq!(
+            attachment(Some("image/jpeg"), None, Some(120_000)).describe(),
+            "[attached image: image/jpeg, 117 KiB]"
+        );
+        assert_eq!(
+            attachment(
+                Some("application/pdf"),
+                Some("re\u{1b}[2Jport.pdf"),
+                Some(3 << 20)
+            )
+            .describe(),
+            "[attached file: re[2Jport.pdf, application/pdf, 3.0 MiB]"
+        );
+        assert_eq!(attachment(None, None, None).describe(), "[attached file]");
     }
 }

@@ -321,8 +321,16 @@ pub fn encode_request(
     };
     let mut messages: Vec<Value> = Vec::with_capacity(request.messages.len());
     let mut last_role = None;
+    let empty = [ContentBlock::Text {
+        text: String::new(),
+    }];
     for (message_index, message) in request.messages.iter().enumerate() {
-        let blocks = message.content.iter().enumerate().map(|(block, content)| {
+        // A message without blocks is refused too: it says so in words.
+        let content = match message.content.as_slice() {
+            [] => &empty[..],
+            content => content,
+        };
+        let blocks = content.iter().enumerate().map(|(block, content)| {
             let mut wire = block_to_wire(content);
             let part = PromptPart::Block {
                 message: message_index,
@@ -405,6 +413,10 @@ pub fn encode_request(
 
 fn block_to_wire(block: &ContentBlock) -> Value {
     match block {
+        // Anthropic refuses blank text blocks: say so in words, keeping block positions.
+        ContentBlock::Text { text } if text.trim().is_empty() => {
+            json!({ "type": "text", "text": molt_core::message::EMPTY_MESSAGE })
+        }
         ContentBlock::Text { text } => json!({ "type": "text", "text": text }),
         ContentBlock::Image { url, media_type } => match split_data_url(url) {
             Some((inline_type, data)) => json!({

@@ -238,6 +238,47 @@ fn anthropic_event(data: Value) -> String {
     )
 }
 
+/// Anthropic's checks on message content: every message but a final
+/// assistant one has content, and no text block is empty or only whitespace.
+fn anthropic_content_refusal(messages: &Value) -> Option<String> {
+    let messages = messages.as_array()?;
+    for (index, message) in messages.iter().enumerate() {
+        let last_assistant = index + 1 == messages.len() && message["role"] == "assistant";
+        let empty = match &message["content"] {
+            Value::String(text) => text.is_empty(),
+            Value::Array(blocks) => blocks.is_empty(),
+            _ => true,
+        };
+        if empty && !last_assistant {
+            return Some(format!(
+                "messages.{index}: all messages must have non-empty content except for the optional final assistant message"
+            ));
+        }
+        for (block_index, block) in message["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if block["type"] != "text" {
+                continue;
+            }
+            let text = block["text"].as_str().unwrap_or_default();
+            if text.is_empty() {
+                return Some(format!(
+                    "messages.{index}.content.{block_index}.text: text content blocks must be non-empty"
+                ));
+            }
+            if text.trim().is_empty() {
+                return Some(format!(
+                    "messages.{index}.content.{block_index}.text: text content blocks must contain non-whitespace text"
+                ));
+            }
+        }
+    }
+    None
+}
+
 async fn anthropic(
     State(state): State<Arc<FakeState>>,
     headers: HeaderMap,
@@ -269,6 +310,9 @@ async fn anthropic(
             "invalid_request_error",
             "messages: at least one message is required",
         );
+    }
+    if let Some(refusal) = anthropic_content_refusal(&body["messages"]) {
+        return anthropic_error(400, "invalid_request_error", &refusal);
     }
     record(&state, "anthropic", &headers, &body);
     let model = body["model"].as_str().unwrap_or_default().to_string();
