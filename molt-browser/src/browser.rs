@@ -59,6 +59,9 @@ pub struct Browser {
     process: Option<ChromiumProcess>,
     /// Kept for [`Browser::relaunch`], even after a failed relaunch.
     launch_options: Option<LaunchOptions>,
+    /// For a browser launched with [`Browser::launch_policed`]: its policy,
+    /// and the proxy every one of its connections goes through.
+    egress: Option<(Arc<EgressPolicy>, EgressProxy)>,
 }
 
 impl Browser {
@@ -71,6 +74,7 @@ impl Browser {
             http_url: None,
             process: None,
             launch_options: None,
+            egress: None,
         })
     }
 
@@ -96,8 +100,28 @@ impl Browser {
             http_url: http_url_of(&ws_url),
             process: Some(process),
             launch_options: Some(options),
+            egress: None,
         };
         browser.deny_downloads(None).await;
+        Ok(browser)
+    }
+
+    /// Starts a local Chromium whose every connection, in every browser
+    /// context (the default one, contexts created later, pop-ups, frames,
+    /// workers, WebSockets), goes through an egress proxy in this process
+    /// that applies `policy`: it checks each host, resolves it itself and
+    /// connects only to addresses it checked. Loopback is proxied too, and
+    /// WebRTC sends no UDP unless `options.webrtc_udp`. A browser context
+    /// created with a `proxyServer` of its own escapes it: the `/cdp` relay
+    /// never lets a client ask for one.
+    pub async fn launch_policed(
+        mut options: LaunchOptions,
+        policy: Arc<EgressPolicy>,
+    ) -> Result<Self, CdpError> {
+        let proxy = EgressProxy::start(policy.clone(), PROXY_CONNECT_TIMEOUT).await?;
+        options.proxy_server = Some(proxy.server());
+        let mut browser = Self::launch(options).await?;
+        browser.egress = Some((policy, proxy));
         Ok(browser)
     }
 
@@ -112,7 +136,10 @@ impl Browser {
         };
         // End the old browser before starting the new one.
         self.process = None;
-        *self = Self::launch(options).await?;
+        *self = match self.egress.take() {
+            Some((policy, _old_proxy)) => Self::launch_policed(options, policy).await?,
+            None => Self::launch(options).await?,
+        };
         Ok(())
     }
 

@@ -6,8 +6,17 @@
 //! The secret is presented as `?secret=…` or `Authorization: Bearer …` and
 //! compared in constant time. A wrong or missing secret gets 401; an endpoint
 //! without a secret or a browser configured answers 503 to everyone.
+//!
+//! Every message a client sends passes a [`CdpFirewall`]: methods outside
+//! the browser's pages are refused, navigation stays on `http(s)` pages the
+//! egress policy allows, downloads stay denied. Give the endpoint a browser
+//! of its own, launched with [`SharedBrowser::policed`], so that whatever
+//! its pages load also passes the policy, and so that clients never see the
+//! agent's pages.
 
 use crate::browser::Browser;
+use crate::egress::EgressPolicy;
+use crate::firewall::{CdpFirewall, Inspected};
 use crate::shared::SharedBrowser;
 use axum::Router;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -24,8 +33,10 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// The largest CDP message relayed (a full-page screenshot, base64-encoded).
+/// The largest CDP message relayed to a client (a full-page screenshot, base64-encoded).
 const MAX_MESSAGE_BYTES: usize = 512 << 20;
+/// The largest message a client may send (a fulfilled request's body, say).
+const MAX_CLIENT_MESSAGE_BYTES: usize = 64 << 20;
 /// How long the relay waits for the browser's WebSocket to open.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -34,15 +45,23 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct CdpEndpoint {
     secret: Option<Secret>,
     browser: Option<Arc<SharedBrowser>>,
+    firewall: CdpFirewall,
 }
 
 impl CdpEndpoint {
     /// An endpoint guarded by `secret` (`CDP_SECRET`) in front of `browser`.
-    /// Without either it answers 503.
+    /// Without either it answers 503. Navigation is checked against the
+    /// browser's own policy ([`SharedBrowser::policed`]), or else the
+    /// default one (public addresses only).
     pub fn new(secret: Option<Secret>, browser: Option<Arc<SharedBrowser>>) -> Self {
+        let policy = browser
+            .as_ref()
+            .and_then(|browser| browser.egress().cloned())
+            .unwrap_or_else(|| Arc::new(EgressPolicy::default()));
         Self {
             secret: secret.filter(|s| !s.is_empty()),
             browser,
+            firewall: CdpFirewall::new(policy),
         }
     }
 
@@ -152,6 +171,7 @@ impl Presented {
 struct Admitted {
     presented: Presented,
     browser: Arc<Browser>,
+    firewall: CdpFirewall,
 }
 
 impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
@@ -166,11 +186,19 @@ impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
             .map_err(IntoResponse::into_response)?;
         let presented = Presented::new(query, &parts.headers);
         let browser = endpoint.admit(&presented).await?;
-        Ok(Self { presented, browser })
+        Ok(Self {
+            presented,
+            browser,
+            firewall: endpoint.firewall.clone(),
+        })
     }
 }
 
-async fn json_version(Admitted { presented, browser }: Admitted) -> Response {
+async fn json_version(
+    Admitted {
+        presented, browser, ..
+    }: Admitted,
+) -> Response {
     match browser.version().await {
         Ok(version) => private_json(json!({
             "Browser": version.product,
@@ -183,7 +211,11 @@ async fn json_version(Admitted { presented, browser }: Admitted) -> Response {
     }
 }
 
-async fn json_list(Admitted { presented, browser }: Admitted) -> Response {
+async fn json_list(
+    Admitted {
+        presented, browser, ..
+    }: Admitted,
+) -> Response {
     let targets = match browser
         .connection()
         .call("Target.getTargets", json!({}), None)
@@ -213,12 +245,18 @@ async fn json_list(Admitted { presented, browser }: Admitted) -> Response {
 }
 
 async fn browser_socket(admitted: Admitted, upgrade: WebSocketUpgrade) -> Response {
-    relay(upgrade, admitted.browser.ws_url().to_owned())
+    relay(
+        upgrade,
+        admitted.browser.ws_url().to_owned(),
+        admitted.firewall,
+    )
 }
 
 async fn page_socket(
     Path(id): Path<String>,
-    Admitted { browser, .. }: Admitted,
+    Admitted {
+        browser, firewall, ..
+    }: Admitted,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -228,23 +266,23 @@ async fn page_socket(
         return refuse(StatusCode::BAD_GATEWAY, "the browser's URL does not parse");
     };
     upstream.set_path(&format!("/devtools/page/{id}"));
-    relay(upgrade, upstream.to_string())
+    relay(upgrade, upstream.to_string(), firewall)
 }
 
 /// Upgrades the client and relays every message both ways until either
-/// side closes.
-fn relay(upgrade: WebSocketUpgrade, upstream_url: String) -> Response {
+/// side closes, each of the client's through the firewall.
+fn relay(upgrade: WebSocketUpgrade, upstream_url: String, firewall: CdpFirewall) -> Response {
     upgrade
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |client| async move {
-            if let Err(err) = pump(client, &upstream_url).await {
+            if let Err(err) = pump(client, &upstream_url, &firewall).await {
                 tracing::warn!(%err, "CDP relay ended with an error");
             }
         })
 }
 
-async fn pump(client: WebSocket, upstream_url: &str) -> Result<(), String> {
+async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> Result<(), String> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
@@ -254,18 +292,38 @@ async fn pump(client: WebSocket, upstream_url: &str) -> Result<(), String> {
         .map_err(|_| "the browser's WebSocket did not open in time".to_owned())?
         .map_err(|err| format!("the browser's WebSocket: {err}"))?;
     tracing::debug!("CDP relay open");
-    let (mut client_tx, mut client_rx) = client.split();
+    let (client_tx, mut client_rx) = client.split();
+    let client_tx = tokio::sync::Mutex::new(client_tx);
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
     let to_browser = async {
         while let Some(Ok(message)) = client_rx.next().await {
-            let message = match message {
-                ws::Message::Text(text) => tungstenite::Message::text(text.as_str()),
-                ws::Message::Binary(bytes) => tungstenite::Message::binary(bytes),
-                ws::Message::Close(_) => break,
+            let text = match message {
+                ws::Message::Text(text) => text,
+                // CDP is text; anything else is not a request.
+                ws::Message::Binary(_) | ws::Message::Close(_) => break,
                 ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
             };
-            if upstream_tx.send(message).await.is_err() {
-                break;
+            match firewall.inspect(text.as_str()).await {
+                Inspected::Forward(text) => {
+                    if upstream_tx
+                        .send(tungstenite::Message::text(text))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Inspected::Refuse(answer) => {
+                    if client_tx
+                        .lock()
+                        .await
+                        .send(ws::Message::text(answer))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
         }
         let _ = upstream_tx.close().await;
@@ -278,11 +336,11 @@ async fn pump(client: WebSocket, upstream_url: &str) -> Result<(), String> {
                 tungstenite::Message::Close(_) => break,
                 _ => continue,
             };
-            if client_tx.send(message).await.is_err() {
+            if client_tx.lock().await.send(message).await.is_err() {
                 break;
             }
         }
-        let _ = client_tx.close().await;
+        let _ = client_tx.lock().await.close().await;
     };
     // Whichever side ends first ends the relay.
     tokio::select! {

@@ -15,6 +15,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+/// The only variables the browser inherits: locale, time zone, fonts and a
+/// display. Everything else (the gateway's tokens, provider and bucket keys)
+/// stays out of its processes; `HOME` is its temporary profile.
+const INHERITED_ENV: [&str; 11] = [
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "FONTCONFIG_FILE",
+    "FONTCONFIG_PATH",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+];
+/// `PATH` for the browser (Debian's `chromium` is a shell script).
+const BROWSER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// Binary names tried on `PATH`, in order, when no executable is given.
 const CANDIDATES: [&str; 6] = [
     "chromium",
@@ -74,6 +93,10 @@ pub struct LaunchOptions {
     /// cannot pass the egress proxy of policed pages, so with it on a page
     /// could reach any host with STUN packets.
     pub webrtc_udp: bool,
+    /// Send every connection of every browser context through this proxy
+    /// (`http://127.0.0.1:port`), loopback included. A context created with
+    /// its own `proxyServer` would not use it; the `/cdp` relay strips that.
+    pub proxy_server: Option<String>,
     /// How long the browser may take to announce its DevTools URL.
     pub startup_timeout: Duration,
     /// How long each CDP command may wait for its answer.
@@ -89,6 +112,7 @@ impl Default for LaunchOptions {
             window_size: (1280, 720),
             extra_args: Vec::new(),
             webrtc_udp: false,
+            proxy_server: None,
             startup_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(30),
         }
@@ -137,6 +161,15 @@ impl LaunchOptions {
             // for builds that read this switch instead.
             args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
         }
+        if let Some(proxy) = &self.proxy_server {
+            args.push(format!("--proxy-server={proxy}"));
+            args.push(format!(
+                "--proxy-bypass-list={}",
+                crate::proxy::PROXY_LOOPBACK
+            ));
+            // QUIC is UDP, which the proxy does not carry.
+            args.push("--disable-quic".into());
+        }
         args.extend(self.extra_args.iter().cloned());
         args.push("about:blank".into());
         args
@@ -169,8 +202,15 @@ impl ChromiumProcess {
             .map_err(|err| CdpError::Launch(format!("temporary profile: {err}")))?;
         write_preferences(profile.path(), options.webrtc_udp)
             .map_err(|err| CdpError::Launch(format!("profile preferences: {err}")))?;
+        let inherited = INHERITED_ENV
+            .iter()
+            .filter_map(|name| Some((*name, std::env::var_os(name)?)));
         let mut child = Command::new(&executable)
             .args(options.args(profile.path()))
+            .env_clear()
+            .envs(inherited)
+            .env("HOME", profile.path())
+            .env("PATH", BROWSER_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

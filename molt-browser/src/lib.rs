@@ -26,6 +26,7 @@ pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod fetch;
+pub mod firewall;
 mod http;
 mod intercept;
 pub mod launch;

@@ -27,6 +27,8 @@ pub enum BrowserSource {
 /// A browser started (or connected) lazily and again after a crash.
 pub struct SharedBrowser {
     source: BrowserSource,
+    /// A policy for the whole browser (see [`Browser::launch_policed`]).
+    egress: Option<Arc<EgressPolicy>>,
     current: Mutex<Option<Arc<Browser>>>,
 }
 
@@ -35,8 +37,26 @@ impl SharedBrowser {
     pub fn new(source: BrowserSource) -> Self {
         Self {
             source,
+            egress: None,
             current: Mutex::new(None),
         }
+    }
+
+    /// A shared browser whose every connection passes `policy` when it is
+    /// launched here ([`Browser::launch_policed`]). A browser it connects to
+    /// cannot be policed as a whole; only what a client asks of it can be
+    /// checked (the `/cdp` relay does).
+    pub fn policed(source: BrowserSource, policy: Arc<EgressPolicy>) -> Self {
+        Self {
+            source,
+            egress: Some(policy),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The policy the whole browser obeys, when it has one.
+    pub fn egress(&self) -> Option<&Arc<EgressPolicy>> {
+        self.egress.as_ref()
     }
 
     /// Where the browser comes from.
@@ -54,7 +74,10 @@ impl SharedBrowser {
             tracing::warn!("the shared browser is gone; starting it again");
         }
         let browser = Arc::new(match &self.source {
-            BrowserSource::Launch(options) => Browser::launch(options.clone()).await?,
+            BrowserSource::Launch(options) => match &self.egress {
+                Some(policy) => Browser::launch_policed(options.clone(), policy.clone()).await?,
+                None => Browser::launch(options.clone()).await?,
+            },
             BrowserSource::Connect { url, timeouts } if url.starts_with("http") => {
                 Browser::discover(url, *timeouts).await?
             }

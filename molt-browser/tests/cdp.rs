@@ -239,8 +239,9 @@ async fn navigation_failures_and_protocol_errors_are_typed() {
     assert_eq!(page.title().await.unwrap(), "Molt test article");
 
     // A download is not a page: the navigation is aborted, at once, and
-    // nothing is saved (where Chromium saves downloads when allowed to).
-    let downloads = std::path::Path::new(&std::env::var("HOME").unwrap()).join("Downloads");
+    // nothing is saved where Chromium saves downloads when allowed to: its
+    // HOME, which is its temporary profile, never the gateway's.
+    let downloads = browser.profile_dir().unwrap().join("Downloads");
     let name = |n: u32| format!("molt-test-{}-{n}.bin", std::process::id());
     for (n, page) in [(1, &page), (2, &browser.new_isolated_page().await.unwrap())] {
         let download = page

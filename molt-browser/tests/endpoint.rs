@@ -2,8 +2,11 @@
 
 mod support;
 
+use molt_browser::error::ProtocolErrorCode;
 use molt_browser::launch::LaunchOptions;
-use molt_browser::{Browser, BrowserSource, CdpEndpoint, CdpError, SharedBrowser, Timeouts};
+use molt_browser::{
+    Browser, BrowserSource, CdpEndpoint, CdpError, EgressPolicy, SharedBrowser, Timeouts,
+};
 use molt_core::Secret;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,7 +94,17 @@ async fn refuses_without_configuration_or_with_a_wrong_secret() {
 #[tokio::test]
 async fn a_cdp_client_drives_the_browser_through_the_relay() {
     let site = support::serve_site().await;
-    let endpoint = serve(CdpEndpoint::new(Some(Secret::new("s3cret")), launched())).await;
+    // The whole browser obeys a policy that opens the site's address only.
+    let policy = EgressPolicy::default().allow_network("127.0.0.1/32".parse().unwrap());
+    let policed = SharedBrowser::policed(
+        BrowserSource::Launch(LaunchOptions::default()),
+        Arc::new(policy),
+    );
+    let endpoint = serve(CdpEndpoint::new(
+        Some(Secret::new("s3cret")),
+        Some(Arc::new(policed)),
+    ))
+    .await;
 
     let (code, version) = status(
         &format!("http://{endpoint}/cdp/json/version?secret=s3cret"),
@@ -135,6 +148,35 @@ async fn a_cdp_client_drives_the_browser_through_the_relay() {
     .unwrap();
     let page = browser.new_page().await.unwrap();
     page.goto(&format!("http://{site}/article")).await.unwrap();
+    assert_eq!(page.title().await.unwrap(), "Molt test article");
+    // What the relay refuses comes back as a protocol error, and the
+    // connection goes on.
+    for (url, reason) in [
+        ("file:///etc/hostname", "only http(s)"),
+        ("http://169.254.169.254/", "egress policy"),
+    ] {
+        match page.goto(url).await {
+            Err(CdpError::Protocol { code, message, .. }) => {
+                assert_eq!(code, ProtocolErrorCode::ServerError);
+                assert!(message.contains(reason), "{message}");
+            }
+            other => panic!("{url}: expected a refusal, got {other:?}"),
+        }
+    }
+    let refused = browser
+        .connection()
+        .call("SystemInfo.getInfo", serde_json::json!({}), None)
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(CdpError::Protocol {
+                code: ProtocolErrorCode::MethodNotFound,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     assert_eq!(page.title().await.unwrap(), "Molt test article");
 
     let (code, list) = status(

@@ -1,6 +1,8 @@
 //! The browser side of the gateway: the agent's web tools and the
-//! authenticated `/cdp` endpoint, sharing one lazily started browser and one
-//! egress policy.
+//! authenticated `/cdp` endpoint, under one egress policy. Each starts its
+//! own browser lazily, so a `/cdp` client never sees the agent's pages, and
+//! a locally launched `/cdp` browser sends every connection through the
+//! egress proxy.
 //!
 //! - `MOLT_BROWSER`: unset starts a local Chromium on first use when one is
 //!   installed; `off` disables the browser; a `ws://`, `wss://` or `http://`
@@ -21,8 +23,11 @@ use std::sync::Arc;
 
 /// The browser (if any) and the policy its tools obey.
 pub struct BrowserSetup {
-    /// The shared browser, started on first use.
+    /// The agent's browser, started on first use.
     pub browser: Option<Arc<SharedBrowser>>,
+    /// The `/cdp` endpoint's browser, started on first use: policed as a
+    /// whole when launched here.
+    pub cdp_browser: Option<Arc<SharedBrowser>>,
     /// The egress policy of every web tool.
     pub policy: Arc<EgressPolicy>,
     /// The `/cdp` secret.
@@ -79,9 +84,19 @@ impl BrowserSetup {
                 .map_err(|_| format!("MOLT_EGRESS_ALLOW_NETWORKS: {network:?} is not a CIDR"))?;
             policy = policy.allow_network(network);
         }
+        let policy = Arc::new(policy);
+        let cdp_secret = env("CDP_SECRET").filter(|s| !s.is_empty()).map(Secret::new);
+        let cdp_browser = match (&source, &cdp_secret) {
+            (Some(source), Some(_)) => Some(Arc::new(SharedBrowser::policed(
+                source.clone(),
+                policy.clone(),
+            ))),
+            _ => None,
+        };
         Ok(Self {
             browser: source.map(|source| Arc::new(SharedBrowser::new(source))),
-            policy: Arc::new(policy),
+            cdp_browser,
+            policy,
             cdp_secret: env("CDP_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
         })
     }
@@ -103,6 +118,6 @@ impl BrowserSetup {
 
     /// The `/cdp` routes.
     pub fn cdp_routes(&self) -> Router {
-        CdpEndpoint::new(self.cdp_secret.clone(), self.browser.clone()).router()
+        CdpEndpoint::new(self.cdp_secret.clone(), self.cdp_browser.clone()).router()
     }
 }
