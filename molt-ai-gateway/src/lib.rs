@@ -31,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod layers;
+pub mod listen;
 pub mod pricing;
 pub mod provider;
 pub mod proxy;

@@ -6,18 +6,21 @@
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::listen::{self, ClientAddress, ServeLimits};
 use crate::service::{Answer, AnswerInfo, CacheStatus, Call, CallContext};
 use crate::wire::{anthropic, openai};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use molt_core::Secret;
 use molt_core::model::ResponseBuilder;
+use molt_core::platform::Clock;
+use molt_core::throttle::AttemptThrottle;
 use serde_json::{Value, json};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,8 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct ProxyConfig {
     /// Accepted gateway keys, by name (the name goes to analytics, never the key).
     pub keys: Vec<(String, Secret)>,
-    /// The largest request body accepted.
+    /// The largest request body accepted (read only once the key is checked).
     pub max_body_bytes: usize,
+    /// Connections, header deadline and drain time of [`serve`].
+    pub limits: ServeLimits,
 }
 
 impl Default for ProxyConfig {
@@ -35,6 +40,7 @@ impl Default for ProxyConfig {
         Self {
             keys: Vec::new(),
             max_body_bytes: 8 * 1024 * 1024,
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -42,41 +48,40 @@ impl Default for ProxyConfig {
 struct Proxy {
     gateway: Arc<Gateway>,
     config: ProxyConfig,
+    /// Wrong keys, per client address.
+    throttle: AttemptThrottle,
 }
 
 /// The proxy's routes, ready to serve.
 pub fn router(gateway: Arc<Gateway>, config: ProxyConfig) -> axum::Router {
-    let limit = config.max_body_bytes;
-    let state = Arc::new(Proxy { gateway, config });
+    let state = Arc::new(Proxy {
+        gateway,
+        config,
+        throttle: AttemptThrottle::default(),
+    });
     axum::Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
 /// Serves the proxy on `listener` until `shutdown` completes, then finishes
-/// open requests. Small writes go out at once (`TCP_NODELAY`): streamed
-/// answers are many small writes, and Nagle's algorithm would hold each one
-/// back until the client's delayed acknowledgement (about 40 ms).
+/// open requests, within `config.limits` (see [`crate::listen`]). Small
+/// writes go out at once (`TCP_NODELAY`): streamed answers are many small
+/// writes, and Nagle's algorithm would hold each one back until the client's
+/// delayed acknowledgement (about 40 ms).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     config: ProxyConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(gateway, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = config.limits;
+    listen::serve(listener, router(gateway, config), limits, shutdown).await;
+    Ok(())
 }
 
 /// Which API shape a client speaks.
@@ -121,11 +126,26 @@ impl Flavor {
 enum AuthFailure {
     Missing,
     Wrong,
+    /// Too many wrong keys from this client lately; try again after this long.
+    Throttled(Duration),
 }
 
 impl AuthFailure {
     /// The refusal in the client's API shape.
     fn response(self, flavor: Flavor) -> Response {
+        if let AuthFailure::Throttled(wait) = self {
+            let seconds = wait.as_secs().max(1);
+            let kind = match flavor {
+                Flavor::OpenAi => "rate_limit_exceeded",
+                Flavor::Anthropic => "rate_limit_error",
+            };
+            let message = format!("too many wrong gateway keys; try again in {seconds} s");
+            let mut response = flavor.refuse(StatusCode::TOO_MANY_REQUESTS, kind, &message);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            return response;
+        }
         let (kind, message) = match (self, flavor) {
             (AuthFailure::Missing, Flavor::OpenAi) => (
                 "invalid_request_error",
@@ -134,10 +154,10 @@ impl AuthFailure {
             (AuthFailure::Missing, Flavor::Anthropic) => {
                 ("authentication_error", "x-api-key header is required")
             }
-            (AuthFailure::Wrong, Flavor::OpenAi) => {
+            (AuthFailure::Wrong | AuthFailure::Throttled(_), Flavor::OpenAi) => {
                 ("invalid_request_error", "invalid gateway key")
             }
-            (AuthFailure::Wrong, Flavor::Anthropic) => {
+            (AuthFailure::Wrong | AuthFailure::Throttled(_), Flavor::Anthropic) => {
                 ("authentication_error", "invalid gateway key")
             }
         };
@@ -146,8 +166,24 @@ impl AuthFailure {
 }
 
 impl Proxy {
+    /// [`Proxy::key_name`], refusing a client with too many wrong keys
+    /// lately without looking at its key, and counting a wrong one.
+    fn authenticate(&self, client: IpAddr, headers: &HeaderMap) -> Result<String, AuthFailure> {
+        let now = crate::clock::SystemClock.now();
+        let client = client.to_string();
+        if let Some(wait) = self.throttle.check(&client, now) {
+            return Err(AuthFailure::Throttled(wait));
+        }
+        let result = self.key_name(headers);
+        if matches!(result, Err(AuthFailure::Wrong)) {
+            tracing::warn!(%client, "a wrong gateway key was presented");
+            self.throttle.failed(&client, now);
+        }
+        result
+    }
+
     /// The name of the key the caller presented (`Authorization: Bearer` or `x-api-key`).
-    fn authenticate(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
+    fn key_name(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
         let text = |name| {
             headers
                 .get(name)
@@ -261,23 +297,19 @@ fn sse_response(body: Body) -> Response {
 /// Starts a call: authentication, body, headers; or the provider-shaped refusal.
 async fn begin(
     proxy: &Proxy,
+    client: IpAddr,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     flavor: Flavor,
     parse: impl FnOnce(&[u8]) -> Result<Call, GatewayError>,
 ) -> Result<Answer, Response> {
+    // The key first: a stranger's body is never read.
     let key_id = proxy
-        .authenticate(headers)
+        .authenticate(client, headers)
         .map_err(|failure| failure.response(flavor))?;
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "request_too_large"
-        } else {
-            "invalid_request_error"
-        };
-        flavor.refuse(status, kind, &rejection.body_text())
-    })?;
+    let body = read_body(body, proxy.config.max_body_bytes)
+        .await
+        .map_err(|(status, kind, message)| flavor.refuse(status, kind, &message))?;
     let mut call = parse(&body).map_err(|err| flavor.error(&err))?;
     call.context = context(headers, key_id).map_err(|err| flavor.error(&err))?;
     proxy
@@ -285,6 +317,33 @@ async fn begin(
         .call(call)
         .await
         .map_err(|err| flavor.error(&err))
+}
+
+/// Reads a request body of at most `limit` bytes (a declared length over it
+/// is refused before anything is read).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, (StatusCode, &'static str, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "the request body could not be read".to_owned(),
+        )),
+    }
 }
 
 /// Collects a whole answer for a non-streaming client; a failure becomes an error response.
@@ -313,8 +372,9 @@ async fn collect(
 
 async fn chat_completions(
     State(proxy): State<Arc<Proxy>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut shape = (false, false);
     let parse = |body: &[u8]| {
@@ -322,7 +382,7 @@ async fn chat_completions(
         shape = (parsed.stream, parsed.include_usage);
         Ok(Call::new(parsed.request))
     };
-    let answer = match begin(&proxy, &headers, body, Flavor::OpenAi, parse).await {
+    let answer = match begin(&proxy, client, &headers, body, Flavor::OpenAi, parse).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -358,8 +418,9 @@ async fn chat_completions(
 
 async fn messages(
     State(proxy): State<Arc<Proxy>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut stream = false;
     let parse = |body: &[u8]| {
@@ -367,7 +428,7 @@ async fn messages(
         stream = parsed.stream;
         Ok(Call::new(parsed.request))
     };
-    let answer = match begin(&proxy, &headers, body, Flavor::Anthropic, parse).await {
+    let answer = match begin(&proxy, client, &headers, body, Flavor::Anthropic, parse).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -396,13 +457,17 @@ async fn messages(
     with_gateway_headers(response, &info)
 }
 
-async fn models(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
+async fn models(
+    State(proxy): State<Arc<Proxy>>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Response {
     let flavor = if headers.contains_key("anthropic-version") {
         Flavor::Anthropic
     } else {
         Flavor::OpenAi
     };
-    if let Err(failure) = proxy.authenticate(&headers) {
+    if let Err(failure) = proxy.authenticate(client, &headers) {
         return failure.response(flavor);
     }
     let names = proxy.gateway.models();
@@ -421,8 +486,12 @@ async fn models(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response
     axum::Json(body).into_response()
 }
 
-async fn metrics(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
-    if let Err(failure) = proxy.authenticate(&headers) {
+async fn metrics(
+    State(proxy): State<Arc<Proxy>>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(failure) = proxy.authenticate(client, &headers) {
         return failure.response(Flavor::OpenAi);
     }
     (

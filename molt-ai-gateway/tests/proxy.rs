@@ -588,3 +588,47 @@ async fn prompt_cache_breakpoints_reach_anthropic_where_the_client_put_them() {
         .to_string();
     assert!(!sent.contains("cache_control"), "{sent}");
 }
+
+/// Sends `head` (a request line and headers, no body) and reads the answer's
+/// status line, within `limit`; `None` when no answer came.
+async fn status_after_headers_only(
+    proxy: &RunningProxy,
+    head: &str,
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    match tokio::time::timeout(limit, reader.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => Some(line.trim().to_owned()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_key_is_checked_before_the_body_is_read_and_wrong_keys_are_throttled() {
+    let fake = FakeProvider::start().await;
+    let proxy = start_proxy(&gateway_toml(&fake, ""), 1 << 20).await;
+    let head = |key: &str, length: usize| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    let quick = std::time::Duration::from_secs(2);
+    // A stranger announces 8 MiB and sends none of it: refused at once.
+    let answer = status_after_headers_only(&proxy, &head("wrong", 8 << 20), quick).await;
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 401 Unauthorized"));
+    // The right key with more than the limit: refused before any of it is read.
+    let answer = status_after_headers_only(&proxy, &head(GATEWAY_KEY, 8 << 20), quick).await;
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
+    // Ten wrong keys in a minute (one above): the address is held off.
+    for _ in 0..9 {
+        let answer = status_after_headers_only(&proxy, &head("wrong", 0), quick).await;
+        assert_eq!(answer.as_deref(), Some("HTTP/1.1 401 Unauthorized"));
+    }
+    let answer = status_after_headers_only(&proxy, &head(GATEWAY_KEY, 0), quick).await;
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 429 Too Many Requests"));
+}

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use molt_core::Secret;
+use molt_core::throttle::AttemptThrottle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct CdpEndpoint {
     secret: Option<Secret>,
     browser: Option<Arc<SharedBrowser>>,
     firewall: CdpFirewall,
+    /// Wrong secrets, per client address (from the server's `ConnectInfo`).
+    throttle: Arc<AttemptThrottle>,
 }
 
 impl CdpEndpoint {
@@ -62,6 +65,7 @@ impl CdpEndpoint {
             secret: secret.filter(|s| !s.is_empty()),
             browser,
             firewall: CdpFirewall::new(policy),
+            throttle: Arc::new(AttemptThrottle::default()),
         }
     }
 
@@ -87,18 +91,41 @@ impl CdpEndpoint {
                 "the CDP endpoint is not configured: it needs CDP_SECRET and a browser",
             ));
         };
+        let now = molt_core::platform::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        );
+        let client = request.client.to_string();
+        if let Some(wait) = self.throttle.check(&client, now) {
+            let seconds = wait.as_secs().max(1);
+            let mut refused = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("too many wrong secrets; try again in {seconds} s"),
+            );
+            refused
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            return Err(refused);
+        }
         let presented = request.secret().unwrap_or_default();
         if !secret.matches(presented) {
+            if !presented.is_empty() {
+                tracing::warn!(%client, "a wrong CDP secret was presented");
+                self.throttle.failed(&client, now);
+            }
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 "wrong or missing CDP secret",
             ));
         }
         browser.get().await.map_err(|err| {
+            // The details (a binary's path, an endpoint) are for the log only.
             tracing::warn!(%err, "the CDP endpoint has no browser");
             refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the browser is unavailable: {err}"),
+                "the browser is unavailable (the gateway's log says why)",
             )
         })
     }
@@ -107,6 +134,13 @@ impl CdpEndpoint {
 /// A JSON answer that no cache or proxy keeps (its URLs may carry the secret).
 fn private_json(value: Value) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(value)).into_response()
+}
+
+/// A 502 for a failed browser call; the details (the browser's own URL)
+/// go to the log only.
+fn browser_failed(err: &crate::error::CdpError) -> Response {
+    tracing::warn!(%err, "a /cdp discovery call failed");
+    refuse(StatusCode::BAD_GATEWAY, "the browser did not answer")
 }
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
@@ -124,10 +158,12 @@ struct Presented {
     bearer: Option<String>,
     /// `ws://host` or `wss://host`, as the client sees this server.
     origin: String,
+    /// The client's address, when the server tells (`ConnectInfo`).
+    client: std::net::IpAddr,
 }
 
 impl Presented {
-    fn new(query: SecretQuery, headers: &HeaderMap) -> Self {
+    fn new(query: SecretQuery, headers: &HeaderMap, client: std::net::IpAddr) -> Self {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -145,6 +181,7 @@ impl Presented {
             query: query.secret,
             bearer,
             origin: format!("{}://{host}", if secure { "wss" } else { "ws" }),
+            client,
         }
     }
 
@@ -184,7 +221,11 @@ impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
         let Query(query) = Query::<SecretQuery>::from_request_parts(parts, endpoint)
             .await
             .map_err(IntoResponse::into_response)?;
-        let presented = Presented::new(query, &parts.headers);
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+        let presented = Presented::new(query, &parts.headers, client);
         let browser = endpoint.admit(&presented).await?;
         Ok(Self {
             presented,
@@ -207,7 +248,7 @@ async fn json_version(
             "V8-Version": version.js_version,
             "webSocketDebuggerUrl": presented.relay_url(""),
         })),
-        Err(err) => refuse(StatusCode::BAD_GATEWAY, &err.to_string()),
+        Err(err) => browser_failed(&err),
     }
 }
 
@@ -222,7 +263,7 @@ async fn json_list(
         .await
     {
         Ok(targets) => targets,
-        Err(err) => return refuse(StatusCode::BAD_GATEWAY, &err.to_string()),
+        Err(err) => return browser_failed(&err),
     };
     let list: Vec<Value> = targets["targetInfos"]
         .as_array()

@@ -5,7 +5,8 @@
 //! `DEBUG_ROUTES`, and per channel (`TELEGRAM_`, `DISCORD_`, `SLACK_`)
 //! `<CHANNEL>_DM_POLICY`, `<CHANNEL>_DM_ALLOW_FROM`, `<CHANNEL>_GROUP_POLICY`,
 //! `<CHANNEL>_GROUP_ALLOW_FROM` (group chat ids) and `<CHANNEL>_GROUP_SENDERS`
-//! (sender ids); and `MOLT_BIND`, `MOLT_SESSION_SCOPE`.
+//! (sender ids); and `MOLT_BIND`, `MOLT_SESSION_SCOPE`, `MOLT_MAX_CONNECTIONS`,
+//! `MOLT_HEADER_READ_TIMEOUT` (seconds).
 
 use crate::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
 use crate::secret::Secret;
@@ -54,6 +55,11 @@ pub struct GatewayConfig {
     /// When to sleep when idle (`never`, or a duration such as `10m`).
     #[serde(deserialize_with = "deserialize_sleep_after")]
     pub sleep_after: SleepAfter,
+    /// Connections open at once (WebSockets included); more are closed on arrival.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (and a
+    /// keep-alive connection may sit idle).
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +69,8 @@ impl Default for GatewayConfig {
             token: None,
             debug_routes: false,
             sleep_after: SleepAfter::Never,
+            max_connections: 512,
+            header_read_timeout_secs: 15,
         }
     }
 }
@@ -184,6 +192,15 @@ impl Config {
         if let Some(value) = get("SANDBOX_SLEEP_AFTER") {
             self.gateway.sleep_after = parse("SANDBOX_SLEEP_AFTER", &value, parse_sleep_after)?;
         }
+        if let Some(value) = get("MOLT_MAX_CONNECTIONS") {
+            self.gateway.max_connections = parse("MOLT_MAX_CONNECTIONS", &value, positive)?;
+        }
+        if let Some(value) = get("MOLT_HEADER_READ_TIMEOUT") {
+            self.gateway.header_read_timeout_secs =
+                parse("MOLT_HEADER_READ_TIMEOUT", &value, |v| {
+                    positive(v).map(|n| n as u64)
+                })?;
+        }
         if let Some(value) = get("MOLT_SESSION_SCOPE") {
             self.session_scope = parse("MOLT_SESSION_SCOPE", &value, str::parse)?;
         }
@@ -297,6 +314,13 @@ fn hide_value(message: &str) -> String {
             &message[start + 1 + length + 1..]
         ),
         None => message.to_string(),
+    }
+}
+
+fn positive(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {value:?}")),
     }
 }
 

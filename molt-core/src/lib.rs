@@ -53,6 +53,7 @@ pub mod secret;
 pub mod session;
 pub mod skills;
 pub mod store;
+pub mod throttle;
 pub mod tool;
 pub mod transcript;
 

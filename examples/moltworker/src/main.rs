@@ -6,7 +6,7 @@
 //! (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, the Cloudflare AI Gateway variables,
 //! or `<state>/ai-gateway.toml`), else with the offline echo model.
 
-use axum::serve::ListenerExt;
+use molt_ai_gateway::listen::{self, ServeLimits};
 use molt_ai_gateway::{Gateway as AiGateway, GatewayConfig};
 use molt_core::agent::{Agent, AgentOptions};
 use molt_core::config::Config;
@@ -288,6 +288,8 @@ async fn run() -> Result<(), String> {
         started,
         model_configured,
         mirror: mirror.clone(),
+        throttle: Default::default(),
+        handshakes: Arc::new(tokio::sync::Semaphore::new(server::MAX_PENDING_HANDSHAKES)),
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
@@ -298,22 +300,19 @@ async fn run() -> Result<(), String> {
         _ => println!("Control UI: http://{address}/?token={}", token.expose()),
     }
 
-    // Streamed chat deltas are small writes: send them at once rather than wait for acknowledgements.
-    let listener = listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "could not set TCP_NODELAY");
-        }
-    });
     let (stop_mirror, mirror_stopped) = tokio::sync::oneshot::channel::<()>();
     let mirroring = mirror.map(|mirror| {
         tokio::spawn(mirror.run(async move {
             let _ = mirror_stopped.await;
         }))
     });
-    axum::serve(listener, server::router(state).merge(browser.cdp_routes()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|err| format!("server failed: {err}"))?;
+    let app = server::router(state).merge(browser.cdp_routes());
+    let limits = ServeLimits {
+        max_connections: config.gateway.max_connections,
+        header_read_timeout: Duration::from_secs(config.gateway.header_read_timeout_secs),
+        ..ServeLimits::default()
+    };
+    listen::serve(listener, app, limits, shutdown_signal()).await;
 
     // Channels stop taking messages first; what they delivered is in the inbox.
     for task in channel_tasks {

@@ -44,6 +44,8 @@ pub struct Presented {
     pub query: Option<String>,
     /// From `Authorization: Bearer`.
     pub header: Option<String>,
+    /// The client's address, for throttling failed attempts.
+    pub client: std::net::IpAddr,
 }
 
 /// An error response.
@@ -80,7 +82,15 @@ struct Request {
 type Sink = SplitSink<WebSocket, WsMessage>;
 
 /// Serves one WebSocket connection until it closes.
-pub async fn serve(socket: WebSocket, state: Arc<AppState>, presented: Presented) {
+///
+/// `waiting` holds the socket's place among those waiting to authenticate;
+/// it is given back once the handshake ends, whichever way.
+pub async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    presented: Presented,
+    waiting: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let (mut sink, mut stream) = socket.split();
     let conn_id = crate::platform::random_token()[..16].to_owned();
     let challenge = json!({ "nonce": crate::platform::random_token(), "ts": now_ms() });
@@ -95,6 +105,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, presented: Presented
         handshake(&mut sink, &mut stream, &state, &presented, &conn_id),
     )
     .await;
+    drop(waiting);
     match connected {
         Ok(true) => {}
         Ok(false) => return,
@@ -213,6 +224,7 @@ async fn handshake(
         );
         if let Some((detail, message)) = result.refusal() {
             tracing::warn!(conn = %conn_id, reason = detail, "refused a control UI connection");
+            state.failed_attempt(presented.client, result);
             let error = RpcError {
                 code: "INVALID_REQUEST",
                 message: message.into(),

@@ -1,19 +1,35 @@
 //! HTTP routes: health, status, the Control UI page, and the WebSocket upgrade.
+//!
+//! Only `/health` and the Control UI page (which holds no secret) are public.
+//! `/api/status` needs the gateway token. A client that fails the token ten
+//! times in a minute is refused (429) without its token being looked at
+//! until the minute is over, and at most [`MAX_PENDING_HANDSHAKES`]
+//! WebSockets may wait to authenticate at once.
 
+use crate::auth::{self, AuthResult};
 use crate::protocol;
 use crate::webchat::ChatStream;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use molt_ai_gateway::listen::ClientAddress;
 use molt_core::Secret;
 use molt_core::gateway::Gateway;
+use molt_core::platform::Clock;
+use molt_core::throttle::AttemptThrottle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// WebSockets that may wait for their `connect` frame at once. Each may buffer
+/// one frame of up to [`crate::protocol::MAX_FRAME_BYTES`] before its token
+/// is checked, so this bounds what strangers can make the gateway hold.
+pub const MAX_PENDING_HANDSHAKES: usize = 16;
 
 const CONTROL_UI: &str = include_str!("../ui/index.html");
 
@@ -31,6 +47,11 @@ pub struct AppState {
     pub model_configured: bool,
     /// The mirror of the state directory to a bucket, when one is configured.
     pub mirror: Option<std::sync::Arc<molt_storage::StateMirror>>,
+    /// Failed token attempts, per client address.
+    pub throttle: AttemptThrottle,
+    /// Places for WebSockets waiting to authenticate
+    /// ([`MAX_PENDING_HANDSHAKES`] of them).
+    pub handshakes: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -76,8 +97,64 @@ async fn control_ui() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(CONTROL_UI))
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(state.status())
+async fn status(
+    State(state): State<Arc<AppState>>,
+    ClientAddress(client): ClientAddress,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = state.throttled(client) {
+        return refused;
+    }
+    let header = bearer(&headers);
+    match auth::check(&state.token, [query.token.as_deref(), header.as_deref()]) {
+        AuthResult::Ok => Json(state.status()).into_response(),
+        result => {
+            state.failed_attempt(client, result);
+            let (_, message) = result.refusal().unwrap_or_default();
+            let mut response =
+                (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+impl AppState {
+    /// A 429 for a client with too many failed attempts, or `None`.
+    pub fn throttled(&self, client: std::net::IpAddr) -> Option<Response> {
+        let now = crate::platform::TokioPlatform.now();
+        let wait = self.throttle.check(&client.to_string(), now)?;
+        let seconds = wait.as_secs().max(1);
+        let body =
+            json!({ "error": format!("too many failed attempts; try again in {seconds} s") });
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        Some(response)
+    }
+
+    /// Counts a wrong token (a missing one is not an attempt).
+    pub fn failed_attempt(&self, client: std::net::IpAddr, result: AuthResult) {
+        if result == AuthResult::Mismatch {
+            tracing::warn!(%client, "a wrong gateway token was presented");
+            self.throttle
+                .failed(&client.to_string(), crate::platform::TokioPlatform.now());
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned())
 }
 
 #[derive(Deserialize)]
@@ -87,20 +164,36 @@ struct TokenQuery {
 
 async fn websocket(
     State(state): State<Arc<AppState>>,
+    ClientAddress(client): ClientAddress,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
+    if let Some(refused) = state.throttled(client) {
+        return refused;
+    }
     let presented = protocol::Presented {
         query: query.token,
-        header: bearer,
+        header: bearer(&headers),
+        client,
+    };
+    // A socket whose upgrade carried the right token holds no waiting place.
+    let authorized = auth::check(
+        &state.token,
+        [presented.query.as_deref(), presented.header.as_deref()],
+    ) == AuthResult::Ok;
+    let waiting = match authorized {
+        true => None,
+        false => match state.handshakes.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                let body = json!({ "error": "too many connections are waiting to authenticate; try again shortly" });
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            }
+        },
     };
     upgrade
         .max_message_size(protocol::MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| protocol::serve(socket, state, presented))
+        .max_frame_size(protocol::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| protocol::serve(socket, state, presented, waiting))
 }

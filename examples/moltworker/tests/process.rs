@@ -115,7 +115,14 @@ async fn health_status_and_control_ui() {
     );
     assert_eq!(gateway.token, "", "a configured token is never printed");
     assert_eq!(gateway.get("/health").await, (200, "ok".to_owned()));
-    let (code, body) = gateway.get("/api/status").await;
+    assert_eq!(
+        gateway.get("/api/status").await.0,
+        401,
+        "the status needs the token"
+    );
+    let (code, body) = gateway
+        .get_with("/api/status", Some("configured-token"))
+        .await;
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["model"]["configured"], false);

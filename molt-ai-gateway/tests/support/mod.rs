@@ -253,6 +253,7 @@ pub async fn start_proxy(toml: &str, max_body_bytes: usize) -> RunningProxy {
     let proxy_config = molt_ai_gateway::proxy::ProxyConfig {
         keys: vec![("test".into(), Secret::new(GATEWAY_KEY))],
         max_body_bytes,
+        ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -129,6 +129,27 @@ pub enum MirrorError {
     NoSnapshot(Option<u64>),
 }
 
+impl MirrorError {
+    /// What went wrong, without the endpoint, bucket, key or local path that
+    /// the full message names (those go to the log, not to status pages).
+    pub fn summary(&self) -> String {
+        match self {
+            MirrorError::Local { source, .. } => {
+                format!(
+                    "the state directory could not be read or written ({})",
+                    source.kind()
+                )
+            }
+            MirrorError::Remote(StoreError::Remote { kind, .. }) => {
+                format!("the bucket failed: {kind}")
+            }
+            MirrorError::Remote(_) => "the bucket failed".to_owned(),
+            MirrorError::Corrupt { seq, .. } => format!("snapshot {seq} is damaged"),
+            MirrorError::PlaintextRefused | MirrorError::NoSnapshot(_) => self.to_string(),
+        }
+    }
+}
+
 /// What a backup did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BackupReport {
@@ -170,7 +191,8 @@ pub struct MirrorStatus {
     pub bytes_uploaded: u64,
     /// How long the last backup took.
     pub last_duration_ms: u64,
-    /// The last failure, cleared by a success.
+    /// The last failure, cleared by a success, in words safe to show
+    /// anyone who may read the status ([`MirrorError::summary`]).
     pub last_error: Option<String>,
     /// Failures since the last success.
     pub failures_in_a_row: u32,
@@ -398,7 +420,7 @@ impl StateMirror {
                 status.pending = false;
             }
             Err(error) => {
-                status.last_error = Some(error.to_string());
+                status.last_error = Some(error.summary());
                 status.failures_in_a_row += 1;
                 status.pending = true;
             }

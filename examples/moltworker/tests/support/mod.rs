@@ -96,11 +96,21 @@ impl Gateway {
         assert!(status.success());
     }
 
-    /// A plain HTTP GET; returns the status code and body.
+    /// A plain HTTP GET with the gateway token (when known); returns the
+    /// status code and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
+        let token = (!self.token.is_empty()).then_some(self.token.as_str());
+        self.get_with(path, token).await
+    }
+
+    /// A plain HTTP GET with `bearer` as the token, or none.
+    pub async fn get_with(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(&self.address).await.unwrap();
+        let authorization = bearer
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Connection: close\r\n\r\n",
             self.address
         );
         stream.write_all(request.as_bytes()).await.unwrap();
