@@ -136,8 +136,10 @@ impl Browser {
         };
         // End the old browser before starting the new one.
         self.process = None;
-        *self = match self.egress.take() {
-            Some((policy, _old_proxy)) => Self::launch_policed(options, policy).await?,
+        // The policy stays with the handle, even if this launch fails.
+        let policy = self.egress.as_ref().map(|(policy, _)| policy.clone());
+        *self = match policy {
+            Some(policy) => Self::launch_policed(options, policy).await?,
             None => Self::launch(options).await?,
         };
         Ok(())

@@ -16,7 +16,7 @@
 
 use crate::browser::Browser;
 use crate::egress::EgressPolicy;
-use crate::firewall::{CdpFirewall, Inspected};
+use crate::firewall::{CdpFirewall, Inspected, RELAY_ID_BASE};
 use crate::shared::SharedBrowser;
 use axum::Router;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -29,8 +29,10 @@ use molt_core::Secret;
 use molt_core::throttle::AttemptThrottle;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -38,6 +40,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const MAX_MESSAGE_BYTES: usize = 512 << 20;
 /// The largest message a client may send (a fulfilled request's body, say).
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 << 20;
+/// Relayed sockets open at once.
+const MAX_RELAYS: usize = 16;
 /// How long the relay waits for the browser's WebSocket to open.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -49,6 +53,8 @@ pub struct CdpEndpoint {
     firewall: CdpFirewall,
     /// Wrong secrets, per client address (from the server's `ConnectInfo`).
     throttle: Arc<AttemptThrottle>,
+    /// Places for relayed sockets ([`MAX_RELAYS`] of them).
+    relays: Arc<Semaphore>,
 }
 
 impl CdpEndpoint {
@@ -66,6 +72,7 @@ impl CdpEndpoint {
             browser,
             firewall: CdpFirewall::new(policy),
             throttle: Arc::new(AttemptThrottle::default()),
+            relays: Arc::new(Semaphore::new(MAX_RELAYS)),
         }
     }
 
@@ -209,6 +216,7 @@ struct Admitted {
     presented: Presented,
     browser: Arc<Browser>,
     firewall: CdpFirewall,
+    relays: Arc<Semaphore>,
 }
 
 impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
@@ -231,6 +239,7 @@ impl FromRequestParts<Arc<CdpEndpoint>> for Admitted {
             presented,
             browser,
             firewall: endpoint.firewall.clone(),
+            relays: endpoint.relays.clone(),
         })
     }
 }
@@ -286,20 +295,37 @@ async fn json_list(
 }
 
 async fn browser_socket(admitted: Admitted, upgrade: WebSocketUpgrade) -> Response {
-    relay(
-        upgrade,
-        admitted.browser.ws_url().to_owned(),
-        admitted.firewall,
+    let Some(place) = relay_place(&admitted.relays) else {
+        return too_many_relays();
+    };
+    let url = admitted.browser.ws_url().to_owned();
+    relay(upgrade, url, admitted.firewall, place)
+}
+
+fn relay_place(relays: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    relays.clone().try_acquire_owned().ok()
+}
+
+fn too_many_relays() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many CDP connections are open; close one first",
     )
 }
 
 async fn page_socket(
     Path(id): Path<String>,
     Admitted {
-        browser, firewall, ..
+        browser,
+        firewall,
+        relays,
+        ..
     }: Admitted,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(place) = relay_place(&relays) else {
+        return too_many_relays();
+    };
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return refuse(StatusCode::BAD_REQUEST, "not a target id");
     }
@@ -307,12 +333,18 @@ async fn page_socket(
         return refuse(StatusCode::BAD_GATEWAY, "the browser's URL does not parse");
     };
     upstream.set_path(&format!("/devtools/page/{id}"));
-    relay(upgrade, upstream.to_string(), firewall)
+    relay(upgrade, upstream.to_string(), firewall, place)
 }
 
 /// Upgrades the client and relays every message both ways until either
-/// side closes, each of the client's through the firewall.
-fn relay(upgrade: WebSocketUpgrade, upstream_url: String, firewall: CdpFirewall) -> Response {
+/// side closes, each of the client's through the firewall. `place` holds the
+/// socket's place among the endpoint's relays.
+fn relay(
+    upgrade: WebSocketUpgrade,
+    upstream_url: String,
+    firewall: CdpFirewall,
+    place: OwnedSemaphorePermit,
+) -> Response {
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
@@ -320,7 +352,32 @@ fn relay(upgrade: WebSocketUpgrade, upstream_url: String, firewall: CdpFirewall)
             if let Err(err) = pump(client, &upstream_url, &firewall).await {
                 tracing::warn!(%err, "CDP relay ended with an error");
             }
+            drop(place);
         })
+}
+
+/// What the two directions of one relay share: the contexts whose creation
+/// answer waits until downloads are denied in them.
+#[derive(Default)]
+struct Held {
+    /// Client requests that create a context, by id.
+    creating: HashSet<u64>,
+    /// The relay's own requests in flight, with the answer each holds back.
+    denying: HashMap<u64, String>,
+    next_id: u64,
+}
+
+/// An answer's id and, for a created context, its id.
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<u64>,
+    result: Option<CreatedContext>,
+}
+
+#[derive(Deserialize)]
+struct CreatedContext {
+    #[serde(rename = "browserContextId")]
+    context_id: Option<String>,
 }
 
 async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> Result<(), String> {
@@ -336,6 +393,22 @@ async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> 
     let (client_tx, mut client_rx) = client.split();
     let client_tx = tokio::sync::Mutex::new(client_tx);
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    // Both directions send to the browser: the client's requests, and the
+    // relay's own download denials.
+    let (to_upstream, mut outgoing) = tokio::sync::mpsc::channel::<String>(64);
+    let held = std::sync::Mutex::new(Held::default());
+    let writer = async {
+        while let Some(text) = outgoing.recv().await {
+            if upstream_tx
+                .send(tungstenite::Message::text(text))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = upstream_tx.close().await;
+    };
     let to_browser = async {
         while let Some(Ok(message)) = client_rx.next().await {
             let text = match message {
@@ -344,15 +417,11 @@ async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> 
                 ws::Message::Binary(_) | ws::Message::Close(_) => break,
                 ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
             };
-            match firewall.inspect(text.as_str()).await {
-                Inspected::Forward(text) => {
-                    if upstream_tx
-                        .send(tungstenite::Message::text(text))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
+            let text = match firewall.inspect(text.as_str()) {
+                Inspected::Forward(text) => text,
+                Inspected::ForwardContext(text, id) => {
+                    lock(&held).creating.insert(id);
+                    text
                 }
                 Inspected::Refuse(answer) => {
                     if client_tx
@@ -364,15 +433,27 @@ async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> 
                     {
                         break;
                     }
+                    continue;
                 }
+            };
+            if to_upstream.send(text).await.is_err() {
+                break;
             }
         }
-        let _ = upstream_tx.close().await;
     };
     let to_client = async {
         while let Some(Ok(message)) = upstream_rx.next().await {
             let message = match message {
-                tungstenite::Message::Text(text) => ws::Message::text(text.as_str()),
+                tungstenite::Message::Text(text) => match hold_back(&held, text.as_str()) {
+                    Hold::Pass => ws::Message::text(text.as_str()),
+                    Hold::Deny(request) => {
+                        if to_upstream.send(request).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Hold::Release(answer) => ws::Message::text(answer),
+                },
                 tungstenite::Message::Binary(bytes) => ws::Message::binary(bytes),
                 tungstenite::Message::Close(_) => break,
                 _ => continue,
@@ -387,7 +468,55 @@ async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> 
     tokio::select! {
         () = to_browser => {}
         () = to_client => {}
+        () = writer => {}
     }
     tracing::debug!("CDP relay closed");
     Ok(())
+}
+
+/// What to do with one of the browser's messages.
+enum Hold {
+    /// Pass it to the client.
+    Pass,
+    /// It answers a context creation: hold it back, and send this denial of
+    /// downloads in the new context to the browser first.
+    Deny(String),
+    /// It answers the relay's denial: pass the held answer instead.
+    Release(String),
+}
+
+fn hold_back(held: &std::sync::Mutex<Held>, text: &str) -> Hold {
+    let mut held = lock(held);
+    if held.creating.is_empty() && held.denying.is_empty() {
+        return Hold::Pass;
+    }
+    let Ok(Reply {
+        id: Some(id),
+        result,
+    }) = serde_json::from_str::<Reply>(text)
+    else {
+        return Hold::Pass;
+    };
+    if let Some(answer) = held.denying.remove(&id) {
+        return Hold::Release(answer);
+    }
+    if !held.creating.remove(&id) {
+        return Hold::Pass;
+    }
+    let Some(context_id) = result.and_then(|result| result.context_id) else {
+        return Hold::Pass;
+    };
+    let relay_id = RELAY_ID_BASE + held.next_id;
+    held.next_id += 1;
+    held.denying.insert(relay_id, text.to_owned());
+    let deny = json!({
+        "id": relay_id,
+        "method": "Browser.setDownloadBehavior",
+        "params": { "behavior": "deny", "browserContextId": context_id },
+    });
+    Hold::Deny(deny.to_string())
+}
+
+fn lock(held: &std::sync::Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
 }

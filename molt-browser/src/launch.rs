@@ -15,10 +15,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// The only variables the browser inherits: locale, time zone, fonts and a
-/// display. Everything else (the gateway's tokens, provider and bucket keys)
+/// The only variables the browser inherits: locale, time zone, fonts, a
+/// display and the temporary directory. Everything else (the gateway's tokens, provider and bucket keys)
 /// stays out of its processes; `HOME` is its temporary profile.
-const INHERITED_ENV: [&str; 11] = [
+const INHERITED_ENV: [&str; 12] = [
     "LANG",
     "LANGUAGE",
     "LC_ALL",
@@ -30,6 +30,7 @@ const INHERITED_ENV: [&str; 11] = [
     "DISPLAY",
     "WAYLAND_DISPLAY",
     "XDG_RUNTIME_DIR",
+    "TMPDIR",
 ];
 /// `PATH` for the browser (Debian's `chromium` is a shell script).
 const BROWSER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

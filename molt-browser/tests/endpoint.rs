@@ -219,3 +219,96 @@ async fn a_cdp_client_drives_the_browser_through_the_relay() {
         .unwrap();
     assert_eq!(title["result"]["value"], "Molt test article");
 }
+
+/// A stand-in for the browser's CDP socket that answers context creation
+/// and download settings, and records every request in arrival order.
+async fn recording_browser() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use futures::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "ws://{}/devtools/browser/fake",
+        listener.local_addr().unwrap()
+    );
+    let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(message)) = socket.next().await {
+                    let Ok(text) = message.into_text() else {
+                        continue;
+                    };
+                    let request: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    record.lock().unwrap().push(request.clone());
+                    let result = match request["method"].as_str() {
+                        Some("Target.createBrowserContext") => {
+                            serde_json::json!({ "browserContextId": "CTX1" })
+                        }
+                        _ => serde_json::json!({}),
+                    };
+                    let answer = serde_json::json!({ "id": request["id"], "result": result });
+                    let message = tokio_tungstenite::tungstenite::Message::text(answer.to_string());
+                    if socket.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_context_a_client_creates_refuses_downloads_before_the_client_hears_of_it() {
+    use futures::{SinkExt, StreamExt};
+    let (browser_url, seen) = recording_browser().await;
+    let browser = SharedBrowser::new(BrowserSource::Connect {
+        url: browser_url,
+        timeouts: Timeouts::default(),
+    });
+    let endpoint = serve(CdpEndpoint::new(
+        Some(Secret::new("s3cret")),
+        Some(Arc::new(browser)),
+    ))
+    .await;
+    let (mut client, _) =
+        tokio_tungstenite::connect_async(format!("ws://{endpoint}/cdp?secret=s3cret"))
+            .await
+            .unwrap();
+    let create = serde_json::json!({ "id": 1, "method": "Target.createBrowserContext",
+        "params": { "disposeOnDetach": true, "proxyServer": "direct://" } });
+    client
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            create.to_string(),
+        ))
+        .await
+        .unwrap();
+    let answer = loop {
+        let message = client.next().await.unwrap().unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&message.into_text().unwrap()).unwrap();
+        if answer["id"] == 1 {
+            break answer;
+        }
+    };
+    assert_eq!(answer["result"]["browserContextId"], "CTX1");
+    // By the time the client has its context, downloads in it are denied,
+    // and the proxy it asked for never reached the browser.
+    let seen = seen.lock().unwrap().clone();
+    let methods: Vec<&str> = seen.iter().filter_map(|r| r["method"].as_str()).collect();
+    assert_eq!(
+        methods,
+        ["Target.createBrowserContext", "Browser.setDownloadBehavior"]
+    );
+    assert_eq!(
+        seen[0]["params"],
+        serde_json::json!({ "disposeOnDetach": true })
+    );
+    assert_eq!(
+        seen[1]["params"],
+        serde_json::json!({ "behavior": "deny", "browserContextId": "CTX1" })
+    );
+    assert!(seen[1]["id"].as_u64().unwrap() >= molt_browser::firewall::RELAY_ID_BASE);
+}

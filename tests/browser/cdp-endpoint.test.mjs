@@ -168,6 +168,13 @@ test('what a /cdp client reaches obeys the egress policy, in any context or targ
     await assert.rejects(cdp.send('Target.createTarget', { url: `${sinkUrl}/target` }), /egress policy/);
     await assert.rejects(cdp.send('SystemInfo.getProcessInfo'), /not available through Molt's \/cdp/);
     await assert.rejects(cdp.send('Target.exposeDevToolsProtocol', { targetId: 'x' }), /not available/);
+    // A drop carrying a file of the browser's host.
+    const page = await browser.contexts()[0].newPage();
+    const session = await page.context().newCDPSession(page);
+    await assert.rejects(session.send('Input.dispatchDragEvent', {
+      type: 'drop', x: 10, y: 10, data: { items: [], files: ['/etc/hostname'], dragOperationsMask: 1 },
+    }), /no files/);
+    await page.close();
     assert.deepEqual(sinkHits, [], 'nothing reached the denied address');
   } finally {
     await browser.close();

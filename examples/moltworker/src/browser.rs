@@ -86,11 +86,18 @@ impl BrowserSetup {
         }
         let policy = Arc::new(policy);
         let cdp_secret = env("CDP_SECRET").filter(|s| !s.is_empty()).map(Secret::new);
+        // Only a browser launched here can be given the egress proxy and kept
+        // apart from the agent's pages; a remote one is not offered at /cdp.
         let cdp_browser = match (&source, &cdp_secret) {
-            (Some(source), Some(_)) => Some(Arc::new(SharedBrowser::policed(
-                source.clone(),
-                policy.clone(),
-            ))),
+            (Some(source @ BrowserSource::Launch(_)), Some(_)) => Some(Arc::new(
+                SharedBrowser::policed(source.clone(), policy.clone()),
+            )),
+            (Some(BrowserSource::Connect { .. }), Some(_)) => {
+                tracing::warn!(
+                    "CDP_SECRET is set but MOLT_BROWSER is a remote browser: /cdp is off, since a                      remote browser can be neither policed as a whole nor kept apart from the                      agent's pages"
+                );
+                None
+            }
             _ => None,
         };
         Ok(Self {
