@@ -134,6 +134,11 @@ pub struct BudgetEntry {
     pub monthly_usd: Option<f64>,
     /// The model to use past a cap (unset: refuse).
     pub downgrade_to: Option<String>,
+    /// The price of models not in the price table (unset: such models are
+    /// refused while a budget is set).
+    pub default_price: Option<crate::pricing::Price>,
+    /// Output tokens a call reserves when it sets no `max_tokens` (1024).
+    pub output_estimate_tokens: Option<u64>,
 }
 
 impl BudgetEntry {

@@ -108,6 +108,12 @@ pub enum GatewayError {
     /// No route or provider serves this model.
     #[error("unknown model {0:?}")]
     UnknownModel(String),
+    /// A budget is set and this model has no price, so its spending could
+    /// not be counted.
+    #[error(
+        "model {0:?} has no price and a budget is set: add its price under [prices] (or budget.default_price)"
+    )]
+    Unpriced(String),
     /// The request cannot be served as written.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -142,6 +148,7 @@ impl GatewayError {
             | GatewayError::ProviderAuth { .. } => 502,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
             GatewayError::UnknownModel(_) => 404,
+            GatewayError::Unpriced(_) => 403,
             GatewayError::InvalidRequest(_) => 400,
         }
     }
@@ -167,6 +174,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited".into(),
             GatewayError::BudgetExceeded { .. } => "budget".into(),
             GatewayError::UnknownModel(_) => "unknown_model".into(),
+            GatewayError::Unpriced(_) => "unpriced".into(),
             GatewayError::InvalidRequest(_) => "invalid_request".into(),
         }
     }
@@ -198,9 +206,9 @@ impl From<GatewayError> for ModelError {
             }
             GatewayError::Protocol { .. } => ModelError::Protocol(text),
             GatewayError::ProviderAuth { .. } => ModelError::Auth(text),
-            GatewayError::UnknownModel(_) | GatewayError::InvalidRequest(_) => {
-                ModelError::InvalidRequest(text)
-            }
+            GatewayError::UnknownModel(_)
+            | GatewayError::Unpriced(_)
+            | GatewayError::InvalidRequest(_) => ModelError::InvalidRequest(text),
         }
     }
 }

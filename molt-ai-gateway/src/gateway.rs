@@ -150,10 +150,38 @@ impl Gateway {
         };
         service = Arc::new(Cache::new(service, cache));
         if let Some(budget) = &config.budget {
+            let route_models: BTreeMap<String, Vec<String>> = config
+                .routes
+                .keys()
+                .map(|name| {
+                    let mut models = BTreeSet::new();
+                    reachable_models(name, &config.routes, &mut models);
+                    (name.clone(), models.into_iter().collect())
+                })
+                .collect();
+            // A route that can reach an unpriced model would be refused at
+            // every call: say so now.
+            if budget.default_price.is_none() {
+                let unpriced: BTreeSet<&String> = route_models
+                    .values()
+                    .flatten()
+                    .filter(|model| prices.price(model).is_none())
+                    .collect();
+                if !unpriced.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "a budget is set but these models have no price: {unpriced:?}; add them under [prices] or set budget.default_price"
+                    )));
+                }
+            }
             let caps = BudgetConfig {
                 daily_usd: budget.daily_usd,
                 monthly_usd: budget.monthly_usd,
                 over_budget: budget.over_budget(),
+                default_price: budget.default_price,
+                route_models,
+                output_estimate_tokens: budget
+                    .output_estimate_tokens
+                    .unwrap_or(BudgetConfig::default().output_estimate_tokens),
             };
             service = Arc::new(Budget::new(service, prices.clone(), caps, clock.clone()));
         }
@@ -238,6 +266,23 @@ fn label(config: &GatewayConfig) -> String {
             rest.len()
         ),
         _ => name.clone(),
+    }
+}
+
+/// Every provider model route `name` may call, through its splits and rules too.
+fn reachable_models(name: &str, routes: &BTreeMap<String, RouteEntry>, out: &mut BTreeSet<String>) {
+    let Some(entry) = routes.get(name) else {
+        return;
+    };
+    out.extend(entry.steps.iter().map(|step| step.model.clone()));
+    let targets = entry
+        .split
+        .iter()
+        .map(|arm| &arm.route)
+        .chain(entry.when.iter().map(|rule| &rule.route))
+        .chain(entry.otherwise.iter());
+    for target in targets {
+        reachable_models(target, routes, out);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Model prices and the cost of a call.
 
 use molt_core::message::Usage;
+use molt_core::model::ModelEvent;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -97,6 +98,53 @@ impl PriceTable {
             );
         }
         table
+    }
+}
+
+/// What a stream used, as far as can be told: the provider's last usage
+/// report, and the bytes of text and tool arguments it streamed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageMeter {
+    reported: Usage,
+    streamed_bytes: u64,
+}
+
+impl UsageMeter {
+    /// Takes one event into account.
+    pub fn observe(&mut self, event: &ModelEvent) {
+        match event {
+            ModelEvent::Usage(usage) => self.reported = *usage,
+            ModelEvent::TextDelta(text) => self.streamed_bytes += text.len() as u64,
+            ModelEvent::ToolCallDelta { arguments, .. } => {
+                self.streamed_bytes += arguments.len() as u64
+            }
+            _ => {}
+        }
+    }
+
+    /// The usage to bill. A `complete` stream with the provider's report is
+    /// billed as reported. Otherwise (a client gone, a cut stream, a provider
+    /// that never reports) input is the report's or else `input_estimate`,
+    /// and output never less than a token for every four bytes streamed.
+    pub fn billable(&self, input_estimate: u64, complete: bool) -> Usage {
+        let reported = self.reported;
+        let input_reported =
+            reported.input_tokens + reported.cache_read_tokens + reported.cache_write_tokens > 0;
+        let input_tokens = if input_reported {
+            reported.input_tokens
+        } else {
+            input_estimate
+        };
+        let output_tokens = if complete && reported.output_tokens > 0 {
+            reported.output_tokens
+        } else {
+            reported.output_tokens.max(self.streamed_bytes.div_ceil(4))
+        };
+        Usage {
+            input_tokens,
+            output_tokens,
+            ..reported
+        }
     }
 }
 

@@ -156,3 +156,25 @@ fn routes_are_checked_when_the_gateway_is_built() {
         assert!(error.contains(expected), "{routes}: {error}");
     }
 }
+
+#[test]
+fn a_budget_over_a_route_to_an_unpriced_model_is_refused_at_start() {
+    let toml = r#"
+[[providers]]
+name = "local"
+api = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[routes.assistant]
+steps = [{ provider = "local", model = "llama-3-70b" }]
+
+[budget]
+daily_usd = 1.0
+"#;
+    let config = GatewayConfig::from_toml(toml).unwrap();
+    let err = Gateway::from_config(&config, |_| None).err().unwrap();
+    assert!(err.to_string().contains("llama-3-70b"), "{err}");
+    let priced = format!("{toml}default_price = {{ input = 1.0, output = 2.0 }}\n");
+    let config = GatewayConfig::from_toml(&priced).unwrap();
+    assert!(Gateway::from_config(&config, |_| None).is_ok());
+}

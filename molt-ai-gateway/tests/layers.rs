@@ -296,6 +296,43 @@ async fn a_custom_cache_key_groups_different_requests() {
         drain(cache.call(c).await.unwrap()).await;
     }
     assert_eq!(inner.count(), 1);
+    // The same custom key on another model is another entry.
+    let mut other_model = call("m2", "one");
+    other_model.context.cache.key = Some("shared".into());
+    drain(cache.call(other_model).await.unwrap()).await;
+    assert_eq!(inner.count(), 2);
+}
+
+#[tokio::test]
+async fn cached_answers_never_cross_gateway_keys() {
+    let inner = Answering::new("up");
+    let cache = cache_over(inner.clone(), Some(Duration::from_secs(60)), 1 << 20);
+    let as_key = |key: &str, custom: Option<&str>| {
+        let mut c = call("m", "the same question");
+        c.context.key_id = Some(key.into());
+        c.context.cache.key = custom.map(str::to_owned);
+        c
+    };
+    drain(cache.call(as_key("alice", None)).await.unwrap()).await;
+    let hit = cache.call(as_key("alice", None)).await.unwrap();
+    assert_eq!(hit.info.cache, CacheStatus::Hit);
+    drain(hit).await;
+    // Another key asks the same: it is not served alice's answer.
+    let other = cache.call(as_key("mallory", None)).await.unwrap();
+    assert_eq!(other.info.cache, CacheStatus::Miss);
+    drain(other).await;
+    // Nor can it plant an answer under a key alice uses.
+    drain(
+        cache
+            .call(as_key("mallory", Some("greeting")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let alices = cache.call(as_key("alice", Some("greeting"))).await.unwrap();
+    assert_eq!(alices.info.cache, CacheStatus::Miss);
+    drain(alices).await;
+    assert_eq!(inner.count(), 4);
 }
 
 #[tokio::test]
@@ -674,8 +711,8 @@ async fn past_the_daily_cap_calls_are_refused_until_midnight() {
         priced(),
         BudgetConfig {
             daily_usd: Some(0.10),
-            monthly_usd: None,
-            over_budget: OverBudget::Reject,
+            output_estimate_tokens: 5,
+            ..BudgetConfig::default()
         },
         clock.clone(),
     );
@@ -703,9 +740,9 @@ async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
         Answering::new("up"),
         priced(),
         BudgetConfig {
-            daily_usd: None,
             monthly_usd: Some(0.05),
             over_budget: OverBudget::Downgrade("small".into()),
+            ..BudgetConfig::default()
         },
         clock,
     );
@@ -714,6 +751,148 @@ async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
     drain(first).await;
     let second = budget.call(call("big", "x")).await.unwrap();
     assert_eq!(second.info.model, "small");
+}
+
+#[tokio::test]
+async fn calls_running_at_once_reserve_their_cost_and_cannot_all_slip_under_the_cap() {
+    // Each call on "big" may cost 10 input + 5 output tokens = $0.06; the
+    // cap of $0.10 holds two reservations, so the third running call is refused.
+    let clock = ManualClock::at(1_795_000_000_000);
+    let budget = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(0.10),
+            output_estimate_tokens: 5,
+            ..BudgetConfig::default()
+        },
+        clock,
+    );
+    let first = budget
+        .call(call("big", "0123456789abcdefghijklmnopqrstu"))
+        .await
+        .unwrap();
+    let second = budget
+        .call(call("big", "0123456789abcdefghijklmnopqrstu"))
+        .await
+        .unwrap();
+    let third = budget
+        .call(call("big", "0123456789abcdefghijklmnopqrstu"))
+        .await;
+    assert!(
+        matches!(third, Err(GatewayError::BudgetExceeded { .. })),
+        "{:?}",
+        third.map(|_| ())
+    );
+    assert!(budget.spend().reserved_usd > 0.1);
+    drain(first).await;
+    drain(second).await;
+    let spend = budget.spend();
+    assert_eq!(
+        spend.reserved_usd, 0.0,
+        "reservations give way to the real cost"
+    );
+    assert!((spend.day_usd - 0.12).abs() < 1e-9, "{spend:?}");
+}
+
+#[tokio::test]
+async fn under_a_budget_an_unpriced_model_is_refused_unless_a_default_price_is_set() {
+    let clock = ManualClock::at(1_795_000_000_000);
+    let strict = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(100.0),
+            ..BudgetConfig::default()
+        },
+        clock.clone(),
+    );
+    match strict.call(call("free-lunch", "x")).await {
+        Err(GatewayError::Unpriced(model)) => assert_eq!(model, "free-lunch"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // A route is priced by every model it may reach.
+    let routed = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(100.0),
+            route_models: [(
+                "assistant".to_owned(),
+                vec!["small".to_owned(), "free-lunch".to_owned()],
+            )]
+            .into(),
+            ..BudgetConfig::default()
+        },
+        clock.clone(),
+    );
+    assert!(matches!(
+        routed.call(call("assistant", "x")).await,
+        Err(GatewayError::Unpriced(_))
+    ));
+    assert!(routed.call(call("openai/small", "x")).await.is_ok());
+    let with_default = Budget::new(
+        Answering::new("up"),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(100.0),
+            default_price: Some(Price {
+                input: 1_000_000.0,
+                output: 0.0,
+                cache_read: 0.0,
+                cache_write: 0.0,
+            }),
+            ..BudgetConfig::default()
+        },
+        clock,
+    );
+    drain(with_default.call(call("free-lunch", "x")).await.unwrap()).await;
+    assert!(
+        (with_default.spend().day_usd - 10.0).abs() < 1e-9,
+        "10 input tokens at $1 each"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_before_the_usage_chunk_is_billed_for_what_it_carried() {
+    // OpenAI sends usage only in the last chunk (and only when asked): a
+    // client that leaves after the first words used to cost nothing.
+    let fake = FakeProvider::start().await;
+    let mut prices = PriceTable::new();
+    prices.set(
+        "echo",
+        Price {
+            input: 1_000_000.0,
+            output: 1_000_000.0,
+            cache_read: 0.0,
+            cache_write: 0.0,
+        },
+    );
+    let budget = Budget::new(
+        Arc::new(support::openai(&fake)),
+        Arc::new(prices),
+        BudgetConfig {
+            daily_usd: Some(1_000_000.0),
+            ..BudgetConfig::default()
+        },
+        ManualClock::at(1_795_000_000_000),
+    );
+    let long = "word ".repeat(200);
+    let answer = budget.call(call("echo", &long)).await.unwrap();
+    let mut events = answer.events;
+    let first = futures::StreamExt::next(&mut events)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first, molt_core::model::ModelEvent::TextDelta(_)),
+        "{first:?}"
+    );
+    drop(events);
+    let spend = budget.spend();
+    assert_eq!(spend.reserved_usd, 0.0);
+    // At least the input (about 250 tokens) and a token of output, at $1 a token.
+    assert!(spend.day_usd >= 251.0, "{spend:?}");
 }
 
 #[tokio::test]

@@ -260,7 +260,10 @@ impl CdpFirewall {
                     }
                     Ok(None) => {}
                     Err(_) => {
-                        return refuse(PARAMS_REFUSED, "params must be an object with a string url");
+                        return refuse(
+                            PARAMS_REFUSED,
+                            "params must be an object with a string url",
+                        );
                     }
                 }
                 None

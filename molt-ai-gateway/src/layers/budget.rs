@@ -1,15 +1,28 @@
 //! Spending caps: daily and monthly, in US dollars, from a price table. Past a
 //! cap a call is refused with [`GatewayError::BudgetExceeded`], or sent to a
 //! cheaper model when one is configured.
+//!
+//! Nothing is free by accident:
+//! - every model a call may reach must have a price (or the configured
+//!   default one), else the call is refused with [`GatewayError::Unpriced`];
+//! - a call reserves an estimate of its cost before it runs (its input, and
+//!   its `max_tokens` or [`BudgetConfig::output_estimate_tokens`] of
+//!   output), so calls running at once cannot all slip under the cap; the
+//!   reservation gives way to the real cost when the call ends;
+//! - a stream that ends without the provider's usage (abandoned by the
+//!   client, cut, or never reporting it) is billed from what was streamed.
 
 use crate::clock::{DAY_MS, Date};
 use crate::error::{BudgetPeriod, GatewayError};
-use crate::pricing::PriceTable;
-use crate::service::{Answer, CacheStatus, Call, ModelService, SharedService, watch_stream};
+use crate::pricing::{Price, PriceTable, UsageMeter};
+use crate::service::{
+    Answer, CacheStatus, Call, ModelService, SharedService, StreamEnd, watch_stream,
+};
 use async_trait::async_trait;
 use molt_core::message::Usage;
 use molt_core::model::ModelEvent;
 use molt_core::platform::{Clock, Timestamp};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +44,26 @@ pub struct BudgetConfig {
     pub monthly_usd: Option<f64>,
     /// What happens past a cap.
     pub over_budget: OverBudget,
+    /// The price of a model the table does not list; `None` refuses such models.
+    pub default_price: Option<Price>,
+    /// The models each route may call (its steps), to price a call by its
+    /// dearest possibility before it runs.
+    pub route_models: BTreeMap<String, Vec<String>>,
+    /// Output tokens reserved for a call that sets no `max_tokens`.
+    pub output_estimate_tokens: u64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            daily_usd: None,
+            monthly_usd: None,
+            over_budget: OverBudget::Reject,
+            default_price: None,
+            route_models: BTreeMap::new(),
+            output_estimate_tokens: 1024,
+        }
+    }
 }
 
 /// Spending so far in the current day and month.
@@ -42,6 +75,8 @@ pub struct Spend {
     pub day_usd: f64,
     /// Spent in the current month.
     pub month_usd: f64,
+    /// Reserved by calls still running (counted against both caps).
+    pub reserved_usd: f64,
 }
 
 impl Spend {
@@ -55,6 +90,7 @@ impl Spend {
             _ => {
                 *self = Spend {
                     day: Some(today),
+                    reserved_usd: self.reserved_usd,
                     ..Spend::default()
                 }
             }
@@ -104,7 +140,7 @@ impl Budget {
         };
         let until = |end: Timestamp| Duration::from_millis(end.0.saturating_sub(now.0).max(1));
         if let Some(cap) = self.config.monthly_usd
-            && spend.month_usd >= cap
+            && spend.month_usd + spend.reserved_usd >= cap
         {
             return Some(GatewayError::BudgetExceeded {
                 period: BudgetPeriod::Monthly,
@@ -113,7 +149,7 @@ impl Budget {
             });
         }
         if let Some(cap) = self.config.daily_usd
-            && spend.day_usd >= cap
+            && spend.day_usd + spend.reserved_usd >= cap
         {
             return Some(GatewayError::BudgetExceeded {
                 period: BudgetPeriod::Daily,
@@ -123,6 +159,68 @@ impl Budget {
         }
         None
     }
+}
+
+impl Budget {
+    /// The price of `model`, or the default one.
+    fn price(&self, model: &str) -> Option<Price> {
+        self.prices
+            .price(model)
+            .copied()
+            .or(self.config.default_price)
+    }
+
+    /// The models `call` may reach: a route's steps, a `provider/model`'s
+    /// model, or the name itself.
+    fn candidates(&self, call: &Call) -> Vec<String> {
+        let name = call.model();
+        if let Some(models) = self.config.route_models.get(name) {
+            return models.clone();
+        }
+        let model = name.split_once('/').map_or(name, |(_, model)| model);
+        vec![model.to_owned()]
+    }
+
+    /// What `call` may cost at most on its dearest model, or the model it
+    /// cannot be priced on.
+    fn estimate(&self, call: &Call, input_tokens: u64) -> Result<f64, GatewayError> {
+        let output_tokens = call
+            .request
+            .options
+            .max_tokens
+            .map_or(self.config.output_estimate_tokens, u64::from);
+        let usage = Usage {
+            input_tokens,
+            output_tokens,
+            ..Usage::default()
+        };
+        let mut dearest = 0.0_f64;
+        for model in self.candidates(call) {
+            let price = self.price(&model).ok_or(GatewayError::Unpriced(model))?;
+            dearest = dearest.max(price.cost(&usage));
+        }
+        Ok(dearest)
+    }
+
+    fn reserve(&self, usd: f64) {
+        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        spend.reserved_usd += usd;
+    }
+}
+
+/// The input tokens of a request, estimated as the agent does (about four
+/// bytes a token): its system prompt, messages and tool definitions.
+fn input_estimate(call: &Call) -> u64 {
+    let request = &call.request;
+    let messages: usize = request.messages.iter().map(|m| m.estimated_tokens()).sum();
+    let tools: usize = request
+        .tools
+        .iter()
+        .map(|tool| {
+            (tool.name.len() + tool.description.len() + tool.input_schema.to_string().len()) / 4
+        })
+        .sum();
+    (request.system.len() / 4 + messages + tools) as u64
 }
 
 #[async_trait]
@@ -137,31 +235,59 @@ impl ModelService for Budget {
                 }
             }
         }
-        let mut answer = self.inner.call(call).await?;
-        if answer.info.cache == CacheStatus::Hit {
-            return Ok(answer);
-        }
-        let usage = Arc::new(Mutex::new(Usage::default()));
-        let on_event = {
-            let usage = usage.clone();
-            move |event: &ModelEvent| {
-                if let ModelEvent::Usage(latest) = event {
-                    *usage.lock().unwrap_or_else(|e| e.into_inner()) = *latest;
-                }
+        let input_tokens = input_estimate(&call);
+        let reserved = self.estimate(&call, input_tokens)?;
+        self.reserve(reserved);
+        let release = {
+            let spend = self.spend.clone();
+            move || {
+                let mut spend = spend.lock().unwrap_or_else(|e| e.into_inner());
+                spend.reserved_usd = (spend.reserved_usd - reserved).max(0.0);
             }
         };
-        let (spend, prices, clock, model) = (
+        let mut answer = match self.inner.call(call).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                release();
+                return Err(error);
+            }
+        };
+        if answer.info.cache == CacheStatus::Hit {
+            release();
+            return Ok(answer);
+        }
+        let meter = Arc::new(Mutex::new(UsageMeter::default()));
+        let on_event = {
+            let meter = meter.clone();
+            move |event: &ModelEvent| {
+                meter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .observe(event);
+            }
+        };
+        let (spend, clock, model) = (
             self.spend.clone(),
-            self.prices.clone(),
             self.clock.clone(),
             answer.info.model.clone(),
         );
-        let on_end = move |_| {
-            let usage = *usage.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(cost) = prices.cost(&model, &usage) else {
-                tracing::warn!(%model, "no price for this model: its spending is not counted");
-                return;
+        let price = self.price(&model);
+        let on_end = move |end: StreamEnd| {
+            let usage = meter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .billable(input_tokens, matches!(end, StreamEnd::Complete));
+            if !matches!(end, StreamEnd::Complete) {
+                tracing::info!(%model, ?usage, "a stream ended early: billing what it streamed");
+            }
+            let cost = match price {
+                Some(price) => price.cost(&usage),
+                None => {
+                    tracing::warn!(%model, "no price for the model that answered: billing the reservation");
+                    reserved
+                }
             };
+            release();
             let mut spend = spend.lock().unwrap_or_else(|e| e.into_inner());
             spend.roll(Date::of(clock.now()));
             spend.day_usd += cost;

@@ -112,11 +112,23 @@ impl Cache {
         }
     }
 
-    /// The key: the caller's own key when given, else a hash of the whole
-    /// normalized request (model included; JSON objects have sorted keys).
-    /// The call's metadata always counts, since conditional routes choose by it.
+    /// The key: the caller's own key when given (with the model it asked
+    /// for), else a hash of the whole normalized request (model included; JSON
+    /// objects have sorted keys). Always scoped to the gateway key the caller
+    /// presented, so one client's answers, or a key it chose, never reach
+    /// another. The call's metadata always counts, since conditional routes
+    /// choose by it.
     fn key(call: &Call) -> Key {
         let mut hasher = Sha256::new();
+        hasher.update(b"gateway-key\0");
+        hasher.update(
+            call.context
+                .key_id
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        hasher.update(b"\0");
         for (name, value) in &call.context.metadata {
             hasher.update(name.as_bytes());
             hasher.update(b"\0");
@@ -126,6 +138,8 @@ impl Cache {
         match &call.context.cache.key {
             Some(custom) => {
                 hasher.update(b"custom\0");
+                hasher.update(call.model().as_bytes());
+                hasher.update(b"\0");
                 hasher.update(custom.as_bytes());
             }
             None => {
