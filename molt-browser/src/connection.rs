@@ -410,3 +410,16 @@ mod tests {
         assert_eq!(value, "x\u{FFFD}");
     }
 }
+
+/// Entry points for fuzzing (feature `fuzzing`, used by the `fuzz/` crate).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses one message as it comes from a browser, as the connection does
+    /// (lone surrogates replaced when the text does not parse as is).
+    pub fn browser_message(text: &str) {
+        let parsed = serde_json::from_str::<super::Incoming>(text)
+            .or_else(|_| serde_json::from_str(&super::replace_lone_surrogates(text)));
+        let _ = parsed;
+    }
+}

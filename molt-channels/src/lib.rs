@@ -14,6 +14,9 @@ mod delivery;
 pub mod discord;
 pub mod doctor;
 mod env;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod slack;
 pub mod telegram;

@@ -364,18 +364,18 @@ impl Inner {
     /// Keeps the chat's typing indicator on, renewing it as the channel asks;
     /// never completes. Failures only cost the indicator.
     async fn keep_typing(&self, inbound: &InboundMessage) -> Infallible {
-        let egress = self.egress(&inbound.channel);
-        let Some((egress, every)) = egress.and_then(|e| {
+        let refreshed = self.egress(&inbound.channel).and_then(|e| {
             let every = e.capabilities().typing_refresh?;
             Some((e, every))
-        }) else {
-            return futures::future::pending::<Infallible>().await;
-        };
-        loop {
-            if let Err(err) = egress.typing(&inbound.chat_id).await {
-                tracing::debug!(channel = %inbound.channel, %err, "typing indicator failed");
-            }
-            self.parts.platform.timer.sleep(every).await;
+        });
+        match refreshed {
+            None => futures::future::pending::<Infallible>().await,
+            Some((egress, every)) => loop {
+                if let Err(err) = egress.typing(&inbound.chat_id).await {
+                    tracing::debug!(channel = %inbound.channel, %err, "typing indicator failed");
+                }
+                self.parts.platform.timer.sleep(every).await;
+            },
         }
     }
 

@@ -87,7 +87,12 @@ async fn paths_that_leave_the_state_directory_are_refused_and_the_snapshot_befor
         plant(&store, 2 + n as u64, &[(path, b"pwned", 5)]).await;
     }
     // A file that is also a directory of another.
-    plant(&store, 7, &[("a", b"x", 1), ("a/b", b"y", 1)]).await;
+    plant(
+        &store,
+        7,
+        &[("a", b"x", 1), ("a-z", b"z", 1), ("a/b", b"y", 1)],
+    )
+    .await;
 
     let restorer = mirror(&state_dir, &server);
     for seq in 2..=7 {

@@ -434,3 +434,11 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Entry point for fuzzing (feature `fuzzing`, used by the `fuzz/` crate):
+/// parses one WebSocket text frame as the server does.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_frame(text: &str) {
+    let _ = parse(text);
+}

@@ -13,7 +13,7 @@
 
 mod egress;
 mod gateway;
-mod inbound;
+pub(crate) mod inbound;
 mod ratelimit;
 mod rest;
 

@@ -15,7 +15,7 @@
 mod api;
 mod egress;
 mod format;
-mod inbound;
+pub(crate) mod inbound;
 mod socket;
 
 pub use api::{SlackApiError, WebApi};

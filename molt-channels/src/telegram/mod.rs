@@ -13,9 +13,9 @@
 mod api;
 mod egress;
 mod format;
-mod inbound;
+pub(crate) mod inbound;
 mod polling;
-mod types;
+pub(crate) mod types;
 mod webhook;
 
 pub use api::{ApiError, BotApi};

@@ -20,7 +20,7 @@ mod sealing;
 mod transfer;
 
 pub use manifest::{FileEntry, Manifest};
-pub use restore::RestoreLimits;
+pub use restore::{RestoreLimits, validate_manifest};
 pub use scan::{Excludes, hash_bytes};
 pub use sealing::{BackupKey, KeyError};
 

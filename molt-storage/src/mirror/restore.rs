@@ -315,41 +315,15 @@ impl StateMirror {
     /// Refuses a manifest whose paths leave the state directory, collide, or
     /// add up to more than the limits.
     pub(super) fn check_manifest(&self, manifest: &Manifest) -> Result<(), MirrorError> {
-        let corrupt = |reason: String| MirrorError::Corrupt {
+        validate_manifest(
+            manifest,
+            &self.options.restore_limits,
+            &self.options.excludes,
+        )
+        .map_err(|reason| MirrorError::Corrupt {
             seq: manifest.seq,
             reason,
-        };
-        let limits = &self.options.restore_limits;
-        if manifest.files.len() > limits.max_files {
-            return Err(corrupt(format!(
-                "{} files, more than the {} a restore takes",
-                manifest.files.len(),
-                limits.max_files
-            )));
-        }
-        let mut total = 0u64;
-        let mut previous: Option<&str> = None;
-        for (path, entry) in &manifest.files {
-            check_path(path, &self.options.excludes)
-                .map_err(|reason| corrupt(format!("unsafe path {path:?}: {reason}")))?;
-            check_entry(entry, limits)
-                .map_err(|reason| corrupt(format!("file {path:?}: {reason}")))?;
-            // Sorted, so a file that is also another's directory comes just before it.
-            if previous
-                .is_some_and(|dir| path.starts_with(dir) && path[dir.len()..].starts_with('/'))
-            {
-                return Err(corrupt(format!("{path:?} is inside another file")));
-            }
-            previous = Some(path);
-            total = total.saturating_add(entry.size);
-        }
-        if total > limits.max_total_bytes {
-            return Err(corrupt(format!(
-                "{total} bytes, more than the {} a restore takes",
-                limits.max_total_bytes
-            )));
-        }
-        Ok(())
+        })
     }
 
     /// Moves `staged` from the staging directory to `destination` in the state
@@ -365,6 +339,43 @@ impl StateMirror {
         create_private_dirs(&self.root, parent).map_err(self.local_error(parent))?;
         std::fs::rename(staging.join(staged), &target).map_err(self.local_error(&target))
     }
+}
+
+/// Checks a manifest read from a bucket: every path a plain relative path
+/// outside what the mirror excludes (and its own folder), no file inside
+/// another, every hash a SHA-256, and no more files or bytes than `limits`.
+/// The reason names the first problem found.
+pub fn validate_manifest(
+    manifest: &Manifest,
+    limits: &RestoreLimits,
+    excludes: &Excludes,
+) -> Result<(), String> {
+    if manifest.files.len() > limits.max_files {
+        return Err(format!(
+            "{} files, more than the {} a restore takes",
+            manifest.files.len(),
+            limits.max_files
+        ));
+    }
+    let mut total = 0u64;
+    for (path, entry) in &manifest.files {
+        check_path(path, excludes).map_err(|reason| format!("unsafe path {path:?}: {reason}"))?;
+        check_entry(entry, limits).map_err(|reason| format!("file {path:?}: {reason}"))?;
+        let inside_a_file = path
+            .match_indices('/')
+            .any(|(slash, _)| manifest.files.contains_key(&path[..slash]));
+        if inside_a_file {
+            return Err(format!("{path:?} is inside another file"));
+        }
+        total = total.saturating_add(entry.size);
+    }
+    if total > limits.max_total_bytes {
+        return Err(format!(
+            "{total} bytes, more than the {} a restore takes",
+            limits.max_total_bytes
+        ));
+    }
+    Ok(())
 }
 
 /// Why `path` may not come from a bucket: it must be a relative `/`-separated
