@@ -702,13 +702,16 @@ fn priced() -> Arc<PriceTable> {
     Arc::new(table)
 }
 
+/// A budget over an answering service with the `priced` table.
+fn priced_budget(config: BudgetConfig, clock: Arc<ManualClock>) -> Budget {
+    Budget::new(Answering::new("up"), priced(), config, clock)
+}
+
 #[tokio::test]
 async fn past_the_daily_cap_calls_are_refused_until_midnight() {
     // 10 input + 5 output tokens on "big" cost 0.01 + 0.05 = $0.06.
     let clock = ManualClock::at(1_795_000_000_000 - 1_795_000_000_000 % 86_400_000 + 3_600_000); // 01:00 UTC
-    let budget = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let budget = priced_budget(
         BudgetConfig {
             daily_usd: Some(0.10),
             output_estimate_tokens: 5,
@@ -736,9 +739,7 @@ async fn past_the_daily_cap_calls_are_refused_until_midnight() {
 #[tokio::test]
 async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
     let clock = ManualClock::at(1_795_000_000_000);
-    let budget = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let budget = priced_budget(
         BudgetConfig {
             monthly_usd: Some(0.05),
             over_budget: OverBudget::Downgrade("small".into()),
@@ -758,9 +759,7 @@ async fn calls_running_at_once_reserve_their_cost_and_cannot_all_slip_under_the_
     // Each call on "big" may cost 10 input + 5 output tokens = $0.06; the
     // cap of $0.10 holds two reservations, so the third running call is refused.
     let clock = ManualClock::at(1_795_000_000_000);
-    let budget = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let budget = priced_budget(
         BudgetConfig {
             daily_usd: Some(0.10),
             output_estimate_tokens: 5,
@@ -798,9 +797,7 @@ async fn calls_running_at_once_reserve_their_cost_and_cannot_all_slip_under_the_
 #[tokio::test]
 async fn under_a_budget_an_unpriced_model_is_refused_unless_a_default_price_is_set() {
     let clock = ManualClock::at(1_795_000_000_000);
-    let strict = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let strict = priced_budget(
         BudgetConfig {
             daily_usd: Some(100.0),
             ..BudgetConfig::default()
@@ -812,9 +809,7 @@ async fn under_a_budget_an_unpriced_model_is_refused_unless_a_default_price_is_s
         other => panic!("{:?}", other.map(|_| ())),
     }
     // A route is priced by every model it may reach.
-    let routed = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let routed = priced_budget(
         BudgetConfig {
             daily_usd: Some(100.0),
             route_models: [(
@@ -831,9 +826,7 @@ async fn under_a_budget_an_unpriced_model_is_refused_unless_a_default_price_is_s
         Err(GatewayError::Unpriced(_))
     ));
     assert!(routed.call(call("openai/small", "x")).await.is_ok());
-    let with_default = Budget::new(
-        Answering::new("up"),
-        priced(),
+    let with_default = priced_budget(
         BudgetConfig {
             daily_usd: Some(100.0),
             default_price: Some(Price {

@@ -12,15 +12,10 @@ use std::time::{Duration, Instant};
 use support::S3Server;
 
 async fn server() -> (tempfile::TempDir, S3Server) {
-    let root = tempfile::tempdir().unwrap();
-    let server = S3Server::start(root.path()).await;
-    server.bucket("moltbot-data");
-    (root, server)
+    support::server_with_bucket().await
 }
 
-fn remote(server: &S3Server) -> Arc<dyn ObjectStore> {
-    server.config("moltbot-data").object_store().unwrap()
-}
+use support::remote;
 
 fn write(root: &Path, path: &str, text: &str) {
     let target = root.join(path);

@@ -17,15 +17,10 @@ use std::sync::Arc;
 use support::S3Server;
 
 async fn server() -> (tempfile::TempDir, S3Server) {
-    let root = tempfile::tempdir().unwrap();
-    let server = S3Server::start(root.path()).await;
-    server.bucket("moltbot-data");
-    (root, server)
+    support::server_with_bucket().await
 }
 
-fn remote(server: &S3Server) -> Arc<dyn ObjectStore> {
-    server.config("moltbot-data").object_store().unwrap()
-}
+use support::remote;
 
 async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: &[u8]) {
     store

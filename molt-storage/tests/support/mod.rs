@@ -222,3 +222,16 @@ impl Drop for S3Server {
         self.tasks.abort_all();
     }
 }
+
+/// A server with the bucket `moltbot-data`, and the folder it keeps it in.
+pub async fn server_with_bucket() -> (tempfile::TempDir, S3Server) {
+    let root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(root.path()).await;
+    server.bucket("moltbot-data");
+    (root, server)
+}
+
+/// The bucket `moltbot-data` of `server`, as an object store.
+pub fn remote(server: &S3Server) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    server.config("moltbot-data").object_store().unwrap()
+}
