@@ -162,9 +162,21 @@ impl Gateway {
             // A route that can reach an unpriced model would be refused at
             // every call: say so now.
             if budget.default_price.is_none() {
+                // The cheaper model past a cap counts too.
+                let downgrade: Vec<String> = match &budget.downgrade_to {
+                    Some(name) => route_models.get(name).cloned().unwrap_or_else(|| {
+                        vec![
+                            name.split_once('/')
+                                .map_or(name.as_str(), |(_, m)| m)
+                                .to_owned(),
+                        ]
+                    }),
+                    None => Vec::new(),
+                };
                 let unpriced: BTreeSet<&String> = route_models
                     .values()
                     .flatten()
+                    .chain(&downgrade)
                     .filter(|model| prices.price(model).is_none())
                     .collect();
                 if !unpriced.is_empty() {

@@ -1,8 +1,9 @@
-//! Serving an axum app with bounds a stranger cannot stretch: a cap on open
-//! connections (WebSockets included, for as long as they live), a deadline
-//! for each request's headers (which also closes a keep-alive connection
-//! left idle), the client's address for throttling ([`ClientAddress`]), and
-//! a graceful stop. The proxy serves with it, and so does `moltworker`.
+//! Serving an axum app over HTTP/1.1 with bounds a stranger cannot stretch:
+//! a cap on open connections (WebSockets included, for as long as they
+//! live), a deadline for each request's headers (which also closes a
+//! keep-alive connection left idle), the client's address for throttling
+//! ([`ClientAddress`]), and a graceful stop. The proxy serves with it, and so
+//! does `moltworker`.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -55,12 +56,13 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: an HTTP/2 connection opened without an upgrade would hold
+    // its place with no header deadline (the clients served here speak HTTP/1.1).
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

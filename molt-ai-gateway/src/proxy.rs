@@ -18,7 +18,7 @@ use futures::StreamExt;
 use molt_core::Secret;
 use molt_core::model::ResponseBuilder;
 use molt_core::platform::Clock;
-use molt_core::throttle::AttemptThrottle;
+use molt_core::throttle::{AttemptThrottle, client_key};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ impl Proxy {
     /// lately without looking at its key, and counting a wrong one.
     fn authenticate(&self, client: IpAddr, headers: &HeaderMap) -> Result<String, AuthFailure> {
         let now = crate::clock::SystemClock.now();
-        let client = client.to_string();
+        let client = client_key(client);
         if let Some(wait) = self.throttle.check(&client, now) {
             return Err(AuthFailure::Throttled(wait));
         }

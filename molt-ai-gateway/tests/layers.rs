@@ -709,11 +709,12 @@ fn priced_budget(config: BudgetConfig, clock: Arc<ManualClock>) -> Budget {
 
 #[tokio::test]
 async fn past_the_daily_cap_calls_are_refused_until_midnight() {
-    // 10 input + 5 output tokens on "big" cost 0.01 + 0.05 = $0.06.
+    // 10 input + 5 output tokens on "big" cost 0.01 + 0.05 = $0.06; a call
+    // reserves about $0.054 first, so two fit under $0.12 and a third does not.
     let clock = ManualClock::at(1_795_000_000_000 - 1_795_000_000_000 % 86_400_000 + 3_600_000); // 01:00 UTC
     let budget = priced_budget(
         BudgetConfig {
-            daily_usd: Some(0.10),
+            daily_usd: Some(0.12),
             output_estimate_tokens: 5,
             ..BudgetConfig::default()
         },
@@ -741,7 +742,8 @@ async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
     let clock = ManualClock::at(1_795_000_000_000);
     let budget = priced_budget(
         BudgetConfig {
-            monthly_usd: Some(0.05),
+            monthly_usd: Some(0.06),
+            output_estimate_tokens: 5,
             over_budget: OverBudget::Downgrade("small".into()),
             ..BudgetConfig::default()
         },
@@ -756,12 +758,12 @@ async fn past_the_monthly_cap_calls_go_to_the_cheaper_model() {
 
 #[tokio::test]
 async fn calls_running_at_once_reserve_their_cost_and_cannot_all_slip_under_the_cap() {
-    // Each call on "big" may cost 10 input + 5 output tokens = $0.06; the
-    // cap of $0.10 holds two reservations, so the third running call is refused.
+    // Each call on "big" reserves 12 input + 5 output tokens = $0.062; the
+    // cap of $0.13 holds two reservations, so the third running call is refused.
     let clock = ManualClock::at(1_795_000_000_000);
     let budget = priced_budget(
         BudgetConfig {
-            daily_usd: Some(0.10),
+            daily_usd: Some(0.13),
             output_estimate_tokens: 5,
             ..BudgetConfig::default()
         },
@@ -792,6 +794,37 @@ async fn calls_running_at_once_reserve_their_cost_and_cannot_all_slip_under_the_
         "reservations give way to the real cost"
     );
     assert!((spend.day_usd - 0.12).abs() < 1e-9, "{spend:?}");
+}
+
+/// A service whose answer never starts.
+struct Hanging;
+
+#[async_trait::async_trait]
+impl ModelService for Hanging {
+    async fn call(
+        &self,
+        _call: molt_ai_gateway::Call,
+    ) -> Result<molt_ai_gateway::Answer, GatewayError> {
+        futures::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_call_abandoned_before_its_answer_starts_gives_its_reservation_back() {
+    let budget = Budget::new(
+        Arc::new(Hanging),
+        priced(),
+        BudgetConfig {
+            daily_usd: Some(0.10),
+            ..BudgetConfig::default()
+        },
+        ManualClock::at(1_795_000_000_000),
+    );
+    let mut huge = call("small", "x");
+    huge.request.options.max_tokens = Some(50_000);
+    let waited = tokio::time::timeout(Duration::from_millis(50), budget.call(huge)).await;
+    assert!(waited.is_err(), "the call was still waiting");
+    assert_eq!(budget.spend().reserved_usd, 0.0);
 }
 
 #[tokio::test]

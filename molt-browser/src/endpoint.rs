@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use molt_core::Secret;
-use molt_core::throttle::AttemptThrottle;
+use molt_core::throttle::{AttemptThrottle, client_key};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -104,7 +104,7 @@ impl CdpEndpoint {
                 .unwrap_or_default()
                 .as_millis() as u64,
         );
-        let client = request.client.to_string();
+        let client = client_key(request.client);
         if let Some(wait) = self.throttle.check(&client, now) {
             let seconds = wait.as_secs().max(1);
             let mut refused = refuse(
@@ -360,8 +360,9 @@ fn relay(
 /// answer waits until downloads are denied in them.
 #[derive(Default)]
 struct Held {
-    /// Client requests that create a context, by id.
-    creating: HashSet<u64>,
+    /// Client requests that create a context, by session (empty for the
+    /// browser's own) and id.
+    creating: HashSet<(String, u64)>,
     /// The relay's own requests in flight, with the answer each holds back.
     denying: HashMap<u64, String>,
     next_id: u64,
@@ -371,6 +372,8 @@ struct Held {
 #[derive(Deserialize)]
 struct Reply {
     id: Option<u64>,
+    #[serde(rename = "sessionId", default)]
+    session_id: String,
     result: Option<CreatedContext>,
 }
 
@@ -419,8 +422,8 @@ async fn pump(client: WebSocket, upstream_url: &str, firewall: &CdpFirewall) -> 
             };
             let text = match firewall.inspect(text.as_str()) {
                 Inspected::Forward(text) => text,
-                Inspected::ForwardContext(text, id) => {
-                    lock(&held).creating.insert(id);
+                Inspected::ForwardContext(text, session, id) => {
+                    lock(&held).creating.insert((session, id));
                     text
                 }
                 Inspected::Refuse(answer) => {
@@ -492,15 +495,18 @@ fn hold_back(held: &std::sync::Mutex<Held>, text: &str) -> Hold {
     }
     let Ok(Reply {
         id: Some(id),
+        session_id,
         result,
     }) = serde_json::from_str::<Reply>(text)
     else {
         return Hold::Pass;
     };
-    if let Some(answer) = held.denying.remove(&id) {
+    if session_id.is_empty()
+        && let Some(answer) = held.denying.remove(&id)
+    {
         return Hold::Release(answer);
     }
-    if !held.creating.remove(&id) {
+    if !held.creating.remove(&(session_id, id)) {
         return Hold::Pass;
     }
     let Some(context_id) = result.and_then(|result| result.context_id) else {

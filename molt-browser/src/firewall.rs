@@ -141,10 +141,10 @@ pub enum Inspected {
     /// Send this text on to the browser (the request as parsed, rewritten
     /// where the rules say).
     Forward(String),
-    /// Send this on, a `Target.createBrowserContext` with this id: the
-    /// relay denies downloads in the new context before its answer reaches
-    /// the client.
-    ForwardContext(String, u64),
+    /// Send this on, a `Target.createBrowserContext` with this session (empty
+    /// for the browser's own) and id: the relay denies downloads in the new
+    /// context before its answer reaches the client.
+    ForwardContext(String, String, u64),
     /// Answer the client with this error response; the browser sees nothing.
     Refuse(String),
 }
@@ -316,7 +316,9 @@ impl CdpFirewall {
         };
         let text = serde_json::to_string(&outgoing).expect("a request serializes");
         match method {
-            "Target.createBrowserContext" => Inspected::ForwardContext(text, request.id),
+            "Target.createBrowserContext" => {
+                Inspected::ForwardContext(text, session.unwrap_or_default().to_owned(), request.id)
+            }
             _ => Inspected::Forward(text),
         }
     }
@@ -432,7 +434,7 @@ mod tests {
 
     fn forwarded(inspected: Inspected) -> Value {
         match inspected {
-            Inspected::Forward(text) | Inspected::ForwardContext(text, _) => {
+            Inspected::Forward(text) | Inspected::ForwardContext(text, ..) => {
                 serde_json::from_str(&text).unwrap()
             }
             other => panic!("expected it forwarded, got {other:?}"),

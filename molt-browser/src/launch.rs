@@ -313,10 +313,36 @@ async fn read_announcement(
     }
 }
 
+/// Kills the processes outside the browser's group that belong to it: the
+/// crash handlers Chromium starts in sessions of their own, whose command
+/// lines name the profile (their crash database is under its `HOME`).
+fn kill_strays(profile: &Path) {
+    let needle = profile.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(needle.len()).any(|window| window == needle) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Drop for ChromiumProcess {
     fn drop(&mut self) {
         // The group holds the zygote, renderers and GPU process too.
         let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        kill_strays(self.profile.path());
         // Reap the browser so no zombie is left, and let it go before its
         // profile directory is removed. SIGKILL makes this quick.
         for _ in 0..200 {

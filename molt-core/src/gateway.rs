@@ -226,7 +226,13 @@ impl Gateway {
         let mut interrupted = Vec::new();
         let mut waiting = Vec::new();
         for entry in pending {
-            if entry.reply.is_none() && self.in_transcript(&entry).await? {
+            // A transcript that cannot be read is the run's problem, not the start's.
+            let interrupted_run = entry.reply.is_none()
+                && self.in_transcript(&entry).await.unwrap_or_else(|err| {
+                    tracing::warn!(inbox = entry.id.key(), %err, "cannot read the transcript of a pending message");
+                    false
+                });
+            if interrupted_run {
                 interrupted.push(entry);
             } else {
                 waiting.push(entry);

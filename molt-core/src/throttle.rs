@@ -10,6 +10,7 @@
 
 use crate::platform::Timestamp;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,16 +69,27 @@ impl AttemptThrottle {
         }
     }
 
-    /// Records a failed attempt by `client`.
+    /// Records a failed attempt by `client`. When the table is full, the
+    /// stalest client not held off is forgotten; a client held off is never
+    /// forgotten before its window ends (so flooding the table frees no one).
     pub fn failed(&self, client: &str, now: Timestamp) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if !clients.contains_key(client) && clients.len() >= self.limits.max_clients {
+            let limits = self.limits;
+            let held = |record: &Record| {
+                record.failures >= limits.max_failures
+                    && now < record.window_start.plus(limits.window)
+            };
             let stalest = clients
                 .iter()
+                .filter(|(_, record)| !held(record))
                 .min_by_key(|(_, record)| record.last)
                 .map(|(key, _)| key.clone());
-            if let Some(stalest) = stalest {
-                clients.remove(&stalest);
+            match stalest {
+                Some(stalest) => {
+                    clients.remove(&stalest);
+                }
+                None => return,
             }
         }
         let record = clients.entry(client.to_owned()).or_insert(Record {
@@ -91,6 +103,25 @@ impl AttemptThrottle {
         }
         record.failures = record.failures.saturating_add(1);
         record.last = now;
+    }
+}
+
+/// The key a client address is throttled by: the address itself for IPv4
+/// (IPv4 inside IPv6 as IPv4), its /64 network for IPv6, since anyone with
+/// one IPv6 address has the whole /64 to rotate through.
+pub fn client_key(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                format!(
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    segments[0], segments[1], segments[2], segments[3]
+                )
+            }
+        },
     }
 }
 
@@ -130,5 +161,23 @@ mod tests {
         throttle.failed("c", at(64));
         assert_eq!(throttle.clients.lock().unwrap().len(), 2);
         assert!(!throttle.clients.lock().unwrap().contains_key("a"));
+        // A client held off is never pushed out by a flood of others.
+        for second in 65..68 {
+            throttle.failed("c", at(second));
+        }
+        assert!(throttle.check("c", at(68)).is_some());
+        for n in 0..100 {
+            throttle.failed(&format!("flood-{n}"), at(69));
+        }
+        assert!(throttle.check("c", at(70)).is_some(), "still held off");
+    }
+
+    #[test]
+    fn ipv6_clients_are_one_per_64() {
+        let key = |text: &str| client_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 }

@@ -289,7 +289,7 @@ async fn run() -> Result<(), String> {
         model_configured,
         mirror: mirror.clone(),
         throttle: Default::default(),
-        handshakes: Arc::new(tokio::sync::Semaphore::new(server::MAX_PENDING_HANDSHAKES)),
+        handshakes: Default::default(),
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.

@@ -29,6 +29,13 @@ pub enum PairingCommandError {
     /// The state could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state directory does not exist (the gateway keeps its state
+    /// elsewhere: set `MOLT_STATE_DIR` as it has it).
+    #[error(
+        "no gateway state in {} (set MOLT_STATE_DIR to the gateway's state directory)",
+        .0.display()
+    )]
+    NoState(std::path::PathBuf),
 }
 
 impl PairingCommandError {
@@ -43,6 +50,9 @@ impl PairingCommandError {
 
 /// Runs `pairing <args>` on the state in `state_dir`; returns what to print.
 pub async fn command(state_dir: &Path, args: &[&str]) -> Result<String, PairingCommandError> {
+    if !state_dir.is_dir() {
+        return Err(PairingCommandError::NoState(state_dir.to_owned()));
+    }
     let platform = TokioPlatform::platform();
     let book = PairingBook::new(
         Arc::new(LocalFileStore::new(state_dir)),
@@ -54,13 +64,15 @@ pub async fn command(state_dir: &Path, args: &[&str]) -> Result<String, PairingC
         ["approve", channel, code] => {
             let sender = book.approve(channel, code).await?;
             Ok(format!(
-                "approved {channel} sender {sender}: their next message is answered\n"
+                "approved {channel} sender {}: their next message is answered\n",
+                sender.escape_debug()
             ))
         }
         ["reject", channel, code] => {
             let sender = book.reject(channel, code).await?;
             Ok(format!(
-                "rejected {channel} sender {sender}: their code no longer counts (they may ask again)\n"
+                "rejected {channel} sender {}: their code no longer counts (they may ask again)\n",
+                sender.escape_debug()
             ))
         }
         ["revoke", channel, sender] => Ok(if book.revoke(channel, sender).await? {
@@ -83,6 +95,7 @@ async fn list(book: &PairingBook, now: Timestamp) -> Result<String, PairingComma
             let _ = writeln!(
                 pending,
                 "  {channel:<9} {code}  sender {sender}{name}, asked {age} ago, expires in {left}\n            approve: moltworker pairing approve {channel} {code}",
+                channel = channel.escape_debug(),
                 code = request.code,
                 sender = request.sender.escape_debug(),
                 name = display_name(request.name.as_deref()),
@@ -94,6 +107,7 @@ async fn list(book: &PairingBook, now: Timestamp) -> Result<String, PairingComma
             let _ = writeln!(
                 approved,
                 "  {channel:<9} sender {id}{name}, approved {age} ago",
+                channel = channel.escape_debug(),
                 id = sender.sender.escape_debug(),
                 name = display_name(sender.name.as_deref()),
                 age = minutes(elapsed(sender.approved_at, now)),

@@ -26,7 +26,7 @@ use tokio::sync::broadcast::error::RecvError;
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 /// The protocol version spoken (OpenClaw's version 3: cumulative chat deltas).
 pub const PROTOCOL_VERSION: u64 = 3;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const METHODS: [&str; 6] = [
     "connect",
     "chat.send",
@@ -89,7 +89,7 @@ pub async fn serve(
     socket: WebSocket,
     state: Arc<AppState>,
     presented: Presented,
-    waiting: Option<tokio::sync::OwnedSemaphorePermit>,
+    waiting: Option<crate::server::WaitingPlace>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let conn_id = crate::platform::random_token()[..16].to_owned();
@@ -110,12 +110,7 @@ pub async fn serve(
         Ok(true) => {}
         Ok(false) => return,
         Err(_) => {
-            close(
-                &mut sink,
-                POLICY_VIOLATION,
-                "no connect request within 10 s",
-            )
-            .await;
+            close(&mut sink, POLICY_VIOLATION, "no connect request within 5 s").await;
             return;
         }
     }

@@ -4,7 +4,7 @@
 //! `/api/status` needs the gateway token. A client that fails the token ten
 //! times in a minute is refused (429) without its token being looked at
 //! until the minute is over, and at most [`MAX_PENDING_HANDSHAKES`]
-//! WebSockets may wait to authenticate at once.
+//! WebSockets (two per address) may wait to authenticate at once.
 
 use crate::auth::{self, AuthResult};
 use crate::protocol;
@@ -19,17 +19,61 @@ use molt_ai_gateway::listen::ClientAddress;
 use molt_core::Secret;
 use molt_core::gateway::Gateway;
 use molt_core::platform::Clock;
-use molt_core::throttle::AttemptThrottle;
+use molt_core::throttle::{AttemptThrottle, client_key};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
 
 /// WebSockets that may wait for their `connect` frame at once. Each may buffer
 /// one frame of up to [`crate::protocol::MAX_FRAME_BYTES`] before its token
 /// is checked, so this bounds what strangers can make the gateway hold.
 pub const MAX_PENDING_HANDSHAKES: usize = 16;
+/// Of those, the most one client address may hold, so one stranger cannot
+/// keep the Control UI out.
+pub const MAX_PENDING_PER_ADDRESS: u32 = 2;
+
+/// Places for WebSockets waiting to authenticate: [`MAX_PENDING_HANDSHAKES`]
+/// in all, [`MAX_PENDING_PER_ADDRESS`] per client address.
+#[derive(Default)]
+pub struct WaitingRoom {
+    by_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+}
+
+/// A socket's place in the [`WaitingRoom`], given back when it drops.
+pub struct WaitingPlace {
+    by_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+    client: std::net::IpAddr,
+}
+
+impl WaitingRoom {
+    /// A place for `client`, when there is one.
+    pub fn enter(&self, client: std::net::IpAddr) -> Option<WaitingPlace> {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u32 = by_address.values().sum();
+        let mine = by_address.get(&client).copied().unwrap_or(0);
+        if total as usize >= MAX_PENDING_HANDSHAKES || mine >= MAX_PENDING_PER_ADDRESS {
+            return None;
+        }
+        by_address.insert(client, mine + 1);
+        Some(WaitingPlace {
+            by_address: self.by_address.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for WaitingPlace {
+    fn drop(&mut self) {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_address.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.client);
+            }
+        }
+    }
+}
 
 const CONTROL_UI: &str = include_str!("../ui/index.html");
 
@@ -49,9 +93,8 @@ pub struct AppState {
     pub mirror: Option<std::sync::Arc<molt_storage::StateMirror>>,
     /// Failed token attempts, per client address.
     pub throttle: AttemptThrottle,
-    /// Places for WebSockets waiting to authenticate
-    /// ([`MAX_PENDING_HANDSHAKES`] of them).
-    pub handshakes: Arc<Semaphore>,
+    /// Places for WebSockets waiting to authenticate.
+    pub handshakes: WaitingRoom,
 }
 
 impl AppState {
@@ -127,7 +170,7 @@ impl AppState {
     /// A 429 for a client with too many failed attempts, or `None`.
     pub fn throttled(&self, client: std::net::IpAddr) -> Option<Response> {
         let now = crate::platform::TokioPlatform.now();
-        let wait = self.throttle.check(&client.to_string(), now)?;
+        let wait = self.throttle.check(&client_key(client), now)?;
         let seconds = wait.as_secs().max(1);
         let body =
             json!({ "error": format!("too many failed attempts; try again in {seconds} s") });
@@ -143,7 +186,7 @@ impl AppState {
         if result == AuthResult::Mismatch {
             tracing::warn!(%client, "a wrong gateway token was presented");
             self.throttle
-                .failed(&client.to_string(), crate::platform::TokioPlatform.now());
+                .failed(&client_key(client), crate::platform::TokioPlatform.now());
         }
     }
 }
@@ -184,9 +227,9 @@ async fn websocket(
     ) == AuthResult::Ok;
     let waiting = match authorized {
         true => None,
-        false => match state.handshakes.clone().try_acquire_owned() {
-            Ok(place) => Some(place),
-            Err(_) => {
+        false => match state.handshakes.enter(client) {
+            Some(place) => Some(place),
+            None => {
                 let body = json!({ "error": "too many connections are waiting to authenticate; try again shortly" });
                 return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             }

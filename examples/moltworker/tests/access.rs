@@ -125,6 +125,13 @@ async fn a_stranger_is_answered_once_the_operator_approves_their_code_while_the_
     );
     let (status, said) = pairing(state.path(), &["approve", "telegram"]);
     assert_eq!((status, said.contains("usage")), (2, true), "{said}");
+    let elsewhere = state.path().join("not-the-state");
+    let (status, said) = pairing(&elsewhere, &["list"]);
+    assert_eq!(
+        (status, said.contains("no gateway state in")),
+        (1, true),
+        "{said}"
+    );
     let (_, listed) = pairing(state.path(), &["list"]);
     assert!(
         listed.starts_with("no pending pairing requests\napproved senders:\n")

@@ -155,8 +155,9 @@ async fn only_a_few_websockets_may_wait_to_authenticate() {
     let state = tempfile::tempdir().unwrap();
     let gateway = start(state.path(), &[]);
     let url = format!("ws://{}/ws", gateway.address);
+    // Two waiting sockets per address: a third from the same address is refused.
     let mut waiting = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..2 {
         let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .unwrap();
@@ -171,6 +172,17 @@ async fn only_a_few_websockets_may_wait_to_authenticate() {
     // A client with the token on the upgrade takes no waiting place.
     let mut client = gateway.socket(Some(TOKEN), None).await;
     client.connect(None).await;
+    // Other addresses still get places (all of 127.0.0.0/8 reaches loopback).
+    let elsewhere = tokio::net::TcpSocket::new_v4().unwrap();
+    elsewhere.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+    let stream = elsewhere
+        .connect(gateway.address.parse().unwrap())
+        .await
+        .unwrap();
+    let (other, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .unwrap();
+    drop(other);
     // A waiting socket that gives up frees its place.
     drop(waiting.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -7,8 +7,10 @@
 //!   default one), else the call is refused with [`GatewayError::Unpriced`];
 //! - a call reserves an estimate of its cost before it runs (its input, and
 //!   its `max_tokens` or [`BudgetConfig::output_estimate_tokens`] of
-//!   output), so calls running at once cannot all slip under the cap; the
-//!   reservation gives way to the real cost when the call ends;
+//!   output), checked against the cap with what is spent and reserved under
+//!   one lock, so calls running at once cannot pass the cap together; the
+//!   reservation gives way to the real cost when the call ends, and is given
+//!   back if the call fails or its caller goes away;
 //! - a stream that ends without the provider's usage (abandoned by the
 //!   client, cut, or never reporting it) is billed from what was streamed.
 
@@ -131,16 +133,19 @@ impl Budget {
         spend
     }
 
-    fn exceeded(&self, now: Timestamp) -> Option<GatewayError> {
+    /// The cap `extra` more dollars would pass (counting what is spent and
+    /// reserved), as the error to answer with; `None` when it fits.
+    fn exceeded(
+        spend: &Spend,
+        config: &BudgetConfig,
+        now: Timestamp,
+        extra: f64,
+    ) -> Option<GatewayError> {
         let today = Date::of(now);
-        let spend = {
-            let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
-            spend.roll(today);
-            *spend
-        };
         let until = |end: Timestamp| Duration::from_millis(end.0.saturating_sub(now.0).max(1));
-        if let Some(cap) = self.config.monthly_usd
-            && spend.month_usd + spend.reserved_usd >= cap
+        let passes = |spent: f64, cap: f64| spent >= cap || spent + extra > cap;
+        if let Some(cap) = config.monthly_usd
+            && passes(spend.month_usd + spend.reserved_usd, cap)
         {
             return Some(GatewayError::BudgetExceeded {
                 period: BudgetPeriod::Monthly,
@@ -148,8 +153,8 @@ impl Budget {
                 retry_after: until(today.next_month().start()),
             });
         }
-        if let Some(cap) = self.config.daily_usd
-            && spend.day_usd + spend.reserved_usd >= cap
+        if let Some(cap) = config.daily_usd
+            && passes(spend.day_usd + spend.reserved_usd, cap)
         {
             return Some(GatewayError::BudgetExceeded {
                 period: BudgetPeriod::Daily,
@@ -158,6 +163,36 @@ impl Budget {
             });
         }
         None
+    }
+
+    /// Reserves `usd` if it fits under the caps (checked and reserved under
+    /// one lock, so calls at once cannot all fit); `force` reserves anyway.
+    fn try_reserve(&self, usd: f64, force: bool) -> Result<Reservation, GatewayError> {
+        let now = self.clock.now();
+        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        spend.roll(Date::of(now));
+        if !force && let Some(error) = Self::exceeded(&spend, &self.config, now, usd) {
+            return Err(error);
+        }
+        spend.reserved_usd += usd;
+        Ok(Reservation {
+            spend: self.spend.clone(),
+            usd,
+        })
+    }
+}
+
+/// A call's reserved cost, given back when it drops: when the call ends,
+/// fails, is served from the cache, or is abandoned at any await.
+struct Reservation {
+    spend: Arc<Mutex<Spend>>,
+    usd: f64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        spend.reserved_usd = (spend.reserved_usd - self.usd).max(0.0);
     }
 }
 
@@ -184,11 +219,14 @@ impl Budget {
     /// What `call` may cost at most on its dearest model, or the model it
     /// cannot be priced on.
     fn estimate(&self, call: &Call, input_tokens: u64) -> Result<f64, GatewayError> {
+        // No model writes more than this in one answer, whatever a client asks.
+        const MAX_OUTPUT_ESTIMATE: u64 = 128_000;
         let output_tokens = call
             .request
             .options
             .max_tokens
-            .map_or(self.config.output_estimate_tokens, u64::from);
+            .map_or(self.config.output_estimate_tokens, u64::from)
+            .min(MAX_OUTPUT_ESTIMATE);
         let usage = Usage {
             input_tokens,
             output_tokens,
@@ -200,11 +238,6 @@ impl Budget {
             dearest = dearest.max(price.cost(&usage));
         }
         Ok(dearest)
-    }
-
-    fn reserve(&self, usd: f64) {
-        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
-        spend.reserved_usd += usd;
     }
 }
 
@@ -226,34 +259,23 @@ fn input_estimate(call: &Call) -> u64 {
 #[async_trait]
 impl ModelService for Budget {
     async fn call(&self, mut call: Call) -> Result<Answer, GatewayError> {
-        if let Some(error) = self.exceeded(self.clock.now()) {
-            match &self.config.over_budget {
+        let input_tokens = input_estimate(&call);
+        let estimate = self.estimate(&call, input_tokens)?;
+        let (reservation, estimate) = match self.try_reserve(estimate, false) {
+            Ok(reservation) => (reservation, estimate),
+            Err(error) => match &self.config.over_budget {
                 OverBudget::Reject => return Err(error),
+                // Past the cap the cheaper model still answers.
                 OverBudget::Downgrade(model) => {
                     tracing::info!(%error, to = %model, "over budget: using the cheaper model");
                     call.request.options.model = Some(model.clone());
+                    let estimate = self.estimate(&call, input_tokens)?;
+                    (self.try_reserve(estimate, true)?, estimate)
                 }
-            }
-        }
-        let input_tokens = input_estimate(&call);
-        let reserved = self.estimate(&call, input_tokens)?;
-        self.reserve(reserved);
-        let release = {
-            let spend = self.spend.clone();
-            move || {
-                let mut spend = spend.lock().unwrap_or_else(|e| e.into_inner());
-                spend.reserved_usd = (spend.reserved_usd - reserved).max(0.0);
-            }
+            },
         };
-        let mut answer = match self.inner.call(call).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                release();
-                return Err(error);
-            }
-        };
+        let mut answer = self.inner.call(call).await?;
         if answer.info.cache == CacheStatus::Hit {
-            release();
             return Ok(answer);
         }
         let meter = Arc::new(Mutex::new(UsageMeter::default()));
@@ -284,10 +306,10 @@ impl ModelService for Budget {
                 Some(price) => price.cost(&usage),
                 None => {
                     tracing::warn!(%model, "no price for the model that answered: billing the reservation");
-                    reserved
+                    estimate
                 }
             };
-            release();
+            drop(reservation);
             let mut spend = spend.lock().unwrap_or_else(|e| e.into_inner());
             spend.roll(Date::of(clock.now()));
             spend.day_usd += cost;
