@@ -57,7 +57,12 @@ pub(crate) fn normalize(update: Update, bot: &User) -> Option<InboundMessage> {
         text,
         attachments,
         mentioned,
-        sent_at: Timestamp(u64::try_from(message.date).unwrap_or_default() * 1000),
+        // Seconds from the platform; a date past the end of time must not overflow.
+        sent_at: Timestamp(
+            u64::try_from(message.date)
+                .unwrap_or_default()
+                .saturating_mul(1000),
+        ),
     })
 }
 
@@ -122,4 +127,27 @@ fn attachments(message: &Message) -> Vec<Attachment> {
         });
     }
     attachments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_past_the_end_of_time_does_not_overflow() {
+        // Found by the telegram_update fuzz target: `date * 1000` overflowed.
+        let update: Update = serde_json::from_value(serde_json::json!({
+            "update_id": 1,
+            "message": { "message_id": 7, "date": 176_120_717_580_000_000_i64,
+                "from": { "id": 5, "is_bot": false, "first_name": "Ada" },
+                "chat": { "id": 5, "type": "private" }, "text": "hi" }
+        }))
+        .unwrap();
+        let bot: User = serde_json::from_value(serde_json::json!({
+            "id": 42, "is_bot": true, "first_name": "Molt", "username": "molt_bot"
+        }))
+        .unwrap();
+        let message = normalize(update, &bot).unwrap();
+        assert_eq!(message.sent_at, Timestamp(u64::MAX));
+    }
 }
