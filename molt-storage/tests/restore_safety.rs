@@ -126,6 +126,16 @@ async fn a_symbolic_link_in_the_state_directory_is_never_written_through() {
         "{err}"
     );
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+    // Nor the mirror's own folder, where downloads are staged.
+    let state = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), state.path().join(".molt-sync")).unwrap();
+    let err = mirror(state.path(), &server)
+        .restore(None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
 #[tokio::test]

@@ -142,7 +142,9 @@ impl StateMirror {
         Fut: std::future::Future<Output = Result<(String, u64), MirrorError>>,
     {
         let _ = std::fs::remove_dir_all(staging);
-        std::fs::create_dir_all(staging).map_err(self.local_error(staging))?;
+        // Never through a symbolic link (a `.molt-sync` pointing elsewhere, say).
+        std::fs::create_dir_all(&self.root).map_err(self.local_error(&self.root))?;
+        create_private_dirs(&self.root, staging).map_err(self.local_error(staging))?;
         futures::stream::iter(items)
             .map(fetch)
             .buffer_unordered(self.options.concurrency.max(1))
