@@ -359,6 +359,14 @@ fn bucket_missing(message: &str) -> bool {
     message.contains("NoSuchBucket")
 }
 
+/// The HTTP status a store answered with, as `object_store` words it
+/// ("… status code: 503 Service Unavailable …"); its error type is not public.
+/// A bare number elsewhere in the message (a port, a size) is not a status.
+fn response_status(message: &str) -> Option<u16> {
+    let (_, rest) = message.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
+}
+
 /// An `object_store` error as a typed store error; the message never carries credentials.
 pub fn remote_error(key: &str, err: object_store::Error) -> StoreError {
     let message = err.to_string();
@@ -369,9 +377,8 @@ pub fn remote_error(key: &str, err: object_store::Error) -> StoreError {
             RemoteErrorKind::PreconditionFailed
         }
         _ if bucket_missing(&message) => RemoteErrorKind::BucketMissing,
-        _ if message.contains("SlowDown")
-            || message.contains("429")
-            || message.contains("503 Service") =>
+        _ if message.contains("<Code>SlowDown</Code>")
+            || matches!(response_status(&message), Some(429 | 503)) =>
         {
             RemoteErrorKind::Throttled
         }
@@ -436,6 +443,22 @@ mod tests {
             source: "Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>".into(),
         };
         assert_eq!(kind_of(slow), RemoteErrorKind::Throttled);
+        let too_many = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 429 Too Many Requests: ".into(),
+        };
+        assert_eq!(kind_of(too_many), RemoteErrorKind::Throttled);
+        // A stopped server on a port that holds the digits 429 or 503 is not throttling.
+        for port in ["42953", "15034"] {
+            let refused = object_store::Error::Generic {
+                store: "S3",
+                source: format!(
+                    "Error performing PUT http://127.0.0.1:{port}/bucket/a in 2ms - error sending request"
+                )
+                .into(),
+            };
+            assert_eq!(kind_of(refused), RemoteErrorKind::Other, "port {port}");
+        }
         let denied = object_store::Error::PermissionDenied {
             path: "a".into(),
             source: "SignatureDoesNotMatch".into(),
