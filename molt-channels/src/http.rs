@@ -1,5 +1,6 @@
 //! The HTTPS client every adapter uses.
 
+use bytes::{Bytes, BytesMut};
 use molt_core::channel::ChannelError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,4 +34,86 @@ pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
         .map_err(|err| err.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// Sends a file request and reads the file, at most `limit` bytes: a declared
+/// length over the limit is refused before reading, and reading stops once
+/// past it. A redirect or a web page instead of the file (how Slack answers a
+/// token without `files:read`) is refused. Errors never show the URL.
+pub(crate) async fn download_file(
+    channel: &str,
+    request: reqwest::RequestBuilder,
+    limit: u64,
+) -> Result<Bytes, ChannelError> {
+    let refused = |reason: String| ChannelError::Rejected {
+        channel: channel.into(),
+        reason: format!("file download: {reason}"),
+    };
+    let transport = |err: reqwest::Error| ChannelError::Transport {
+        channel: channel.into(),
+        reason: format!(
+            "file download: {}",
+            molt_core::error::chain(&err.without_url())
+        ),
+    };
+    let too_large = || ChannelError::TooLarge {
+        channel: channel.into(),
+        limit,
+    };
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let seconds = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+            .unwrap_or(1);
+        return Err(ChannelError::RateLimited {
+            channel: channel.into(),
+            retry_after: Duration::from_secs(seconds),
+        });
+    }
+    if status.is_redirection() {
+        return Err(refused(format!("redirected ({status}), not the file")));
+    }
+    if !status.is_success() {
+        return Err(refused(format!("HTTP {status}")));
+    }
+    let web_page = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|media| media.trim_start().starts_with("text/html"));
+    if web_page {
+        return Err(refused("a web page came back, not the file".into()));
+    }
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Whether `url` is one a channel may fetch a file from with its credentials:
+/// HTTPS on one of the platform's `hosts`, or the scheme, host and port of
+/// the API base the operator configured (a proxy, or a test's fake). A URL
+/// in a message is never trusted beyond that.
+pub(crate) fn is_platform_url(url: &url::Url, hosts: &[&str], configured_base: &str) -> bool {
+    let platform =
+        url.scheme() == "https" && url.host_str().is_some_and(|host| hosts.contains(&host));
+    let configured = url::Url::parse(configured_base).is_ok_and(|base| {
+        base.scheme() == url.scheme()
+            && base.host_str() == url.host_str()
+            && base.port_or_known_default() == url.port_or_known_default()
+    });
+    platform || configured
 }

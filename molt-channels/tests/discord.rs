@@ -8,7 +8,7 @@ use futures::StreamExt;
 use molt_channels::discord::{Discord, DiscordConfig};
 use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
-use molt_core::message::{ChatKind, OutboundMessage};
+use molt_core::message::{Attachment, ChatKind, OutboundMessage};
 use molt_core::store::{MemoryStore, Store};
 use serde_json::json;
 use std::sync::Arc;
@@ -354,5 +354,66 @@ async fn doctor_reports_the_bot_the_identify_and_a_missing_intent() {
     assert!(
         report.to_string().contains("fix: check DISCORD_BOT_TOKEN"),
         "{report}"
+    );
+}
+
+#[tokio::test]
+async fn an_attachment_comes_from_the_cdn_without_the_token_and_never_from_elsewhere() {
+    let fake = FakeDiscord::start().await;
+    let (discord, mut deliveries) = connect_with(config(&fake), &fake).await;
+    let upload = fake.upload("dm-7", "pixel.png", "image/png", support::PNG);
+    fake.direct_message_with("7", "", vec![upload]);
+    let delivery = next(&mut deliveries).await.unwrap();
+    let attachment = delivery.message.attachments[0].clone();
+    assert_eq!(attachment.media_type.as_deref(), Some("image/png"));
+    assert_eq!(attachment.name.as_deref(), Some("pixel.png"));
+    let egress = discord.egress();
+    assert_eq!(
+        egress.download(&attachment, 1 << 20).await.unwrap(),
+        support::PNG
+    );
+
+    // The CDN streams without a length: the limit holds while reading.
+    let sizeless = Attachment {
+        size: None,
+        ..attachment.clone()
+    };
+    let limit = support::PNG.len() as u64 - 1;
+    let refused = egress.download(&sizeless, limit).await;
+    assert!(
+        matches!(refused, Err(ChannelError::TooLarge { .. })),
+        "{refused:?}"
+    );
+
+    // A URL off Discord's CDN is never fetched; an unsigned one is Discord's 404.
+    let elsewhere = support::Elsewhere::start().await;
+    let off_cdn = Attachment {
+        url: Some(format!("{}/attachments/dm-7/1/pixel.png", elsewhere.base)),
+        ..attachment.clone()
+    };
+    let refused = egress.download(&off_cdn, 1 << 20).await;
+    assert!(
+        matches!(refused, Err(ChannelError::Rejected { .. })),
+        "{refused:?}"
+    );
+    let unsigned = Attachment {
+        url: attachment
+            .url
+            .as_deref()
+            .map(|url| url.split('?').next().unwrap().to_owned()),
+        ..attachment
+    };
+    let refused = egress.download(&unsigned, 1 << 20).await;
+    assert!(
+        matches!(refused, Err(ChannelError::Rejected { .. })),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(elsewhere.connections(), 0);
+    let requests = fake.recorded(|r| r.cdn_requests.clone());
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests.iter().all(|(_, auth)| auth.is_none()),
+        "{requests:?}"
     );
 }

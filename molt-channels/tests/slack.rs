@@ -8,7 +8,7 @@ use futures::StreamExt;
 use molt_channels::slack::{Slack, SlackConfig};
 use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
-use molt_core::message::{ChatKind, OutboundMessage};
+use molt_core::message::{Attachment, ChatKind, OutboundMessage};
 use molt_core::store::MemoryStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -382,4 +382,63 @@ async fn doctor_reports_both_tokens() {
     let text = report.to_string();
     assert!(text.contains("fix: create an app-level token"), "{text}");
     assert!(!text.contains("xapp-1-wrong"));
+}
+
+#[tokio::test]
+async fn a_shared_file_arrives_and_is_fetched_with_the_token_only_from_slack() {
+    let fake = FakeSlack::start().await;
+    let (slack, mut deliveries) = connect(&fake).await;
+    let file = fake.upload("pixel.png", "image/png", support::PNG);
+    fake.direct_message_with_files("U42", "", vec![file]);
+    let delivery = next(&mut deliveries).await.unwrap();
+    delivery.ack.confirm();
+    let attachment = delivery.message.attachments[0].clone();
+    assert_eq!(
+        (attachment.name.as_deref(), attachment.media_type.as_deref()),
+        (Some("pixel.png"), Some("image/png"))
+    );
+    let egress = slack.egress();
+    assert_eq!(
+        egress.download(&attachment, 1 << 20).await.unwrap(),
+        support::PNG
+    );
+
+    // Without files:read Slack redirects to its sign-in page: a clear refusal.
+    fake.recorded(|r| r.files_read = false);
+    let refused = egress.download(&attachment, 1 << 20).await;
+    assert!(
+        matches!(refused, Err(ChannelError::Rejected { .. })),
+        "{refused:?}"
+    );
+    fake.recorded(|r| r.files_read = true);
+
+    let too_large = egress
+        .download(&attachment, support::PNG.len() as u64 - 1)
+        .await;
+    assert!(
+        matches!(too_large, Err(ChannelError::TooLarge { .. })),
+        "{too_large:?}"
+    );
+
+    // A url_private off Slack's file host never gets the token.
+    let elsewhere = support::Elsewhere::start().await;
+    let forged = Attachment {
+        url: Some(format!("{}/files-pri/T111-F1/pixel.png", elsewhere.base)),
+        size: None,
+        ..attachment
+    };
+    let refused = egress.download(&forged, 1 << 20).await;
+    assert!(
+        matches!(refused, Err(ChannelError::Rejected { .. })),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(elsewhere.connections(), 0);
+    let requests = fake.recorded(|r| r.file_requests.clone());
+    assert_eq!(
+        requests.len(),
+        2,
+        "the oversized file was refused on its declared size"
+    );
+    assert!(requests.iter().all(|(_, token)| token == BOT_TOKEN));
 }

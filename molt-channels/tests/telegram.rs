@@ -8,7 +8,7 @@ use futures::StreamExt;
 use molt_channels::telegram::{Telegram, TelegramConfig};
 use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
-use molt_core::message::{ChatKind, OutboundMessage};
+use molt_core::message::{Attachment, ChatKind, OutboundMessage};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::telegram::{BOT_ID, BOT_USERNAME, FakeTelegram, TOKEN};
@@ -474,4 +474,57 @@ async fn doctor_reports_the_bot_a_webhook_in_the_way_and_a_bad_token() {
     let text = report.to_string();
     assert!(text.contains("fix: check TELEGRAM_BOT_TOKEN"), "{text}");
     assert!(!text.contains("1:wrong"));
+}
+
+#[tokio::test]
+async fn a_photo_is_fetched_through_get_file_in_the_largest_size_a_model_takes() {
+    let fake = FakeTelegram::start().await;
+    fake.add_file("photo-m", support::JPEG);
+    fake.push_message(json!({
+        "message_id": 9, "date": 1_760_000_000,
+        "from": { "id": 42, "is_bot": false, "first_name": "Ada" },
+        "chat": { "id": 42, "type": "private", "first_name": "Ada" },
+        "photo": [
+            { "file_id": "photo-s", "file_unique_id": "s", "width": 90, "height": 90, "file_size": 300 },
+            { "file_id": "photo-m", "file_unique_id": "m", "width": 16, "height": 16,
+              "file_size": support::JPEG.len() },
+            { "file_id": "photo-l", "file_unique_id": "l", "width": 4000, "height": 3000,
+              "file_size": 9_000_000 },
+        ],
+    }));
+    let (telegram, mut deliveries) = connect(&fake).await;
+    let delivery = next(&mut deliveries).await.unwrap();
+    let attachment = delivery.message.attachments[0].clone();
+    assert_eq!(
+        attachment.id, "photo-m",
+        "the largest size under the image limit"
+    );
+    let egress = telegram.egress();
+    let bytes = egress.download(&attachment, 1 << 20).await.unwrap();
+    assert_eq!(bytes, support::JPEG);
+
+    // Over the limit: refused on getFile's size, before any download.
+    let sizeless = Attachment {
+        size: None,
+        ..attachment.clone()
+    };
+    let limit = support::JPEG.len() as u64 - 1;
+    let refused = egress.download(&sizeless, limit).await;
+    assert!(
+        matches!(refused, Err(ChannelError::TooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(fake.recorded(|r| r.downloads.len()), 1);
+
+    // An id Telegram does not know is its refusal, and the token never shows.
+    let unknown = Attachment {
+        id: "gone".into(),
+        ..attachment
+    };
+    let refused = egress.download(&unknown, 1 << 20).await.unwrap_err();
+    assert!(
+        matches!(refused, ChannelError::Rejected { .. }),
+        "{refused:?}"
+    );
+    assert!(!refused.to_string().contains(TOKEN), "{refused}");
 }

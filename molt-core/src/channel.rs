@@ -1,7 +1,9 @@
-//! The channel contract: an ingress that yields messages and an egress that sends.
+//! The channel contract: an ingress that yields messages, and an egress that
+//! calls the platform (sends, shows typing, downloads attachments).
 
-use crate::message::{InboundMessage, OutboundMessage};
+use crate::message::{Attachment, InboundMessage, OutboundMessage};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::time::Duration;
 
@@ -91,6 +93,20 @@ pub enum ChannelError {
         /// The channel.
         channel: String,
     },
+    /// A file is larger than the caller takes.
+    #[error("{channel}: the file is over {limit} bytes")]
+    TooLarge {
+        /// The channel.
+        channel: String,
+        /// The most bytes the caller takes.
+        limit: u64,
+    },
+    /// The channel cannot do this.
+    #[error("this channel cannot {operation}")]
+    Unsupported {
+        /// What was asked, such as `download files`.
+        operation: &'static str,
+    },
 }
 
 /// Tells the platform a message was received. Call it only after the message
@@ -131,7 +147,7 @@ pub trait ChannelIngress: Send {
     fn deliveries(self: Box<Self>) -> BoxStream<'static, Result<Delivery, ChannelError>>;
 }
 
-/// The sending half of a channel.
+/// The half of a channel that calls the platform: sends replies, shows typing, downloads files.
 #[async_trait]
 pub trait ChannelEgress: Send + Sync {
     /// What the platform can do.
@@ -143,6 +159,15 @@ pub trait ChannelEgress: Send + Sync {
     /// Shows a typing indicator in `chat_id`, when the platform has one.
     async fn typing(&self, _chat_id: &str) -> Result<(), ChannelError> {
         Ok(())
+    }
+
+    /// Downloads an attachment that came in on this channel, refusing a file
+    /// over `limit` bytes with [`ChannelError::TooLarge`] (before or while
+    /// reading it). Channels without files answer [`ChannelError::Unsupported`].
+    async fn download(&self, _attachment: &Attachment, _limit: u64) -> Result<Bytes, ChannelError> {
+        Err(ChannelError::Unsupported {
+            operation: "download files",
+        })
     }
 }
 

@@ -4,7 +4,8 @@ use crate::agent::{Agent, AgentError, AgentEvent, RunEnd};
 use crate::cancel::CancelToken;
 use crate::channel::{ChannelEgress, ChannelError, ChannelIngress, split_text};
 use crate::inbox::{Admission, Inbox, InboxId, PendingEntry};
-use crate::message::{InboundMessage, OutboundMessage};
+use crate::media::{MAX_IMAGE_BYTES, MediaError, MediaStore};
+use crate::message::{ContentBlock, InboundMessage, Message, OutboundMessage};
 use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
 use crate::session::{SessionKey, SessionQueues, SessionScope};
@@ -113,6 +114,7 @@ type SessionSlot = Arc<futures::lock::Mutex<Option<History>>>;
 struct Inner {
     parts: GatewayParts,
     inbox: Inbox,
+    media: MediaStore,
     pairing: PairingBook,
     queues: SessionQueues,
     egress: RwLock<HashMap<String, Arc<dyn ChannelEgress>>>,
@@ -137,6 +139,7 @@ impl Gateway {
         );
         let inner = Inner {
             inbox: Inbox::new(parts.store.clone()),
+            media: MediaStore::new(parts.store.clone()),
             queues: SessionQueues::new(platform.spawner.clone()),
             pairing,
             parts,
@@ -498,15 +501,24 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(session.clone(), cancel.clone());
+        // After a crash the user message may already be in the transcript.
+        // Its images are fetched outside the session's lock.
+        let recorded = {
+            let mut guard = slot.lock().await;
+            let history = self.loaded(session, &mut guard).await?;
+            history.inbox_ids.contains(id.key())
+        };
+        let mut user_message = match recorded {
+            true => None,
+            false => Some(self.user_message(inbound).await?),
+        };
         // Under the session's lock only while its history changes; the session
         // queue keeps runs serial, so readers (chat.history) never wait for a run.
         let (system, messages) = {
             let mut guard = slot.lock().await;
             let history = self.loaded(session, &mut guard).await?;
             let now = parts.platform.clock.now();
-            // After a crash the user message may already be in the transcript.
-            if !history.inbox_ids.contains(id.key()) {
-                let message = inbound.to_user_message();
+            if let Some(message) = user_message.take() {
                 let record = TranscriptRecord::Message {
                     at: now,
                     inbox: Some(id.key().to_owned()),
@@ -524,6 +536,7 @@ impl Inner {
             }
             (system, history.messages_for_model())
         };
+        let messages = self.media.inline_images(messages).await?;
 
         let mut produced = Vec::new();
         let mut on_event = |event| {
@@ -575,6 +588,33 @@ impl Inner {
         }
         self.send_decided(id, inbound, reply, result.map(drop))
             .await
+    }
+
+    /// The user turn for `inbound`: its text, a line naming each attachment,
+    /// then each image itself, downloaded through its channel and kept in the
+    /// store. An image that cannot be had is named as such, and the run goes on.
+    async fn user_message(&self, inbound: &InboundMessage) -> Result<Message, StoreError> {
+        let mut message = inbound.to_user_message();
+        let Some(egress) = self.egress(&inbound.channel) else {
+            return Ok(message);
+        };
+        for attachment in inbound.attachments.iter().filter(|a| a.is_image()) {
+            let kept = match egress.download(attachment, MAX_IMAGE_BYTES).await {
+                Ok(bytes) => self.media.keep_image(bytes).await,
+                Err(err) => Err(MediaError::Channel(err)),
+            };
+            match kept {
+                Ok(image) => message.content.push(image),
+                Err(MediaError::Store(err)) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(channel = %inbound.channel, attachment = %attachment.id, %err, "an image could not be fetched");
+                    message.content.push(ContentBlock::Text {
+                        text: format!("[{} could not be shown: {err}]", attachment.describe()),
+                    });
+                }
+            }
+        }
+        Ok(message)
     }
 
     /// Stores and delivers the reply a run decided; `outcome` is how the run ended.

@@ -44,6 +44,7 @@ pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod inbox;
+pub mod media;
 pub mod message;
 pub mod model;
 pub mod pairing;

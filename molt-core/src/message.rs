@@ -186,10 +186,15 @@ pub struct Sender {
 }
 
 /// A file that came with an inbound message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
-    /// The platform's id for the file (fetch it through the channel).
+    /// The platform's id for the file (fetch it through the channel's
+    /// [`ChannelEgress::download`](crate::channel::ChannelEgress::download)).
     pub id: String,
+    /// Where the platform serves the file, when the message says (Discord's
+    /// CDN, Slack's `url_private`); only the channel's own hosts are fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Media type, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
@@ -257,6 +262,13 @@ impl InboundMessage {
 }
 
 impl Attachment {
+    /// Whether the platform says it is an image.
+    pub fn is_image(&self) -> bool {
+        self.media_type
+            .as_deref()
+            .is_some_and(|media| media.starts_with("image/"))
+    }
+
     /// One line for the model: `[attached image: photo.jpg, image/jpeg, 118 KiB]`.
     pub fn describe(&self) -> String {
         let kind = match self.media_type.as_deref() {
@@ -361,6 +373,7 @@ mod tests {
             media_type: media.map(str::to_owned),
             name: name.map(str::to_owned),
             size,
+            ..Attachment::default()
         };
         assert_eq!(
             attachment(Some("image/jpeg"), None, Some(120_000)).describe(),

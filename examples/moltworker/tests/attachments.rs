@@ -1,7 +1,8 @@
 //! A Telegram photo without a caption, through the real binary to a
 //! provider as strict as Anthropic (which refuses an empty text block, and
-//! then every later call of that conversation): the photo reaches the model
-//! as a line naming it, and the conversation goes on.
+//! then every later call of that conversation, and checks every image): the
+//! photo reaches the model as an image block holding its bytes, with a line
+//! naming it, and the conversation goes on with the photo in its history.
 
 #[path = "../../../molt-ai-gateway/tests/support/fake.rs"]
 mod fake;
@@ -9,13 +10,15 @@ mod support;
 #[path = "../../../molt-channels/tests/support/telegram.rs"]
 mod telegram;
 
-use serde_json::json;
+use base64::Engine;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_without_a_caption_reaches_the_model_and_the_session_goes_on() {
     let provider = fake::FakeProvider::start().await;
     let platform = telegram::FakeTelegram::start().await;
+    platform.add_file("large", PHOTO);
     let state = tempfile::tempdir().unwrap();
     let (base_url, api_base) = (provider.anthropic_url(), platform.base.clone());
     let _gateway = tokio::task::spawn_blocking(move || {
@@ -40,7 +43,7 @@ async fn a_photo_without_a_caption_reaches_the_model_and_the_session_goes_on() {
         "chat": { "id": 77, "type": "private", "first_name": "Ada" },
         "photo": [
             { "file_id": "small", "file_unique_id": "s", "width": 90, "height": 90 },
-            { "file_id": "large", "file_unique_id": "l", "width": 1280, "height": 960, "file_size": 120_000 },
+            { "file_id": "large", "file_unique_id": "l", "width": 16, "height": 16, "file_size": PHOTO.len() },
         ],
     }));
     platform.private_message(77, 2, "what do you think of it?");
@@ -60,10 +63,36 @@ async fn a_photo_without_a_caption_reaches_the_model_and_the_session_goes_on() {
     assert_eq!(
         replies(),
         [
-            "You said: [attached image: image/jpeg, 117 KiB]",
+            "You said: [attached image: image/jpeg, 704 bytes]",
             "You said: what do you think of it?"
         ]
     );
     let received = provider.state.received.lock().unwrap().clone();
     assert_eq!(received.len(), 2, "the provider refused nothing");
+    for call in &received {
+        let images = images_in(&call.body);
+        assert_eq!(images.len(), 1, "{}", call.body);
+        assert_eq!(images[0], ("image/jpeg".to_owned(), PHOTO.to_vec()));
+    }
+    assert_eq!(platform.recorded(|r| r.downloads.len()), 1, "fetched once");
+}
+
+/// The Telegram photo: a real JPEG.
+const PHOTO: &[u8] = include_bytes!("../../../molt-channels/tests/support/files/pixel.jpg");
+
+/// Every base64 image block of an Anthropic request: media type and bytes.
+fn images_in(body: &Value) -> Vec<(String, Vec<u8>)> {
+    let blocks = body["messages"].as_array().unwrap().iter();
+    blocks
+        .flat_map(|message| message["content"].as_array().cloned().unwrap_or_default())
+        .filter(|block| block["type"] == "image")
+        .map(|block| {
+            let source = &block["source"];
+            let data = source["data"].as_str().unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            (source["media_type"].as_str().unwrap().to_owned(), bytes)
+        })
+        .collect()
 }

@@ -260,6 +260,12 @@ fn anthropic_content_refusal(messages: &Value) -> Option<String> {
             .flatten()
             .enumerate()
         {
+            if block["type"] == "image" {
+                if let Some(refusal) = anthropic_image_refusal(block, message, index, block_index) {
+                    return Some(refusal);
+                }
+                continue;
+            }
             if block["type"] != "text" {
                 continue;
             }
@@ -277,6 +283,79 @@ fn anthropic_content_refusal(messages: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// Anthropic's checks on an image block, in its words: images only in user
+/// turns; base64 sources of the four formats it takes, whose bytes are of the
+/// media type they claim, at most 5 MiB of base64 each; URL sources over HTTPS.
+fn anthropic_image_refusal(
+    block: &Value,
+    message: &Value,
+    index: usize,
+    block_index: usize,
+) -> Option<String> {
+    use base64::Engine;
+    let at = format!("messages.{index}.content.{block_index}.image.source");
+    if message["role"] != "user" {
+        return Some(format!(
+            "messages.{index}: image content is only allowed in user messages"
+        ));
+    }
+    let source = &block["source"];
+    match source["type"].as_str() {
+        Some("url") => {
+            let url = source["url"].as_str().unwrap_or_default();
+            return (!url.starts_with("https://"))
+                .then(|| format!("{at}.url.url: URL must use https"));
+        }
+        Some("base64") => {}
+        _ => {
+            return Some(format!(
+                "{at}: Input tag does not match any of the expected tags"
+            ));
+        }
+    }
+    let media_type = source["media_type"].as_str().unwrap_or_default();
+    const TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+    if !TYPES.contains(&media_type) {
+        return Some(format!(
+            "{at}.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+        ));
+    }
+    let data = source["data"].as_str().unwrap_or_default();
+    if data.len() > 5 * 1024 * 1024 {
+        return Some(format!(
+            "{at}.base64: image exceeds 5 MB maximum: {} bytes > 5242880 bytes",
+            data.len()
+        ));
+    }
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+        return Some(format!("{at}.base64.data: invalid base64 data"));
+    };
+    let actual = match bytes.as_slice() {
+        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        _ => return Some(format!("{at}.base64.data: Could not process image")),
+    };
+    (actual != media_type).then(|| {
+        format!("{at}.base64.data: Image does not match the provided media type {media_type}")
+    })
 }
 
 async fn anthropic(

@@ -1,11 +1,14 @@
 //! Sending to Discord: replies with a message reference, mentions disarmed,
 //! and the typing indicator.
 
+use super::inbound::CHANNEL;
 use super::rest::Rest;
 use super::{ratelimit::Route, rest_error};
+use crate::http::download_file;
 use async_trait::async_trait;
+use bytes::Bytes;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
-use molt_core::message::OutboundMessage;
+use molt_core::message::{Attachment, OutboundMessage};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -33,6 +36,23 @@ impl ChannelEgress for DiscordEgress {
             format: FormatDialect::Markdown,
             typing_refresh: Some(TYPING_REFRESH),
         }
+    }
+
+    /// From Discord's CDN, by the URL the message gave (never another host).
+    async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
+        if attachment.size.is_some_and(|size| size > limit) {
+            return Err(ChannelError::TooLarge {
+                channel: CHANNEL.into(),
+                limit,
+            });
+        }
+        let request = (attachment.url.as_deref())
+            .and_then(|url| self.rest.file_request(url))
+            .ok_or_else(|| ChannelError::Rejected {
+                channel: CHANNEL.into(),
+                reason: "the attachment is not on Discord's CDN".into(),
+            })?;
+        download_file(CHANNEL, request, limit).await
     }
 
     async fn send(&self, message: OutboundMessage) -> Result<(), ChannelError> {

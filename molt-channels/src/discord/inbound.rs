@@ -46,6 +46,7 @@ struct Referenced {
 
 #[derive(Debug, Deserialize)]
 struct DiscordAttachment {
+    id: String,
     url: String,
     filename: Option<String>,
     size: Option<u64>,
@@ -79,7 +80,8 @@ pub(crate) fn normalize(event: MessageCreate, bot: &User) -> Option<InboundMessa
         .attachments
         .into_iter()
         .map(|file| Attachment {
-            id: file.url,
+            id: file.id,
+            url: Some(file.url),
             media_type: file.content_type,
             name: file.filename,
             size: file.size,

@@ -36,6 +36,9 @@ pub enum RestError {
 /// Attempts per request: rate-limit waits and server errors count.
 const MAX_ATTEMPTS: usize = 5;
 
+/// The hosts Discord serves attachments from.
+const CDN_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
+
 /// A REST client for one bot.
 #[derive(Clone)]
 pub struct Rest {
@@ -56,6 +59,14 @@ impl Rest {
             limits: Arc::default(),
             timeout,
         }
+    }
+
+    /// A request for an attachment at `url`, when it is on Discord's CDN (or
+    /// the configured API base's host); it carries no token, as the CDN needs none.
+    pub(crate) fn file_request(&self, url: &str) -> Option<reqwest::RequestBuilder> {
+        let url = url::Url::parse(url).ok()?;
+        crate::http::is_platform_url(&url, &CDN_HOSTS, &self.base)
+            .then(|| self.http.get(url).timeout(self.timeout * 6))
     }
 
     /// Sends one request to `path` (which `route` names) and returns the JSON

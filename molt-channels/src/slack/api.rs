@@ -38,6 +38,9 @@ pub enum SlackApiError {
 /// Attempts per call; 429 waits count.
 const MAX_ATTEMPTS: usize = 4;
 
+/// The host Slack serves files from.
+const FILE_HOSTS: [&str; 1] = ["files.slack.com"];
+
 /// A Web API client.
 #[derive(Clone)]
 pub struct WebApi {
@@ -54,6 +57,23 @@ impl WebApi {
             base: base.trim_end_matches('/').to_owned(),
             timeout,
         }
+    }
+
+    /// A request for a file's `url_private` with `token`, when it is on
+    /// Slack's file host (or the configured API base's host): the token
+    /// never goes anywhere else.
+    pub(crate) fn file_request(
+        &self,
+        url: &str,
+        token: &Secret,
+    ) -> Option<reqwest::RequestBuilder> {
+        let url = url::Url::parse(url).ok()?;
+        crate::http::is_platform_url(&url, &FILE_HOSTS, &self.base).then(|| {
+            self.http
+                .get(url)
+                .bearer_auth(token.expose())
+                .timeout(self.timeout * 6)
+        })
     }
 
     /// Calls `method` with `token` and a JSON `body`; returns the whole answer.

@@ -3,10 +3,13 @@
 use super::api::WebApi;
 use super::api_error;
 use super::format::to_mrkdwn;
+use super::inbound::CHANNEL;
+use crate::http::download_file;
 use async_trait::async_trait;
+use bytes::Bytes;
 use molt_core::Secret;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
-use molt_core::message::OutboundMessage;
+use molt_core::message::{Attachment, OutboundMessage};
 use serde_json::{Value, json};
 
 /// The longest message sent in one piece. Slack takes 40,000 characters but
@@ -36,6 +39,24 @@ impl ChannelEgress for SlackEgress {
             // Bots have no typing indicator in Socket Mode or the Web API.
             typing_refresh: None,
         }
+    }
+
+    /// The file's `url_private`, with the bot token (the app needs the
+    /// `files:read` scope; without it Slack answers with a sign-in page).
+    async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
+        if attachment.size.is_some_and(|size| size > limit) {
+            return Err(ChannelError::TooLarge {
+                channel: CHANNEL.into(),
+                limit,
+            });
+        }
+        let request = (attachment.url.as_deref())
+            .and_then(|url| self.api.file_request(url, &self.bot_token))
+            .ok_or_else(|| ChannelError::Rejected {
+                channel: CHANNEL.into(),
+                reason: "the file has no url_private on Slack's file host".into(),
+            })?;
+        download_file(CHANNEL, request, limit).await
     }
 
     async fn send(&self, message: OutboundMessage) -> Result<(), ChannelError> {

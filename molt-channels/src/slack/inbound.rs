@@ -1,7 +1,7 @@
 //! Events API payloads turned into channel-neutral inbound messages.
 
 use super::format::unescape;
-use molt_core::message::{ChatKind, InboundMessage, Sender};
+use molt_core::message::{Attachment, ChatKind, InboundMessage, Sender};
 use molt_core::platform::Timestamp;
 use serde::Deserialize;
 
@@ -30,6 +30,19 @@ pub(crate) struct Event {
     channel_type: Option<String>,
     ts: Option<String>,
     thread_ts: Option<String>,
+    #[serde(default)]
+    files: Vec<SlackFile>,
+}
+
+/// A file shared with a message. Slack leaves fields out of files the bot
+/// may not see (`file_access: check_file_info`, `mode: hidden_by_limit`).
+#[derive(Debug, Deserialize)]
+struct SlackFile {
+    id: String,
+    name: Option<String>,
+    mimetype: Option<String>,
+    size: Option<u64>,
+    url_private: Option<String>,
 }
 
 /// The inbound message an event holds, or `None` for events the gateway does
@@ -55,7 +68,16 @@ pub(crate) fn normalize(event: Event, bot: &BotIdentity) -> Option<InboundMessag
         || event.kind == "app_mention"
         || event.text.contains(&mention);
     let text = unescape(event.text.replace(&mention, "").trim());
-    if text.is_empty() {
+    let attachments: Vec<Attachment> = (event.files.into_iter())
+        .map(|file| Attachment {
+            id: file.id,
+            url: file.url_private,
+            media_type: file.mimetype,
+            name: file.name,
+            size: file.size,
+        })
+        .collect();
+    if text.is_empty() && attachments.is_empty() {
         return None;
     }
     let seconds: f64 = ts.parse().unwrap_or_default();
@@ -72,7 +94,7 @@ pub(crate) fn normalize(event: Event, bot: &BotIdentity) -> Option<InboundMessag
         chat_kind,
         thread_id: event.thread_ts,
         text,
-        attachments: Vec::new(),
+        attachments,
         mentioned,
         sent_at: Timestamp((seconds * 1000.0) as u64),
     })

@@ -136,28 +136,14 @@ impl BotApi {
         }
     }
 
-    /// Downloads a file by its `file_path` (from `getFile`). The URL holds the
-    /// token: it is never logged, and errors do not show it.
-    pub async fn download(&self, file_path: &str, timeout: Duration) -> Result<Vec<u8>, ApiError> {
-        let transport = |reason: String| ApiError::Transport {
-            method: "file download".into(),
-            reason,
-        };
+    /// A request for a file by its `file_path` (from `getFile`). The URL
+    /// holds the token: send it only through a path that never logs or shows it.
+    pub(crate) fn file_request(
+        &self,
+        file_path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
         let url = format!("{}/file/bot{}/{file_path}", self.base, self.token.expose());
-        let response = self
-            .http
-            .get(url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
-        if !response.status().is_success() {
-            return Err(transport(format!("HTTP {}", response.status())));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| transport(molt_core::error::chain(&err.without_url())))?;
-        Ok(bytes.to_vec())
+        self.http.get(url).timeout(timeout)
     }
 }

@@ -7,9 +7,11 @@ use super::format::to_markdown_v2;
 use super::inbound::message_id_of;
 use super::types::File;
 use super::{CHANNEL, TelegramConfig, channel_error};
+use crate::http::download_file;
 use async_trait::async_trait;
+use bytes::Bytes;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
-use molt_core::message::OutboundMessage;
+use molt_core::message::{Attachment, OutboundMessage};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,26 +36,6 @@ pub struct TelegramEgress {
 }
 
 impl TelegramEgress {
-    /// Downloads an attachment by its id (`getFile`, then the file; Telegram
-    /// serves bots files up to 20 MB). The file URL holds the token and is
-    /// never logged.
-    pub async fn fetch_file(&self, file_id: &str) -> Result<Vec<u8>, ChannelError> {
-        let timeout = self.config.request_timeout;
-        let file: File = self
-            .api
-            .call("getFile", &json!({ "file_id": file_id }), timeout)
-            .await
-            .map_err(channel_error)?;
-        let path = file.file_path.ok_or_else(|| ChannelError::Rejected {
-            channel: CHANNEL.into(),
-            reason: "getFile: no file_path (the file is over 20 MB)".into(),
-        })?;
-        self.api
-            .download(&path, timeout * 6)
-            .await
-            .map_err(channel_error)
-    }
-
     fn chat(&self, chat_id: &str) -> String {
         let migrated = self.migrated.lock().unwrap_or_else(|e| e.into_inner());
         migrated
@@ -169,6 +151,31 @@ impl ChannelEgress for TelegramEgress {
             false
         })
         .await
+    }
+
+    /// `getFile`, then the file (Telegram serves bots files up to 20 MB).
+    async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
+        let too_large = || ChannelError::TooLarge {
+            channel: CHANNEL.into(),
+            limit,
+        };
+        if attachment.size.is_some_and(|size| size > limit) {
+            return Err(too_large());
+        }
+        let timeout = self.config.request_timeout;
+        let file: File = self
+            .api
+            .call("getFile", &json!({ "file_id": attachment.id }), timeout)
+            .await
+            .map_err(channel_error)?;
+        if file.file_size.is_some_and(|size| size > limit) {
+            return Err(too_large());
+        }
+        let path = file.file_path.ok_or_else(|| ChannelError::Rejected {
+            channel: CHANNEL.into(),
+            reason: "getFile: no file_path (the file is over 20 MB)".into(),
+        })?;
+        download_file(CHANNEL, self.api.file_request(&path, timeout * 6), limit).await
     }
 
     async fn typing(&self, chat_id: &str) -> Result<(), ChannelError> {

@@ -1,6 +1,7 @@
 //! Telegram updates turned into channel-neutral inbound messages.
 
 use super::types::{Message, MessageEntity, Update, User};
+use molt_core::media::MAX_IMAGE_BYTES;
 use molt_core::message::{Attachment, ChatKind, InboundMessage, Sender};
 use molt_core::platform::Timestamp;
 
@@ -109,13 +110,20 @@ fn utf16_slice(text: &str, offset: usize, length: usize) -> String {
 
 fn attachments(message: &Message) -> Vec<Attachment> {
     let mut attachments = Vec::new();
-    // Sizes of one photo, smallest first: the largest is enough.
-    if let Some(photo) = message.photo.last() {
+    // Sizes of one photo, smallest first: the largest a model takes is enough.
+    let fits = |size: Option<u64>| size.is_some_and(|size| size <= MAX_IMAGE_BYTES);
+    let photo = (message
+        .photo
+        .iter()
+        .rev()
+        .find(|photo| fits(photo.file_size)))
+    .or(message.photo.last());
+    if let Some(photo) = photo {
         attachments.push(Attachment {
             id: photo.file_id.clone(),
             media_type: Some("image/jpeg".into()),
-            name: None,
             size: photo.file_size,
+            ..Attachment::default()
         });
     }
     if let Some(document) = &message.document {
@@ -124,6 +132,7 @@ fn attachments(message: &Message) -> Vec<Attachment> {
             media_type: document.mime_type.clone(),
             name: document.file_name.clone(),
             size: document.file_size,
+            ..Attachment::default()
         });
     }
     attachments

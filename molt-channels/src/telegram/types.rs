@@ -97,5 +97,6 @@ pub(crate) struct Document {
 /// A file ready to download.
 #[derive(Debug, Deserialize)]
 pub(crate) struct File {
+    pub file_size: Option<u64>,
     pub file_path: Option<String>,
 }

@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -63,11 +63,17 @@ pub struct Recorded {
     pub nonce_repeats: usize,
     /// Answers to give before any other, per REST route name.
     pub faults: HashMap<&'static str, VecDeque<Response>>,
+    /// Attachments on the CDN, by path: the signature (`hm`) their URL carries, their type, their bytes.
+    pub cdn: HashMap<String, (String, String, Vec<u8>)>,
+    /// Every CDN request: its path and the `Authorization` header it carried.
+    pub cdn_requests: Vec<(String, Option<String>)>,
     next_id: u64,
 }
 
 pub struct FakeDiscord {
     pub base: String,
+    /// Where attachments are served (Discord's CDN).
+    pub cdn_base: String,
     pub state: Arc<Mutex<Recorded>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -106,6 +112,8 @@ impl FakeDiscord {
             nonces: HashMap::new(),
             nonce_repeats: 0,
             faults: HashMap::new(),
+            cdn: HashMap::new(),
+            cdn_requests: Vec::new(),
             next_id: 1_200_000_000_000_000_000,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -122,6 +130,10 @@ impl FakeDiscord {
                 axum::routing::post(create_message),
             )
             .route("/api/v10/channels/{id}/typing", axum::routing::post(typing))
+            .route(
+                "/attachments/{channel}/{id}/{filename}",
+                axum::routing::get(attachment),
+            )
             .route("/gateway/", axum::routing::get(socket))
             .route("/resume/", axum::routing::get(socket))
             .with_state(app);
@@ -130,6 +142,7 @@ impl FakeDiscord {
         });
         Self {
             base: format!("http://{addr}/api/v10"),
+            cdn_base: format!("http://{addr}"),
             state,
             task,
         }
@@ -158,12 +171,55 @@ impl FakeDiscord {
 
     /// A direct message from `user_id`; returns its message id.
     pub fn direct_message(&self, user_id: &str, text: &str) -> String {
-        self.message(user_id, &format!("dm-{user_id}"), None, text, &[])
+        self.message(
+            user_id,
+            &format!("dm-{user_id}"),
+            None,
+            text,
+            &[],
+            Vec::new(),
+        )
+    }
+
+    /// A direct message from `user_id` with `attachments` (from [`Self::upload`]).
+    pub fn direct_message_with(
+        &self,
+        user_id: &str,
+        text: &str,
+        attachments: Vec<Value>,
+    ) -> String {
+        self.message(
+            user_id,
+            &format!("dm-{user_id}"),
+            None,
+            text,
+            &[],
+            attachments,
+        )
     }
 
     /// A message in a guild channel, mentioning `mentions`.
     pub fn guild_message(&self, user_id: &str, channel: &str, text: &str, mentions: &[&str]) {
-        self.message(user_id, channel, Some("500"), text, mentions);
+        self.message(user_id, channel, Some("500"), text, mentions, Vec::new());
+    }
+
+    /// Puts a file on the CDN, as a user's upload to `channel`; returns the
+    /// attachment object a message carries, with a signed, expiring URL.
+    pub fn upload(&self, channel: &str, filename: &str, content_type: &str, bytes: &[u8]) -> Value {
+        let mut recorded = self.state.lock().unwrap();
+        recorded.next_id += 1 << 22;
+        let id = recorded.next_id.to_string();
+        let path = format!("/attachments/{channel}/{id}/{filename}");
+        let signature = format!("{:x}", recorded.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let file = (signature.clone(), content_type.to_owned(), bytes.to_vec());
+        recorded.cdn.insert(path.clone(), file);
+        drop(recorded);
+        let url = format!(
+            "{}{path}?ex=7fffffff&is=6a000000&hm={signature}&",
+            self.cdn_base
+        );
+        json!({ "id": id, "filename": filename, "size": bytes.len(), "url": url,
+                "proxy_url": url, "content_type": content_type, "width": 16, "height": 16 })
     }
 
     fn message(
@@ -173,6 +229,7 @@ impl FakeDiscord {
         guild: Option<&str>,
         text: &str,
         mentions: &[&str],
+        attachments: Vec<Value>,
     ) -> String {
         let id = {
             let mut recorded = self.state.lock().unwrap();
@@ -184,7 +241,7 @@ impl FakeDiscord {
             "author": { "id": user_id, "username": format!("user{user_id}"), "discriminator": "0",
                         "global_name": null, "avatar": null },
             "timestamp": "2026-11-22T12:00:00.000000+00:00", "edited_timestamp": null,
-            "tts": false, "mention_everyone": false, "mention_roles": [], "attachments": [],
+            "tts": false, "mention_everyone": false, "mention_roles": [], "attachments": attachments,
             "embeds": [], "pinned": false, "flags": 0,
             "mentions": mentions.iter().map(|id| json!({ "id": id, "username": "molt", "bot": true })).collect::<Vec<_>>(),
         });
@@ -257,6 +314,37 @@ fn error(status: u16, code: u64, message: &str) -> Response {
 
 fn authorized(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bot {TOKEN}"))
+}
+
+/// The CDN: an attachment only with the signature its URL was issued with
+/// (Discord's answer to anything else), streamed without a length. It needs
+/// no token; the test checks none is sent.
+async fn attachment(
+    State(app): State<App>,
+    Path((channel, id, filename)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/attachments/{channel}/{id}/{filename}");
+    let mut recorded = app.state.lock().unwrap();
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    recorded.cdn_requests.push((path.clone(), authorization));
+    match recorded.cdn.get(&path) {
+        Some((signature, content_type, bytes)) if query.get("hm") == Some(signature) => {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                bytes.chunks(256).map(|chunk| Ok(chunk.to_vec())).collect();
+            let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+            ([("content-type", content_type.clone())], body).into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "This content is no longer available.",
+        )
+            .into_response(),
+    }
 }
 
 async fn me(headers: HeaderMap) -> Response {

@@ -10,7 +10,7 @@
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -56,11 +56,19 @@ pub struct Recorded {
     /// `conversations.history` and `conversations.replies` calls.
     pub history_reads: usize,
     pub faults: VecDeque<Response>,
+    /// Files shared in the workspace, by `url_private` path: type and bytes.
+    pub files: HashMap<String, (String, Vec<u8>)>,
+    /// Every request for a file: its path and the bearer token it carried.
+    pub file_requests: Vec<(String, String)>,
+    /// Whether the bot token has the `files:read` scope.
+    pub files_read: bool,
     next: u64,
 }
 
 pub struct FakeSlack {
     pub base: String,
+    /// Where files are served (Slack's `files.slack.com`).
+    pub files_base: String,
     pub state: Arc<Mutex<Recorded>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -93,6 +101,9 @@ impl FakeSlack {
             messages: Vec::new(),
             history_reads: 0,
             faults: VecDeque::new(),
+            files: HashMap::new(),
+            file_requests: Vec::new(),
+            files_read: true,
             next: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,12 +119,14 @@ impl FakeSlack {
             .route("/api/conversations.history", axum::routing::post(history))
             .route("/api/conversations.replies", axum::routing::post(replies))
             .route("/link/", axum::routing::get(link))
+            .route("/files-pri/{id}/{name}", axum::routing::get(file))
             .with_state(app);
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });
         Self {
             base: format!("http://{addr}/api"),
+            files_base: format!("http://{addr}"),
             state,
             task,
         }
@@ -134,6 +147,33 @@ impl FakeSlack {
                     "user": user, "text": text, "ts": ts, "event_ts": ts,
                     "client_msg_id": format!("c-{ts}"), "team": "T111" })
         })
+    }
+
+    /// A direct message from `user` sharing `files` (from [`Self::upload`]),
+    /// as the `file_share` message Slack sends; returns its event id.
+    pub fn direct_message_with_files(&self, user: &str, text: &str, files: Vec<Value>) -> String {
+        self.event(|ts| {
+            json!({ "type": "message", "subtype": "file_share", "channel": format!("D{user}"),
+                    "channel_type": "im", "user": user, "text": text, "ts": ts, "event_ts": ts,
+                    "files": files, "upload": false, "display_as_bot": false, "team": "T111" })
+        })
+    }
+
+    /// Shares a file in the workspace; returns the file object events carry.
+    pub fn upload(&self, name: &str, mimetype: &str, bytes: &[u8]) -> Value {
+        let mut recorded = self.state.lock().unwrap();
+        recorded.next += 1;
+        let id = format!("F{:09}", recorded.next);
+        let path = format!("/files-pri/T111-{id}/{name}");
+        let file = (mimetype.to_owned(), bytes.to_vec());
+        recorded.files.insert(path.clone(), file);
+        let url = format!("{}{path}", self.files_base);
+        json!({ "id": id, "created": 1_700_000_000u64, "timestamp": 1_700_000_000u64,
+                "name": name, "title": name, "mimetype": mimetype,
+                "filetype": name.rsplit('.').next(), "pretty_type": "PNG", "user": "U42",
+                "mode": "hosted", "editable": false, "is_external": false, "is_public": false,
+                "size": bytes.len(), "url_private": url,
+                "url_private_download": format!("{}/download/{name}", url.rsplit_once('/').unwrap().0) })
     }
 
     /// A mention of the bot in a channel thread; returns its event id.
@@ -258,6 +298,31 @@ fn bearer(headers: &HeaderMap) -> &str {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
+}
+
+/// `url_private`: the file for a token with `files:read`; anything else is
+/// sent to the sign-in page, as Slack does.
+async fn file(
+    State(app): State<App>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/files-pri/{id}/{name}");
+    let mut recorded = app.state.lock().unwrap();
+    recorded
+        .file_requests
+        .push((path.clone(), bearer(&headers).to_owned()));
+    let allowed = bearer(&headers) == BOT_TOKEN && recorded.files_read;
+    match recorded.files.get(&path) {
+        Some((mimetype, bytes)) if allowed => {
+            ([("content-type", mimetype.clone())], bytes.clone()).into_response()
+        }
+        _ => {
+            let login =
+                format!("https://fake-workspace.slack.com/?redir=%2Ffiles-pri%2F{id}%2F{name}");
+            (StatusCode::FOUND, [("location", login)]).into_response()
+        }
+    }
 }
 
 fn refused(error: &str) -> Response {

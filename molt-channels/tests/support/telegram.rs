@@ -42,7 +42,16 @@ pub struct Recorded {
     pub webhook: Option<(String, String)>,
     /// Every webhook delivery: the update id and the status our endpoint answered.
     pub webhook_answers: Vec<(i64, u16)>,
+    /// Files bots may fetch, by file id.
+    pub files: HashMap<String, Vec<u8>>,
+    /// The `file_path` getFile gave for each file id.
+    pub file_paths: HashMap<String, String>,
+    /// The path of every file download that was served.
+    pub downloads: Vec<String>,
 }
+
+/// The largest file the Bot API lets a bot download.
+pub const MAX_BOT_DOWNLOAD: usize = 20 * 1024 * 1024;
 
 /// The fake, served until dropped.
 pub struct FakeTelegram {
@@ -73,6 +82,7 @@ impl FakeTelegram {
         });
         let app = Router::new()
             .route("/{bot}/{method}", axum::routing::post(call))
+            .route("/file/{bot}/{*path}", axum::routing::get(file))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -123,6 +133,12 @@ impl FakeTelegram {
             .entry(method.to_lowercase())
             .or_default()
             .push_back((code, body));
+    }
+
+    /// A file a bot may fetch by `file_id`, as a photo or document it was sent.
+    pub fn add_file(&self, file_id: &str, bytes: &[u8]) {
+        let mut recorded = self.state.recorded.lock().unwrap();
+        recorded.files.insert(file_id.to_owned(), bytes.to_vec());
     }
 
     pub fn recorded<T>(&self, read: impl FnOnce(&Recorded) -> T) -> T {
@@ -206,11 +222,50 @@ async fn call(
                        "pending_update_count": recorded.queue.len() }))
         }
         "sendmessage" => send_message(&state, params),
+        "getfile" => get_file(&state, &params),
         "sendchataction" => {
             state.recorded.lock().unwrap().actions.push(params);
             ok(json!(true))
         }
         _ => refuse(404, "Not Found: method not found"),
+    }
+}
+
+/// `getFile`: a `file_path` valid for the download URL, or Telegram's refusals.
+fn get_file(state: &Shared, params: &Value) -> Response {
+    let file_id = params["file_id"].as_str().unwrap_or_default();
+    let mut recorded = state.recorded.lock().unwrap();
+    let Some(size) = recorded.files.get(file_id).map(Vec::len) else {
+        return refuse(400, "Bad Request: invalid file_id");
+    };
+    if size > MAX_BOT_DOWNLOAD {
+        return refuse(400, "Bad Request: file is too big");
+    }
+    let path = format!("photos/file_{}.jpg", recorded.file_paths.len());
+    recorded.file_paths.insert(file_id.to_owned(), path.clone());
+    ok(
+        json!({ "file_id": file_id, "file_unique_id": format!("u{file_id}"),
+               "file_size": size, "file_path": path }),
+    )
+}
+
+/// `https://api.telegram.org/file/bot<token>/<file_path>`: the file, or a 404
+/// (as Telegram answers a wrong token or an unknown path alike).
+async fn file(
+    State(state): State<Arc<Shared>>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    let mut recorded = state.recorded.lock().unwrap();
+    let file_id = (recorded.file_paths.iter())
+        .find(|(_, known)| **known == path)
+        .map(|(id, _)| id.clone());
+    let bytes = file_id.and_then(|id| recorded.files.get(&id).cloned());
+    match bytes {
+        Some(bytes) if bot == format!("bot{TOKEN}") => {
+            recorded.downloads.push(path);
+            ([("content-type", "application/octet-stream")], bytes).into_response()
+        }
+        _ => refuse(404, "Not Found"),
     }
 }
 
