@@ -236,7 +236,12 @@ async fn the_attempt_and_total_limits_end_streams_and_retries() {
 
 #[tokio::test]
 async fn images_reach_each_api_in_its_own_form() {
+    use base64::Engine;
     let fake = FakeProvider::start().await;
+    // A real PNG: the fake, as Anthropic, refuses bytes that are not an image.
+    let png = include_bytes!("../../molt-channels/tests/support/files/pixel.png");
+    let png = base64::engine::general_purpose::STANDARD.encode(png);
+    let data_url = format!("data:image/png;base64,{png}");
     let mut request = call("echo", "");
     request.request.messages = vec![molt_core::message::Message {
         role: molt_core::message::Role::User,
@@ -245,7 +250,7 @@ async fn images_reach_each_api_in_its_own_form() {
                 text: "what is this?".into(),
             },
             molt_core::message::ContentBlock::Image {
-                url: "data:image/png;base64,iVBORw0KGgo=".into(),
+                url: data_url.clone(),
                 media_type: Some("image/png".into()),
             },
             molt_core::message::ContentBlock::Image {
@@ -262,7 +267,7 @@ async fn images_reach_each_api_in_its_own_form() {
         &received.iter().find(|r| r.api == "anthropic").unwrap().body["messages"][0]["content"];
     assert_eq!(
         anthropic[1]["source"],
-        json!({ "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo=" })
+        json!({ "type": "base64", "media_type": "image/png", "data": png })
     );
     assert_eq!(
         anthropic[2]["source"],
@@ -272,7 +277,7 @@ async fn images_reach_each_api_in_its_own_form() {
         &received.iter().find(|r| r.api == "openai").unwrap().body["messages"][0]["content"];
     assert_eq!(
         openai[1],
-        json!({ "type": "image_url", "image_url": { "url": "data:image/png;base64,iVBORw0KGgo=" } })
+        json!({ "type": "image_url", "image_url": { "url": data_url } })
     );
     assert_eq!(openai[2]["image_url"]["url"], "https://example.com/cat.jpg");
     // And back: an OpenAI client's image becomes Anthropic's base64 source.

@@ -104,16 +104,70 @@ pub(crate) async fn download_file(
 }
 
 /// Whether `url` is one a channel may fetch a file from with its credentials:
-/// HTTPS on one of the platform's `hosts`, or the scheme, host and port of
-/// the API base the operator configured (a proxy, or a test's fake). A URL
-/// in a message is never trusted beyond that.
+/// HTTPS on the default port of one of the platform's `hosts`, or the scheme,
+/// host and port of the API base the operator configured (a proxy, or a
+/// test's fake); never with a user name or password in it. A URL in a message
+/// is never trusted beyond that.
 pub(crate) fn is_platform_url(url: &url::Url, hosts: &[&str], configured_base: &str) -> bool {
-    let platform =
-        url.scheme() == "https" && url.host_str().is_some_and(|host| hosts.contains(&host));
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    let platform = url.scheme() == "https"
+        && url.port().is_none()
+        && url.host_str().is_some_and(|host| hosts.contains(&host));
     let configured = url::Url::parse(configured_base).is_ok_and(|base| {
         base.scheme() == url.scheme()
             && base.host_str() == url.host_str()
             && base.port_or_known_default() == url.port_or_known_default()
     });
     platform || configured
+}
+
+/// Refuses a file whose declared `size` is over `limit`, before any download.
+pub(crate) fn check_declared_size(
+    channel: &str,
+    size: Option<u64>,
+    limit: u64,
+) -> Result<(), ChannelError> {
+    match size {
+        Some(size) if size > limit => Err(ChannelError::TooLarge {
+            channel: channel.into(),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_fetched_only_from_the_platform_or_the_configured_base() {
+        let hosts = ["files.slack.com"];
+        let base = "http://127.0.0.1:8080/api";
+        let allowed = |url: &str| is_platform_url(&url::Url::parse(url).unwrap(), &hosts, base);
+        for url in [
+            "https://files.slack.com/files-pri/T1-F1/a.png",
+            "https://FILES.slack.com/files-pri/T1-F1/a.png",
+            "https://files.slack.com:443/a.png",
+            "http://127.0.0.1:8080/files-pri/T1-F1/a.png",
+        ] {
+            assert!(allowed(url), "{url}");
+        }
+        for url in [
+            "http://files.slack.com/a.png",
+            "https://files.slack.com:8443/a.png",
+            "https://files.slack.com.evil.example/a.png",
+            "https://evil.example/files.slack.com/a.png",
+            "https://files.slack.com@evil.example/a.png",
+            "https://user:pass@files.slack.com/a.png",
+            "http://127.0.0.1:8081/a.png",
+            "https://127.0.0.1:8080/a.png",
+            "http://[::1]:8080/a.png",
+            "file:///etc/passwd",
+        ] {
+            assert!(!allowed(url), "{url}");
+        }
+    }
 }

@@ -174,6 +174,10 @@ impl Agent {
         cancel: &CancelToken,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<RunOutcome, AgentError> {
+        // Stopped before it started (while its images downloaded): no model call.
+        if cancel.is_cancelled() {
+            return Err(AgentError::Cancelled);
+        }
         let work = self.steps(system, history, on_event).boxed();
         let stop = select(
             self.timer.sleep(self.options.run_timeout),

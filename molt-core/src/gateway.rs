@@ -5,7 +5,7 @@ use crate::cancel::CancelToken;
 use crate::channel::{ChannelEgress, ChannelError, ChannelIngress, split_text};
 use crate::inbox::{Admission, Inbox, InboxId, PendingEntry};
 use crate::media::{MAX_IMAGE_BYTES, MediaError, MediaStore};
-use crate::message::{ContentBlock, InboundMessage, Message, OutboundMessage};
+use crate::message::{Attachment, ContentBlock, InboundMessage, Message, OutboundMessage};
 use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
 use crate::session::{SessionKey, SessionQueues, SessionScope};
@@ -16,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// What observers see of a run: which session and message it is for, and what happened.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +77,12 @@ pub struct GatewayParts {
 
 /// The most messages that may wait behind a session's current run.
 pub const MAX_QUEUED_PER_SESSION: usize = 100;
+
+/// Attempts to download an image when the platform is rate limiting or unreachable.
+pub const DOWNLOAD_ATTEMPTS: usize = 3;
+
+/// The longest wait between two attempts to download an image.
+pub const MAX_DOWNLOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not take a message.
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +363,31 @@ impl Gateway {
     }
 }
 
+/// A session's run, cancellable through [`Gateway::abort`] until dropped.
+struct RegisteredRun<'a> {
+    runs: &'a Mutex<HashMap<SessionKey, CancelToken>>,
+    session: &'a SessionKey,
+}
+
+impl<'a> RegisteredRun<'a> {
+    fn new(
+        runs: &'a Mutex<HashMap<SessionKey, CancelToken>>,
+        session: &'a SessionKey,
+        cancel: &CancelToken,
+    ) -> Self {
+        let mut map = runs.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(session.clone(), cancel.clone());
+        Self { runs, session }
+    }
+}
+
+impl Drop for RegisteredRun<'_> {
+    fn drop(&mut self) {
+        let mut map = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(self.session);
+    }
+}
+
 /// Where a delivery starts: after the pieces already sent, and whether the
 /// first of the rest may have gone out already.
 #[derive(Clone, Copy, Default)]
@@ -497,10 +529,7 @@ impl Inner {
             return self.send_decided(id, inbound, reply, Ok(())).await;
         }
         let cancel = CancelToken::new();
-        self.runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session.clone(), cancel.clone());
+        let registered = RegisteredRun::new(&self.runs, session, &cancel);
         // After a crash the user message may already be in the transcript.
         // Its images are fetched outside the session's lock.
         let recorded = {
@@ -510,7 +539,7 @@ impl Inner {
         };
         let mut user_message = match recorded {
             true => None,
-            false => Some(self.user_message(inbound).await?),
+            false => Some(self.user_message(inbound, &cancel).await?),
         };
         // Under the session's lock only while its history changes; the session
         // queue keeps runs serial, so readers (chat.history) never wait for a run.
@@ -551,10 +580,7 @@ impl Inner {
             Either::Left((result, _)) => result,
             Either::Right((never, _)) => match never {},
         };
-        self.runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(session);
+        drop(registered);
 
         // A run cut short may end on tool calls without results: keep the history valid.
         if produced
@@ -592,29 +618,70 @@ impl Inner {
 
     /// The user turn for `inbound`: its text, a line naming each attachment,
     /// then each image itself, downloaded through its channel and kept in the
-    /// store. An image that cannot be had is named as such, and the run goes on.
-    async fn user_message(&self, inbound: &InboundMessage) -> Result<Message, StoreError> {
+    /// store. An image that cannot be had (or not before the run is stopped)
+    /// is named as such, with the reason, and the run goes on.
+    async fn user_message(
+        &self,
+        inbound: &InboundMessage,
+        cancel: &CancelToken,
+    ) -> Result<Message, StoreError> {
         let mut message = inbound.to_user_message();
-        let Some(egress) = self.egress(&inbound.channel) else {
-            return Ok(message);
-        };
+        let egress = self.egress(&inbound.channel);
         for attachment in inbound.attachments.iter().filter(|a| a.is_image()) {
-            let kept = match egress.download(attachment, MAX_IMAGE_BYTES).await {
-                Ok(bytes) => self.media.keep_image(bytes).await,
-                Err(err) => Err(MediaError::Channel(err)),
+            let kept = match &egress {
+                None => Err(MediaError::Channel(ChannelError::Closed {
+                    channel: inbound.channel.clone(),
+                })),
+                Some(egress) => {
+                    let fetch = self.fetch_image(egress.as_ref(), attachment);
+                    match select(Box::pin(fetch), cancel.cancelled()).await {
+                        Either::Left((kept, _)) => kept,
+                        Either::Right(_) => Err(MediaError::Stopped),
+                    }
+                }
             };
             match kept {
                 Ok(image) => message.content.push(image),
                 Err(MediaError::Store(err)) => return Err(err),
                 Err(err) => {
                     tracing::warn!(channel = %inbound.channel, attachment = %attachment.id, %err, "an image could not be fetched");
-                    message.content.push(ContentBlock::Text {
-                        text: format!("[{} could not be shown: {err}]", attachment.describe()),
-                    });
+                    let text = format!("[{} could not be shown: {err}]", attachment.summary());
+                    message.content.push(ContentBlock::Text { text });
                 }
             }
         }
         Ok(message)
+    }
+
+    /// Downloads an image and keeps it, trying again after a rate limit or a
+    /// network failure (at most [`DOWNLOAD_ATTEMPTS`] times, waiting at most
+    /// [`MAX_DOWNLOAD_WAIT`] between them).
+    async fn fetch_image(
+        &self,
+        egress: &dyn ChannelEgress,
+        attachment: &Attachment,
+    ) -> Result<ContentBlock, MediaError> {
+        let mut attempt = 1;
+        loop {
+            let err = match egress.download(attachment, MAX_IMAGE_BYTES).await {
+                Ok(bytes) => return self.media.keep_image(bytes).await,
+                Err(err) => err,
+            };
+            let wait = match &err {
+                ChannelError::RateLimited { retry_after, .. } => *retry_after,
+                ChannelError::Transport { .. } => Duration::from_secs(1),
+                _ => return Err(err.into()),
+            };
+            if attempt == DOWNLOAD_ATTEMPTS {
+                return Err(err.into());
+            }
+            attempt += 1;
+            self.parts
+                .platform
+                .timer
+                .sleep(wait.min(MAX_DOWNLOAD_WAIT))
+                .await;
+        }
     }
 
     /// Stores and delivers the reply a run decided; `outcome` is how the run ended.

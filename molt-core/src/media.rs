@@ -22,8 +22,12 @@ pub const MAX_IMAGES_PER_CALL: usize = 4;
 /// The scheme of an image reference in a transcript.
 pub const MEDIA_SCHEME: &str = "media:";
 
-/// What the model sees in place of an image that is no longer sent.
-pub const IMAGE_NOT_SHOWN: &str = "[an earlier image, no longer shown]";
+/// The longest side, in pixels, of an image kept: Anthropic refuses larger ones.
+pub const MAX_IMAGE_SIDE: u32 = 8000;
+
+/// What the model sees in place of an image a call does not carry (one of
+/// the older ones, or one the store no longer holds).
+pub const IMAGE_NOT_SHOWN: &str = "[an image, not shown here]";
 
 /// The image formats both providers take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,27 +46,19 @@ impl ImageType {
     /// The format `bytes` are in, read from their first bytes (a platform's
     /// declared media type is not trusted: providers refuse a mismatch).
     pub fn sniff(bytes: &[u8]) -> Option<Self> {
-        match bytes {
-            [0xFF, 0xD8, 0xFF, ..] => Some(Self::Jpeg),
-            [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n', ..] => Some(Self::Png),
-            [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Self::Gif),
-            [
-                b'R',
-                b'I',
-                b'F',
-                b'F',
-                _,
-                _,
-                _,
-                _,
-                b'W',
-                b'E',
-                b'B',
-                b'P',
-                ..,
-            ] => Some(Self::Webp),
+        match imagesize::image_type(bytes).ok()? {
+            imagesize::ImageType::Jpeg => Some(Self::Jpeg),
+            imagesize::ImageType::Png => Some(Self::Png),
+            imagesize::ImageType::Gif => Some(Self::Gif),
+            imagesize::ImageType::Webp => Some(Self::Webp),
             _ => None,
         }
+    }
+
+    fn from_extension(extension: &str) -> Option<Self> {
+        [Self::Jpeg, Self::Png, Self::Gif, Self::Webp]
+            .into_iter()
+            .find(|kind| kind.extension() == extension)
     }
 
     /// Its media type, such as `image/png`.
@@ -97,6 +93,17 @@ pub enum MediaError {
         /// Its size in bytes.
         size: u64,
     },
+    /// A side of the image is over [`MAX_IMAGE_SIDE`] pixels.
+    #[error("the image is {width}×{height} pixels; at most {MAX_IMAGE_SIDE} a side go to a model")]
+    TooManyPixels {
+        /// Its width.
+        width: usize,
+        /// Its height.
+        height: usize,
+    },
+    /// The run was stopped before it was fetched.
+    #[error("the run was stopped first")]
+    Stopped,
     /// The channel could not download it.
     #[error(transparent)]
     Channel(#[from] ChannelError),
@@ -125,6 +132,11 @@ impl MediaStore {
             return Err(MediaError::TooLarge { size });
         }
         let kind = ImageType::sniff(&bytes).ok_or(MediaError::NotAnImage)?;
+        let imagesize::ImageSize { width, height } =
+            imagesize::blob_size(&bytes).map_err(|_| MediaError::NotAnImage)?;
+        if width.max(height) > MAX_IMAGE_SIDE as usize {
+            return Err(MediaError::TooManyPixels { width, height });
+        }
         let digest = Sha256::digest(&bytes);
         let name = format!("{}.{}", hex(&digest), kind.extension());
         // The name is the digest: an image already there is this one.
@@ -177,12 +189,17 @@ impl MediaStore {
         Ok(messages)
     }
 
-    /// The image named `name`, if the store holds it and the name is one this store gives.
+    /// The image named `name`, if the name is one this store gives
+    /// (`<64 hex digits>.<extension>`) and the store holds it.
     async fn load(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
-        let valid = name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_lowercase() || b == b'.');
-        if !valid || name.starts_with('.') {
+        let valid = name.split_once('.').is_some_and(|(digest, extension)| {
+            digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                && ImageType::from_extension(extension).is_some()
+        });
+        if !valid {
             return Ok(None);
         }
         self.store.get(&key(name)).await
@@ -208,23 +225,30 @@ mod tests {
     use crate::store::MemoryStore;
     use futures::executor::block_on;
 
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    /// A PNG of `width` × `height` pixels as far as its header goes, told apart by `n`.
+    fn png_sized(width: u32, height: u32, n: u8) -> Bytes {
+        let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        bytes.extend(width.to_be_bytes());
+        bytes.extend(height.to_be_bytes());
+        bytes.extend([8, 2, 0, 0, 0, n]);
+        Bytes::from(bytes)
+    }
 
     fn png(n: u8) -> Bytes {
-        let mut bytes = PNG.to_vec();
-        bytes.push(n);
-        Bytes::from(bytes)
+        png_sized(16, 16, n)
     }
 
     #[test]
     fn formats_are_read_from_the_bytes() {
         assert_eq!(ImageType::sniff(&png(0)), Some(ImageType::Png));
-        assert_eq!(ImageType::sniff(b"\xff\xd8\xff\xe0"), Some(ImageType::Jpeg));
-        assert_eq!(ImageType::sniff(b"GIF89a.."), Some(ImageType::Gif));
+        let jpeg = b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01";
+        assert_eq!(ImageType::sniff(jpeg), Some(ImageType::Jpeg));
         assert_eq!(
-            ImageType::sniff(b"RIFF\0\0\0\0WEBPVP8 "),
-            Some(ImageType::Webp)
+            ImageType::sniff(b"GIF89a\x10\0\x10\0\0\0\0"),
+            Some(ImageType::Gif)
         );
+        let webp = b"RIFF\0\0\0\0WEBPVP8 ";
+        assert_eq!(ImageType::sniff(webp), Some(ImageType::Webp));
         assert_eq!(ImageType::sniff(b"<html>"), None);
         assert_eq!(ImageType::sniff(b""), None);
     }
@@ -239,15 +263,20 @@ mod tests {
         };
         assert!(url.starts_with("media:") && url.ends_with(".png"), "{url}");
         assert_eq!(media_type.as_deref(), Some("image/png"));
-        assert!(matches!(
-            block_on(media.keep_image(Bytes::from_static(b"<html>login</html>"))),
-            Err(MediaError::NotAnImage)
-        ));
+        let login_page = Bytes::from_static(b"<html>login</html>");
+        let refused = block_on(media.keep_image(login_page));
+        assert!(matches!(refused, Err(MediaError::NotAnImage)));
         let huge = Bytes::from(vec![0xFF; MAX_IMAGE_BYTES as usize + 1]);
+        let refused = block_on(media.keep_image(huge));
+        assert!(matches!(refused, Err(MediaError::TooLarge { .. })));
+        // A panorama under the byte limit but over the side limit.
+        let panorama = png_sized(MAX_IMAGE_SIDE + 1, 600, 0);
+        let refused = block_on(media.keep_image(panorama));
         assert!(matches!(
-            block_on(media.keep_image(huge)),
-            Err(MediaError::TooLarge { .. })
+            refused,
+            Err(MediaError::TooManyPixels { width: 8001, .. })
         ));
+        assert!(block_on(media.keep_image(png_sized(MAX_IMAGE_SIDE, 600, 0))).is_ok());
     }
 
     #[test]
@@ -256,21 +285,29 @@ mod tests {
         let mut messages = Vec::new();
         for n in 0..6 {
             let image = block_on(media.keep_image(png(n))).unwrap();
+            let caption = ContentBlock::Text {
+                text: format!("photo {n}"),
+            };
             messages.push(Message {
                 role: crate::message::Role::User,
-                content: vec![
-                    ContentBlock::Text {
-                        text: format!("photo {n}"),
-                    },
-                    image,
-                ],
+                content: vec![caption, image],
             });
         }
-        let forged = ContentBlock::Image {
-            url: "media:../pairing/telegram.json".into(),
-            media_type: None,
-        };
-        messages[5].content.push(forged);
+        // References this store never gives, and one it does not hold.
+        let digest = "0".repeat(64);
+        let forged = [
+            "media:../pairing/telegram.json".to_owned(),
+            "media:".to_owned(),
+            format!("media:{digest}.json"),
+            format!("media:{}.png", "a".repeat(2000)),
+            format!("media:{digest}.png"),
+        ];
+        for url in forged {
+            let media_type = None;
+            messages[5]
+                .content
+                .push(ContentBlock::Image { url, media_type });
+        }
         let remote = ContentBlock::Image {
             url: "https://example.com/a.png".into(),
             media_type: None,
@@ -278,28 +315,24 @@ mod tests {
         messages[5].content.push(remote.clone());
 
         let sent = block_on(media.inline_images(messages)).unwrap();
-        let inline: Vec<bool> = sent
-            .iter()
-            .map(|m| {
-                m.content.iter().any(|b| {
-                    matches!(b, ContentBlock::Image { url, .. } if url.starts_with("data:image/png;base64,"))
-                })
+        let inlined = |m: &Message| {
+            m.content.iter().any(|b| {
+                matches!(b, ContentBlock::Image { url, .. } if url.starts_with("data:image/png;base64,"))
             })
-            .collect();
+        };
+        let inline: Vec<bool> = sent.iter().map(inlined).collect();
         assert_eq!(inline, [false, false, true, true, true, true]);
         assert_eq!(sent[0].text(), format!("photo 0{IMAGE_NOT_SHOWN}"));
+        let not_shown = ContentBlock::Text {
+            text: IMAGE_NOT_SHOWN.into(),
+        };
+        assert!(sent[5].content[2..7].iter().all(|b| *b == not_shown));
         assert_eq!(
-            sent[5].content[2],
-            ContentBlock::Text {
-                text: IMAGE_NOT_SHOWN.into()
-            }
-        );
-        assert_eq!(
-            sent[5].content[3], remote,
+            sent[5].content[7], remote,
             "other URLs are left as they are"
         );
         let ContentBlock::Image { url, .. } = &sent[5].content[1] else {
-            panic!()
+            panic!("{:?}", sent[5].content[1])
         };
         let encoded = url.strip_prefix("data:image/png;base64,").unwrap();
         let decoded = base64::engine::general_purpose::STANDARD

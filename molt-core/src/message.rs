@@ -271,6 +271,11 @@ impl Attachment {
 
     /// One line for the model: `[attached image: photo.jpg, image/jpeg, 118 KiB]`.
     pub fn describe(&self) -> String {
+        format!("[{}]", self.summary())
+    }
+
+    /// The line of [`Attachment::describe`] without its brackets.
+    pub fn summary(&self) -> String {
         let kind = match self.media_type.as_deref() {
             Some(media) if media.starts_with("image/") => "image",
             Some(media) if media.starts_with("audio/") => "audio",
@@ -290,9 +295,9 @@ impl Attachment {
             _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
         }));
         if details.is_empty() {
-            format!("[attached {kind}]")
+            format!("attached {kind}")
         } else {
-            format!("[attached {kind}: {}]", details.join(", "))
+            format!("attached {kind}: {}", details.join(", "))
         }
     }
 }

@@ -243,7 +243,7 @@ pub async fn compact_if_needed(
         for block in &message.content {
             let line = match block {
                 ContentBlock::Text { text } => text.clone(),
-                ContentBlock::Image { url, .. } => format!("[image {url}]"),
+                ContentBlock::Image { .. } => "[image]".to_owned(),
                 ContentBlock::ToolUse { name, input, .. } => {
                     format!("[called {name} with {input}]")
                 }

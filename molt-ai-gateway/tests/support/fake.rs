@@ -287,7 +287,8 @@ fn anthropic_content_refusal(messages: &Value) -> Option<String> {
 
 /// Anthropic's checks on an image block, in its words: images only in user
 /// turns; base64 sources of the four formats it takes, whose bytes are of the
-/// media type they claim, at most 5 MiB of base64 each; URL sources over HTTPS.
+/// media type they claim, at most 5 MiB of base64 and 8000 pixels a side
+/// each; URL sources over HTTPS.
 fn anthropic_image_refusal(
     block: &Value,
     message: &Value,
@@ -353,8 +354,16 @@ fn anthropic_image_refusal(
         ] => "image/webp",
         _ => return Some(format!("{at}.base64.data: Could not process image")),
     };
-    (actual != media_type).then(|| {
-        format!("{at}.base64.data: Image does not match the provided media type {media_type}")
+    if actual != media_type {
+        return Some(format!(
+            "{at}.base64.data: Image does not match the provided media type {media_type}"
+        ));
+    }
+    let Ok(size) = imagesize::blob_size(&bytes) else {
+        return Some(format!("{at}.base64.data: Could not process image"));
+    };
+    (size.width.max(size.height) > 8000).then(|| {
+        format!("{at}.base64.data: At least one of the image dimensions exceed max allowed size: 8000 pixels")
     })
 }
 

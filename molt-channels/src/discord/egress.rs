@@ -4,7 +4,7 @@
 use super::inbound::CHANNEL;
 use super::rest::Rest;
 use super::{ratelimit::Route, rest_error};
-use crate::http::download_file;
+use crate::http::{check_declared_size, download_file};
 use async_trait::async_trait;
 use bytes::Bytes;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
@@ -40,12 +40,7 @@ impl ChannelEgress for DiscordEgress {
 
     /// From Discord's CDN, by the URL the message gave (never another host).
     async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
-        if attachment.size.is_some_and(|size| size > limit) {
-            return Err(ChannelError::TooLarge {
-                channel: CHANNEL.into(),
-                limit,
-            });
-        }
+        check_declared_size(CHANNEL, attachment.size, limit)?;
         let request = (attachment.url.as_deref())
             .and_then(|url| self.rest.file_request(url))
             .ok_or_else(|| ChannelError::Rejected {

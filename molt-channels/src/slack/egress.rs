@@ -4,7 +4,7 @@ use super::api::WebApi;
 use super::api_error;
 use super::format::to_mrkdwn;
 use super::inbound::CHANNEL;
-use crate::http::download_file;
+use crate::http::{check_declared_size, download_file};
 use async_trait::async_trait;
 use bytes::Bytes;
 use molt_core::Secret;
@@ -44,12 +44,7 @@ impl ChannelEgress for SlackEgress {
     /// The file's `url_private`, with the bot token (the app needs the
     /// `files:read` scope; without it Slack answers with a sign-in page).
     async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
-        if attachment.size.is_some_and(|size| size > limit) {
-            return Err(ChannelError::TooLarge {
-                channel: CHANNEL.into(),
-                limit,
-            });
-        }
+        check_declared_size(CHANNEL, attachment.size, limit)?;
         let request = (attachment.url.as_deref())
             .and_then(|url| self.api.file_request(url, &self.bot_token))
             .ok_or_else(|| ChannelError::Rejected {

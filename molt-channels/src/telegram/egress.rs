@@ -7,7 +7,7 @@ use super::format::to_markdown_v2;
 use super::inbound::message_id_of;
 use super::types::File;
 use super::{CHANNEL, TelegramConfig, channel_error};
-use crate::http::download_file;
+use crate::http::{check_declared_size, download_file};
 use async_trait::async_trait;
 use bytes::Bytes;
 use molt_core::channel::{Capabilities, ChannelEgress, ChannelError, FormatDialect, LengthUnit};
@@ -155,22 +155,14 @@ impl ChannelEgress for TelegramEgress {
 
     /// `getFile`, then the file (Telegram serves bots files up to 20 MB).
     async fn download(&self, attachment: &Attachment, limit: u64) -> Result<Bytes, ChannelError> {
-        let too_large = || ChannelError::TooLarge {
-            channel: CHANNEL.into(),
-            limit,
-        };
-        if attachment.size.is_some_and(|size| size > limit) {
-            return Err(too_large());
-        }
+        check_declared_size(CHANNEL, attachment.size, limit)?;
         let timeout = self.config.request_timeout;
         let file: File = self
             .api
             .call("getFile", &json!({ "file_id": attachment.id }), timeout)
             .await
             .map_err(channel_error)?;
-        if file.file_size.is_some_and(|size| size > limit) {
-            return Err(too_large());
-        }
+        check_declared_size(CHANNEL, file.file_size, limit)?;
         let path = file.file_path.ok_or_else(|| ChannelError::Rejected {
             channel: CHANNEL.into(),
             reason: "getFile: no file_path (the file is over 20 MB)".into(),
