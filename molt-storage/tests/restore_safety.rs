@@ -227,3 +227,47 @@ async fn with_a_backup_key_moltworkers_plaintext_layout_is_not_restored() {
     let plain = mirror(state.path(), &server);
     assert_eq!(plain.restore_legacy().await.unwrap().unwrap().files, 1);
 }
+
+#[tokio::test]
+async fn moltworkers_layout_over_the_limits_is_refused_before_anything_is_written() {
+    let (_s3, server) = server().await;
+    let store = remote(&server);
+    put(&store, "workspace/AGENTS.md", &[b'a'; 600]).await;
+    put(&store, "workspace/MEMORY.md", &[b'm'; 600]).await;
+    let limited = |limits: RestoreLimits, state: &std::path::Path| {
+        let options = MirrorOptions {
+            restore_limits: limits,
+            ..MirrorOptions::default()
+        };
+        StateMirror::new(state, remote(&server), options)
+    };
+    let state = tempfile::tempdir().unwrap();
+    let too_many = limited(
+        RestoreLimits {
+            max_files: 1,
+            ..RestoreLimits::default()
+        },
+        state.path(),
+    );
+    let reason = is_damaged(too_many.restore_legacy().await.map(Option::unwrap));
+    assert!(reason.contains("2 files"), "{reason}");
+    let too_large = limited(
+        RestoreLimits {
+            max_total_bytes: 1_000,
+            ..RestoreLimits::default()
+        },
+        state.path(),
+    );
+    let reason = is_damaged(too_large.restore_legacy().await.map(Option::unwrap));
+    assert!(reason.contains("1200 bytes"), "{reason}");
+    assert!(!state.path().join("workspace").exists());
+    // Within the limits the same bucket restores.
+    let enough = limited(
+        RestoreLimits {
+            max_total_bytes: 1_200,
+            ..RestoreLimits::default()
+        },
+        state.path(),
+    );
+    assert_eq!(enough.restore_legacy().await.unwrap().unwrap().files, 2);
+}

@@ -206,7 +206,7 @@ impl StateMirror {
             return Err(MirrorError::PlaintextRefused);
         }
         let _guard = self.inner.lock().await;
-        let mut plan: Vec<(String, String)> = Vec::new();
+        let mut plan: Vec<LegacyFile> = Vec::new();
         for source in &legacy::CONFIG_SOURCES {
             let found = self.legacy_files(source).await?;
             if !found.is_empty() {
@@ -217,10 +217,11 @@ impl StateMirror {
         if plan.is_empty() {
             let bare = ObjectPath::from(legacy::BARE_CONFIG);
             match self.remote.head(&bare).await {
-                Ok(_) => plan.push((
-                    legacy::BARE_CONFIG.to_string(),
-                    legacy::OLD_CONFIG_NAME.to_string(),
-                )),
+                Ok(meta) => plan.push(LegacyFile {
+                    key: legacy::BARE_CONFIG.to_string(),
+                    target: legacy::OLD_CONFIG_NAME.to_string(),
+                    size: meta.size,
+                }),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(err) => return Err(remote_error(legacy::BARE_CONFIG, err).into()),
             }
@@ -232,25 +233,30 @@ impl StateMirror {
             return Ok(None);
         }
         // One source per target: `skills/` wins over skills found under `workspace/`.
-        let plan: BTreeMap<String, String> = plan
+        let plan: BTreeMap<String, LegacyFile> = plan
             .into_iter()
-            .map(|(key, target)| (target, key))
-            .collect();
-        let plan: Vec<(String, String)> = plan
-            .into_iter()
-            .map(|(target, key)| (key, target))
+            .map(|file| (file.target.clone(), file))
             .collect();
         let limits = &self.options.restore_limits;
+        let refused = |reason: String| Err(MirrorError::Corrupt { seq: 0, reason });
         if plan.len() > limits.max_files {
-            return Err(MirrorError::Corrupt {
-                seq: 0,
-                reason: format!(
-                    "Moltworker's layout has {} files, more than the {} a restore takes",
-                    plan.len(),
-                    limits.max_files
-                ),
-            });
+            return refused(format!(
+                "Moltworker's layout has {} files, more than the {} a restore takes",
+                plan.len(),
+                limits.max_files
+            ));
         }
+        let total: u64 = plan.values().map(|file| file.size).sum();
+        if total > limits.max_total_bytes {
+            return refused(format!(
+                "Moltworker's layout holds {total} bytes, more than the {} a restore takes",
+                limits.max_total_bytes
+            ));
+        }
+        let plan: Vec<(String, String)> = plan
+            .into_values()
+            .map(|file| (file.key, file.target))
+            .collect();
         let max_file_bytes = limits.max_file_bytes;
         let staging = self.root.join(STAGING);
         let (transfer, into) = (&self.transfer(false), &staging);
@@ -293,23 +299,23 @@ impl StateMirror {
     async fn legacy_files(
         &self,
         source: &legacy::LegacySource,
-    ) -> Result<Vec<(String, String)>, MirrorError> {
+    ) -> Result<Vec<LegacyFile>, MirrorError> {
         let prefix = ObjectPath::from(source.prefix.trim_end_matches('/'));
-        let keys: Vec<String> = self
+        let listed: Vec<(String, u64)> = self
             .remote
             .list(Some(&prefix))
-            .map_ok(|meta| meta.location.to_string())
+            .map_ok(|meta| (meta.location.to_string(), meta.size))
             .try_collect()
             .await
             .map_err(|err| remote_error(source.prefix, err))?;
-        Ok(keys
+        Ok(listed
             .into_iter()
-            .filter_map(|key| {
+            .filter_map(|(key, size)| {
                 let relative = key.strip_prefix(source.prefix)?;
                 let target = format!("{}{relative}", source.target);
                 check_path(&target, &self.options.excludes)
                     .is_ok()
-                    .then_some((key, target))
+                    .then_some(LegacyFile { key, target, size })
             })
             .collect())
     }
@@ -452,4 +458,11 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir(path)
+}
+
+/// A file of Moltworker's layout: its key in the bucket, where it lands, its size.
+struct LegacyFile {
+    key: String,
+    target: String,
+    size: u64,
 }
