@@ -36,10 +36,12 @@
 //! assert_eq!(outcome.reply, "echo: the tool returned 3 words");
 //! ```
 
+pub mod access;
 pub mod agent;
 pub mod cancel;
 pub mod channel;
 pub mod config;
+pub mod device;
 pub mod echo;
 pub mod error;
 pub mod gateway;
