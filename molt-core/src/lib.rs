@@ -42,6 +42,7 @@ pub mod cancel;
 pub mod channel;
 pub mod config;
 pub mod device;
+pub mod devices;
 pub mod echo;
 pub mod error;
 pub mod gateway;
