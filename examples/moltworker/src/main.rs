@@ -246,6 +246,11 @@ async fn run() -> Result<(), String> {
     let chat = webchat::ChatStream::new(config.session_scope);
     let observer = chat.clone();
     let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
+    let devices = molt_core::devices::DeviceBook::new(
+        store.clone(),
+        platform.clock.clone(),
+        platform.entropy.clone(),
+    );
     let gateway = Gateway::new(GatewayParts {
         store: store.clone(),
         logs: store,
@@ -290,6 +295,8 @@ async fn run() -> Result<(), String> {
         mirror: mirror.clone(),
         throttle: Default::default(),
         handshakes: Default::default(),
+        devices,
+        broadcasts: tokio::sync::broadcast::channel(256).0,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.

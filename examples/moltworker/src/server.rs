@@ -95,6 +95,10 @@ pub struct AppState {
     pub throttle: AttemptThrottle,
     /// Places for WebSockets waiting to authenticate.
     pub handshakes: WaitingRoom,
+    /// Paired devices and pairing requests.
+    pub devices: molt_core::devices::DeviceBook,
+    /// Events and decisions every connection hears.
+    pub broadcasts: tokio::sync::broadcast::Sender<protocol::Broadcast>,
 }
 
 impl AppState {
@@ -112,6 +116,17 @@ impl AppState {
 }
 
 impl AppState {
+    /// Tells every connection (those it concerns act on it).
+    pub fn broadcast(&self, broadcast: protocol::Broadcast) {
+        // No connection is fine: nobody is listening.
+        let _ = self.broadcasts.send(broadcast);
+    }
+
+    /// A receiver of what [`AppState::broadcast`] sends.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<protocol::Broadcast> {
+        self.broadcasts.subscribe()
+    }
+
     /// The model that answers, and whether it is a real one.
     pub fn model_status(&self) -> Value {
         if self.model_configured {
@@ -128,16 +143,42 @@ impl AppState {
 /// The gateway's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(control_ui))
+        .route("/", get(control_ui_or_socket))
         .route("/health", get(|| async { "ok" }))
         .route("/api/status", get(status))
         .route("/ws", get(websocket))
         .with_state(state)
 }
 
-async fn control_ui() -> impl IntoResponse {
-    // The page holds no secret; it asks for the token and sends it over the WebSocket.
-    ([(header::CACHE_CONTROL, "no-store")], Html(CONTROL_UI))
+/// The Control UI page, or (for a WebSocket upgrade) the protocol, as OpenClaw serves both at `/`.
+async fn control_ui_or_socket(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let wants_socket = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if !wants_socket {
+        // The page holds no secret; it asks for the token and sends it over the WebSocket.
+        return ([(header::CACHE_CONTROL, "no-store")], Html(CONTROL_UI)).into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let extracted = (
+        ClientAddress::from_request_parts(&mut parts, &state).await,
+        Query::<TokenQuery>::from_request_parts(&mut parts, &state).await,
+        WebSocketUpgrade::from_request_parts(&mut parts, &state).await,
+    );
+    match extracted {
+        (Ok(client), Ok(query), Ok(upgrade)) => {
+            websocket(State(state), client, query, parts.headers, upgrade).await
+        }
+        (Err(rejection), _, _) => rejection.into_response(),
+        (_, Err(rejection), _) => rejection.into_response(),
+        (_, _, Err(rejection)) => rejection.into_response(),
+    }
 }
 
 async fn status(

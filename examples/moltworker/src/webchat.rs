@@ -78,7 +78,9 @@ impl ChatStream {
                 };
                 run.text.push_str(&delta);
                 run.seq += 1;
-                let payload = self.payload(run_id, run.seq, "delta", Some(&run.text), None);
+                let mut payload = self.payload(run_id, run.seq, "delta", Some(&run.text), None);
+                // Protocol 4's deltas say what was added; version 3 clients read the message.
+                payload["deltaText"] = json!(delta);
                 drop(runs);
                 self.publish(payload);
             }

@@ -67,22 +67,24 @@ async fn token_is_required_and_checked_everywhere() {
 async fn malformed_frames_get_errors_and_the_connection_stays_open() {
     let state = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(state.path(), &[]);
-    let mut client = gateway.socket(None, None).await;
 
-    // Before connect: garbage, and a request that is not connect.
+    // Before connect, as OpenClaw's gateway: garbage closes the socket...
+    let mut client = gateway.socket(None, None).await;
     client.send_text("{not json").await;
-    let error = client.next_frame().await.unwrap();
+    let closed = client.closed().await;
     assert_eq!(
-        (error["ok"].as_bool(), error["error"]["code"].as_str()),
-        (Some(false), Some("INVALID_REQUEST"))
+        (closed.code, closed.reason.as_str()),
+        (1008, "invalid request frame")
     );
+    // ...and a first request that is not connect is answered, then closed.
+    let mut client = gateway.socket(None, None).await;
     let (early, _) = client.request("chat.history", json!({})).await;
-    assert!(
-        early["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("first request must be connect")
+    assert_eq!(
+        early["error"]["message"],
+        "invalid handshake: first request must be connect"
     );
+    assert_eq!(client.closed().await.code, 1008);
+    let mut client = gateway.socket(None, None).await;
     assert_eq!(client.connect(Some(&gateway.token)).await["ok"], true);
 
     // After connect: each bad frame gets an error response...
@@ -117,7 +119,7 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
         missing["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("params.message"),
+            .contains("invalid chat.send params: missing field `message`"),
         "{missing}"
     );
     let (empty, _) = client

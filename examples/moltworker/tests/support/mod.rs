@@ -139,9 +139,14 @@ impl Gateway {
         let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("websocket upgrade");
-        let mut client = Client { socket, next_id: 0 };
+        let mut client = Client {
+            socket,
+            next_id: 0,
+            nonce: String::new(),
+        };
         let challenge = client.next_frame().await.expect("a challenge frame");
         assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
+        client.nonce = challenge["payload"]["nonce"].as_str().unwrap().to_owned();
         client
     }
 
@@ -159,6 +164,8 @@ pub struct Client {
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     next_id: u64,
+    /// The nonce of the server's `connect.challenge`.
+    pub nonce: String,
 }
 
 /// How a socket ended.

@@ -1,0 +1,369 @@
+//! OpenClaw's gateway protocol over the WebSocket at `/` and `/ws`
+//! (version 4, and 3 for older clients).
+//!
+//! The server opens with `connect.challenge {nonce, ts}`; the first frame must
+//! be a `connect` request, whose admission ([`connect`]) checks the protocol
+//! version, the gateway token or a device token, the device's signed proof and
+//! its pairing. Then requests go through one table of methods ([`methods`]),
+//! and the connection receives `chat` events, device pairing events for
+//! operators who may pair, and a `tick` every 30 s.
+
+pub mod connect;
+pub mod frames;
+pub mod methods;
+
+use crate::server::AppState;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use connect::{Admitted, POLICY_VIOLATION};
+use frames::{ConnectParams, RequestFrame, RpcError, ServerFrame};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use molt_core::devices::scope_satisfied;
+use molt_core::message::{ContentBlock, Message, Role};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// The largest frame accepted once a connection is in.
+pub const MAX_FRAME_BYTES: usize = 512 * 1024;
+/// The largest frame accepted before the handshake ends.
+pub const MAX_PREAUTH_FRAME_BYTES: usize = 64 * 1024;
+/// How often `tick` is sent.
+pub const TICK_INTERVAL: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tokens presented on the upgrade request.
+pub struct Presented {
+    /// From `?token=`.
+    pub query: Option<String>,
+    /// From `Authorization: Bearer`.
+    pub header: Option<String>,
+    /// The client's address, for throttling failed attempts.
+    pub client: std::net::IpAddr,
+}
+
+/// What the server tells every connection that may hear it.
+#[derive(Clone, Debug)]
+pub enum Broadcast {
+    /// An event for connections holding `scope`.
+    Event {
+        /// The event's name.
+        event: &'static str,
+        /// Its payload.
+        payload: Value,
+        /// The scope a connection needs to receive it.
+        scope: &'static str,
+    },
+    /// A device was unpaired or its token revoked: its connections close
+    /// (4001 `device removed`).
+    DeviceRemoved(String),
+}
+
+impl Broadcast {
+    /// An event for connections holding `scope`.
+    pub fn event(event: &'static str, payload: Value, scope: &'static str) -> Self {
+        Self::Event {
+            event,
+            payload,
+            scope,
+        }
+    }
+}
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+type Stream = SplitStream<WebSocket>;
+
+/// Serves one WebSocket connection until it closes.
+///
+/// `waiting` holds the socket's place among those waiting to authenticate;
+/// it is given back once the handshake ends, whichever way.
+pub async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    presented: Presented,
+    waiting: Option<crate::server::WaitingPlace>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let conn_id = uuid(&crate::platform::random_token());
+    let nonce = uuid(&crate::platform::random_token());
+    let challenge = json!({ "nonce": nonce, "ts": now_ms(), "capabilities": [] });
+    if send(
+        &mut sink,
+        &ServerFrame::Event {
+            event: "connect.challenge",
+            payload: challenge,
+            seq: None,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let handshake = handshake(&mut sink, &mut stream, &state, &presented, &nonce, &conn_id);
+    let admitted = tokio::time::timeout(CONNECT_TIMEOUT, handshake).await;
+    drop(waiting);
+    let conn = match admitted {
+        Ok(Some(conn)) => Arc::new(conn),
+        Ok(None) => return,
+        Err(_) => {
+            close(&mut sink, POLICY_VIOLATION, "no connect request within 5 s").await;
+            return;
+        }
+    };
+    tracing::info!(conn = %conn_id, device = ?conn.device_id, method = conn.method.as_str(), "a client connected");
+    run(sink, stream, state, conn, &conn_id).await;
+    tracing::info!(conn = %conn_id, "a client disconnected");
+}
+
+/// Takes the first frame, which must be `connect`, and answers it: `hello-ok`,
+/// or an error and a close.
+async fn handshake(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    state: &AppState,
+    presented: &Presented,
+    nonce: &str,
+    conn_id: &str,
+) -> Option<Admitted> {
+    let text = loop {
+        match stream.next().await? {
+            Ok(WsMessage::Text(text)) => break text,
+            Ok(WsMessage::Binary(_)) => {
+                close(sink, POLICY_VIOLATION, "invalid request frame").await;
+                return None;
+            }
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    };
+    if text.len() > MAX_PREAUTH_FRAME_BYTES {
+        close(sink, 1009, "preauth payload too large").await;
+        return None;
+    }
+    let Ok(request) = RequestFrame::parse(&text) else {
+        close(sink, POLICY_VIOLATION, "invalid request frame").await;
+        return None;
+    };
+    let refuse = |error: RpcError| (error.clone(), frames::close_reason(&error.message));
+    let refused = if request.method != "connect" {
+        Some(refuse(RpcError::invalid(
+            "invalid handshake: first request must be connect",
+        )))
+    } else {
+        match serde_json::from_value::<ConnectParams>(request.params.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|params| params.validate().map(|()| params))
+        {
+            Err(reason) => Some(refuse(RpcError::invalid(format!(
+                "invalid connect params: {reason}"
+            )))),
+            Ok(params) => match connect::admit(state, &params, nonce, presented).await {
+                Ok(admitted) => {
+                    let hello = hello(state, &admitted, conn_id);
+                    let sent = send(sink, &ServerFrame::response(&request.id, Ok(hello))).await;
+                    return sent.is_ok().then_some(admitted);
+                }
+                Err(refusal) => {
+                    tracing::warn!(conn = %conn_id, reason = %refusal.reason, "refused a connection");
+                    let _ = send(
+                        sink,
+                        &ServerFrame::response(&request.id, Err(refusal.error)),
+                    )
+                    .await;
+                    close(sink, refusal.code, &refusal.reason).await;
+                    return None;
+                }
+            },
+        }
+    };
+    if let Some((error, reason)) = refused {
+        let _ = send(sink, &ServerFrame::response(&request.id, Err(error))).await;
+        close(sink, POLICY_VIOLATION, &reason).await;
+    }
+    None
+}
+
+/// `hello-ok`: what the connection agreed and may do.
+fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
+    let mut auth =
+        json!({ "method": conn.method.as_str(), "role": conn.role, "scopes": conn.scopes });
+    if let Some(token) = &conn.device_token {
+        auth["deviceToken"] = json!(token.token);
+        auth["issuedAtMs"] = json!(token.rotated_at_ms.unwrap_or(token.created_at_ms).0);
+    }
+    let methods: Vec<&str> = methods::METHODS.iter().map(|m| m.name).collect();
+    json!({
+        "type": "hello-ok",
+        "protocol": conn.protocol,
+        "server": { "version": env!("CARGO_PKG_VERSION"), "connId": conn_id },
+        "features": { "methods": methods, "events": methods::EVENTS },
+        "snapshot": {
+            "presence": [],
+            "health": {},
+            "stateVersion": { "presence": 0, "health": 0 },
+            "uptimeMs": state.started.elapsed().as_millis() as u64,
+            "sessionDefaults": {
+                "defaultAgentId": "main",
+                "mainKey": "main",
+                "mainSessionKey": state.chat.session().as_str(),
+            },
+            "model": state.model_status(),
+        },
+        "auth": auth,
+        "policy": {
+            "maxPayload": MAX_FRAME_BYTES,
+            "maxBufferedBytes": MAX_FRAME_BYTES * 4,
+            "tickIntervalMs": TICK_INTERVAL.as_millis() as u64,
+        },
+    })
+}
+
+/// Serves a connection that is in: requests, events, ticks.
+async fn run(
+    mut sink: Sink,
+    mut stream: Stream,
+    state: Arc<AppState>,
+    conn: Arc<Admitted>,
+    conn_id: &str,
+) {
+    let mut chat_events = state.chat.subscribe();
+    let mut broadcasts = state.subscribe();
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + TICK_INTERVAL, TICK_INTERVAL);
+    let may_read = scope_satisfied("operator.read", &conn.scopes);
+    let mut seq = 0;
+    let mut event = |name: &'static str, payload: Value| {
+        seq += 1;
+        ServerFrame::Event {
+            event: name,
+            payload,
+            seq: Some(seq),
+        }
+        .to_text()
+    };
+    loop {
+        let outgoing = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let response = match RequestFrame::parse(&text) {
+                        Ok(request) => {
+                            let call = methods::Call { state: state.clone(), conn: conn.clone() };
+                            let result = methods::dispatch(call, &request.method, request.params).await;
+                            ServerFrame::response(&request.id, result).to_text()
+                        }
+                        Err((id, error)) => ServerFrame::response(&id, Err(error)).to_text(),
+                    };
+                    Some(response)
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    let error = RpcError::invalid("invalid request frame: binary frames are not supported");
+                    Some(ServerFrame::response("invalid", Err(error)).to_text())
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => None,
+            },
+            chat = chat_events.recv(), if may_read => match chat {
+                Ok(payload) => Some(event("chat", payload)),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(conn = %conn_id, missed, "a slow client missed chat events");
+                    None
+                }
+                Err(RecvError::Closed) => break,
+            },
+            broadcast = broadcasts.recv() => match broadcast {
+                Ok(Broadcast::Event { event: name, payload, scope }) => {
+                    scope_satisfied(scope, &conn.scopes).then(|| event(name, payload))
+                }
+                Ok(Broadcast::DeviceRemoved(device)) if conn.device_id.as_deref() == Some(device.as_str()) => {
+                    close(&mut sink, 4001, "device removed").await;
+                    break;
+                }
+                Ok(Broadcast::DeviceRemoved(_)) | Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => Some(event("tick", json!({ "ts": now_ms() }))),
+        };
+        if let Some(text) = outgoing
+            && sink.send(WsMessage::Text(text.into())).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// A transcript message in the shape OpenClaw's `chat.history` uses.
+pub(crate) fn history_message(message: &Message) -> Value {
+    let results: Vec<Value> = message
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::ToolResult {
+                content, is_error, ..
+            } => Some(json!({ "type": "text", "text": content, "isError": is_error })),
+            _ => None,
+        })
+        .collect();
+    if !results.is_empty() {
+        return json!({ "role": "toolResult", "content": results });
+    }
+    let content: Vec<Value> = message
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Text { text } => Some(json!({ "type": "text", "text": text })),
+            ContentBlock::ToolUse { name, input, .. } => {
+                Some(json!({ "type": "toolCall", "name": name, "arguments": input }))
+            }
+            ContentBlock::Image { .. } => Some(json!({ "type": "text", "text": "[image]" })),
+            ContentBlock::ToolResult { .. } => None,
+        })
+        .collect();
+    let role = match message.role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    };
+    json!({ "role": role, "content": content })
+}
+
+/// 32 hex digits as a UUID (version 4 layout).
+fn uuid(hex: &str) -> String {
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+async fn send(sink: &mut Sink, frame: &ServerFrame<'_>) -> Result<(), axum::Error> {
+    sink.send(WsMessage::Text(frame.to_text().into())).await
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: frames::close_reason(reason).into(),
+    };
+    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Entry point for fuzzing (feature `fuzzing`, used by the `fuzz/` crate):
+/// parses one WebSocket text frame as the server does, and a `connect`'s parameters.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_frame(text: &str) {
+    if let Ok(request) = RequestFrame::parse(text) {
+        let _ = serde_json::from_value::<ConnectParams>(request.params).map(|p| p.validate());
+    }
+}

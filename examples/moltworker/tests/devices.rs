@@ -1,0 +1,304 @@
+//! OpenClaw's handshake with device identity against the real binary, from a
+//! client written from the protocol's description: an unknown device is
+//! told to pair, an operator approves it, it comes back with its device
+//! token; stale or misdirected proofs, revoked tokens, protocol ranges and
+//! scopes are refused as OpenClaw refuses them.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use sha2::Digest;
+use support::{Client, Gateway};
+
+/// A device: an Ed25519 key, as OpenClaw's clients hold one.
+struct Device {
+    key: SigningKey,
+}
+
+impl Device {
+    fn new(seed: u8) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    fn public_key(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    fn id(&self) -> String {
+        let digest = sha2::Sha256::digest(self.key.verifying_key().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `connect` parameters as openclaw-node sends them (`gateway-client`,
+    /// `backend`, read and write, a v2 signature), with `auth` and the
+    /// signing time given.
+    fn connect(&self, nonce: &str, auth: Value, signed_at: u64) -> Value {
+        let scopes = ["operator.read", "operator.write"];
+        let token = auth["token"]
+            .as_str()
+            .or(auth["deviceToken"].as_str())
+            .unwrap_or("");
+        let payload = format!(
+            "v2|{}|gateway-client|backend|operator|{}|{signed_at}|{token}|{nonce}",
+            self.id(),
+            scopes.join(",")
+        );
+        json!({
+            "minProtocol": 4, "maxProtocol": 4,
+            "client": { "id": "gateway-client", "version": "0.3.0", "platform": "linux", "mode": "backend" },
+            "role": "operator", "scopes": scopes, "caps": [], "commands": [], "permissions": {},
+            "auth": auth, "locale": "en-US", "userAgent": "openclaw-node/0.2.1",
+            "device": self.proof(&payload, nonce, signed_at),
+        })
+    }
+
+    fn proof(&self, payload: &str, nonce: &str, signed_at: u64) -> Value {
+        let signature = URL_SAFE_NO_PAD.encode(self.key.sign(payload.as_bytes()).to_bytes());
+        json!({ "id": self.id(), "publicKey": self.public_key(), "signature": signature,
+                "signedAt": signed_at, "nonce": nonce })
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Connects `device` with `auth`; returns the response.
+async fn connect(gateway: &Gateway, device: &Device, auth: Value) -> (Client, Value) {
+    let mut client = gateway.socket(None, None).await;
+    let params = device.connect(&client.nonce, auth, now_ms());
+    let (response, _) = client.request("connect", params).await;
+    (client, response)
+}
+
+/// The events `client` receives until one named `name` comes.
+async fn event(client: &mut Client, name: &str) -> Value {
+    loop {
+        let frame = client.next_frame().await.expect("an event before close");
+        if frame["event"] == name {
+            return frame["payload"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_device_pairs_through_an_operator_and_returns_with_its_token() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let mut operator = gateway.connected().await;
+    let device = Device::new(7);
+
+    // Unknown: told to pair, with OpenClaw's error and close.
+    let (mut first, refused) = connect(&gateway, &device, json!({ "token": gateway.token })).await;
+    assert_eq!(refused["error"]["code"], "NOT_PAIRED", "{refused}");
+    let details = &refused["error"]["details"];
+    assert_eq!(
+        (details["code"].as_str(), details["reason"].as_str()),
+        (Some("PAIRING_REQUIRED"), Some("not-paired"))
+    );
+    assert_eq!(details["deviceId"], device.id().as_str());
+    let request_id = details["requestId"].as_str().unwrap().to_owned();
+    let closed = first.closed().await;
+    assert_eq!(closed.code, 1008);
+    assert_eq!(
+        closed.reason,
+        format!("pairing required: device is not approved yet (requestId: {request_id})")
+    );
+
+    // The operator hears of it, sees it, approves it.
+    let requested = event(&mut operator, "device.pair.requested").await;
+    assert_eq!(requested["requestId"], request_id.as_str());
+    let (list, _) = operator.request("device.pair.list", json!({})).await;
+    assert_eq!(
+        list["payload"]["pending"][0]["deviceId"],
+        device.id().as_str(),
+        "{list}"
+    );
+    let (approved, events) = operator
+        .request("device.pair.approve", json!({ "requestId": request_id }))
+        .await;
+    assert_eq!(approved["ok"], true, "{approved}");
+    assert!(
+        approved["payload"]["device"]["tokens"][0]
+            .get("token")
+            .is_none(),
+        "tokens are never listed: {approved}"
+    );
+    let resolved = match events.iter().find(|e| e["event"] == "device.pair.resolved") {
+        Some(frame) => frame["payload"].clone(),
+        None => event(&mut operator, "device.pair.resolved").await,
+    };
+    assert_eq!(resolved["decision"], "approved");
+
+    // Paired: in with the gateway token, and given a device token.
+    let (_client, hello) = connect(&gateway, &device, json!({ "token": gateway.token })).await;
+    let auth = &hello["payload"]["auth"];
+    assert_eq!(
+        (hello["ok"].as_bool(), auth["method"].as_str()),
+        (Some(true), Some("token")),
+        "{hello}"
+    );
+    assert_eq!(hello["payload"]["protocol"], 4);
+    let device_token = auth["deviceToken"].as_str().unwrap().to_owned();
+    // As openclaw-node comes back: the device token in `auth.token`.
+    let (mut returning, hello) = connect(&gateway, &device, json!({ "token": device_token })).await;
+    assert_eq!(
+        hello["payload"]["auth"]["method"], "device-token",
+        "{hello}"
+    );
+    assert_eq!(
+        hello["payload"]["auth"]["deviceToken"],
+        device_token.as_str()
+    );
+    let (health, _) = returning.request("health", json!({})).await;
+    assert_eq!(health["ok"], true);
+    // Read and write only: pairing and unknown methods are out of its reach.
+    let (pairing, _) = returning.request("device.pair.list", json!({})).await;
+    assert_eq!(pairing["error"]["code"], "FORBIDDEN", "{pairing}");
+    assert_eq!(
+        pairing["error"]["details"]["missingScope"],
+        "operator.pairing"
+    );
+    let (unknown, _) = returning.request("no.such.method", json!({})).await;
+    assert_eq!(unknown["error"]["message"], "missing scope: operator.admin");
+    let (unknown, _) = operator.request("no.such.method", json!({})).await;
+    assert_eq!(
+        unknown["error"]["message"],
+        "unknown method: no.such.method"
+    );
+
+    // Revoked: its live connection closes, and the token no longer opens one.
+    let (revoked, _) = operator
+        .request(
+            "device.token.revoke",
+            json!({ "deviceId": device.id(), "role": "operator" }),
+        )
+        .await;
+    assert_eq!(revoked["ok"], true, "{revoked}");
+    let closed = returning.closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "device removed")
+    );
+    let (mut again, refused) =
+        connect(&gateway, &device, json!({ "deviceToken": device_token })).await;
+    assert_eq!(
+        refused["error"]["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH",
+        "{refused}"
+    );
+    assert_eq!(again.closed().await.code, 1008);
+}
+
+#[tokio::test]
+async fn stale_or_misdirected_proofs_are_refused_and_v3_is_taken() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let device = Device::new(9);
+    let token = json!({ "token": gateway.token });
+
+    let refusal = |response: &Value| {
+        let details = &response["error"]["details"];
+        (
+            details["code"].as_str().unwrap_or_default().to_owned(),
+            response["error"]["message"].clone(),
+        )
+    };
+    // Signed three minutes ago.
+    let mut client = gateway.socket(None, None).await;
+    let stale = device.connect(&client.nonce, token.clone(), now_ms() - 180_000);
+    let (response, _) = client.request("connect", stale).await;
+    assert_eq!(
+        refusal(&response),
+        (
+            "DEVICE_AUTH_SIGNATURE_EXPIRED".into(),
+            json!("device signature expired")
+        )
+    );
+    assert_eq!(client.closed().await.reason, "device signature expired");
+    // Signed for another connection's challenge.
+    let mut client = gateway.socket(None, None).await;
+    let elsewhere = device.connect(
+        "6e1f0000-0000-4000-8000-000000000000",
+        token.clone(),
+        now_ms(),
+    );
+    let (response, _) = client.request("connect", elsewhere).await;
+    assert_eq!(refusal(&response).0, "DEVICE_AUTH_NONCE_MISMATCH");
+    // Claims changed after signing (more scopes than signed).
+    let mut client = gateway.socket(None, None).await;
+    let mut widened = device.connect(&client.nonce, token.clone(), now_ms());
+    widened["scopes"] = json!(["operator.admin"]);
+    let (response, _) = client.request("connect", widened).await;
+    assert_eq!(refusal(&response).0, "DEVICE_AUTH_SIGNATURE_INVALID");
+    // Another key under this device's id.
+    let mut client = gateway.socket(None, None).await;
+    let mut borrowed = device.connect(&client.nonce, token.clone(), now_ms());
+    borrowed["device"]["publicKey"] = json!(Device::new(10).public_key());
+    let (response, _) = client.request("connect", borrowed).await;
+    assert_eq!(refusal(&response).0, "DEVICE_AUTH_DEVICE_ID_MISMATCH");
+
+    // A v3 proof (platform and family, trimmed and lower-cased) is taken:
+    // the device is then told to pair, which means its proof held.
+    let mut client = gateway.socket(None, None).await;
+    let signed_at = now_ms();
+    let payload = format!(
+        "v3|{}|openclaw-control-ui|webchat|operator||{signed_at}|{}|{}|web|desktop",
+        device.id(),
+        gateway.token,
+        client.nonce
+    );
+    let params = json!({
+        "minProtocol": 4, "maxProtocol": 4,
+        "client": { "id": "openclaw-control-ui", "version": "1", "platform": " Web ", "deviceFamily": "Desktop", "mode": "webchat" },
+        "scopes": [], "auth": { "token": gateway.token },
+        "device": device.proof(&payload, &client.nonce, signed_at),
+    });
+    let (response, _) = client.request("connect", params).await;
+    assert_eq!(response["error"]["code"], "NOT_PAIRED", "{response}");
+}
+
+#[tokio::test]
+async fn protocol_ranges_are_agreed_or_refused_with_1002() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let connect = |min: u32, max: u32| {
+        json!({ "minProtocol": min, "maxProtocol": max, "auth": { "token": gateway.token },
+                "client": { "id": "cli", "version": "1", "platform": "linux", "mode": "cli" } })
+    };
+    for (min, max, agreed) in [(3, 3, 3), (3, 4, 4), (4, 9, 4)] {
+        let mut client = gateway.socket(None, None).await;
+        let (hello, _) = client.request("connect", connect(min, max)).await;
+        assert_eq!(
+            hello["payload"]["protocol"], agreed,
+            "{min}..{max}: {hello}"
+        );
+    }
+    let mut client = gateway.socket(None, None).await;
+    let (refused, _) = client.request("connect", connect(5, 6)).await;
+    assert_eq!(refused["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(refused["error"]["details"]["code"], "PROTOCOL_MISMATCH");
+    let closed = client.closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1002, "protocol mismatch")
+    );
+    // A closed object: an unknown field or client id is refused.
+    let mut client = gateway.socket(None, None).await;
+    let mut extra = connect(4, 4);
+    extra["client"]["id"] = json!("robot");
+    let (refused, _) = client.request("connect", extra).await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid connect params: client.id"),
+        "{message}"
+    );
+    assert_eq!(client.closed().await.code, 1008);
+}
