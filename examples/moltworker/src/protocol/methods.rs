@@ -24,7 +24,28 @@ pub struct Call {
     pub conn: Arc<Admitted>,
 }
 
-type Handler = fn(Call, Value) -> BoxFuture<'static, Result<Value, RpcError>>;
+/// What a method answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// One response, now.
+    Now(Result<Value, RpcError>),
+    /// An acknowledgement now, and the final response once run `run_id`
+    /// ends (OpenClaw's `agent`: two responses on one request id).
+    Accepted {
+        /// The acknowledgement.
+        ack: Value,
+        /// The run whose end brings the final response.
+        run_id: String,
+    },
+}
+
+impl From<Result<Value, RpcError>> for Reply {
+    fn from(result: Result<Value, RpcError>) -> Self {
+        Reply::Now(result)
+    }
+}
+
+type Handler = fn(Call, Value) -> BoxFuture<'static, Reply>;
 
 /// A method: its name, the scope it needs (`None`: any connection), its handler.
 pub struct Method {
@@ -39,69 +60,43 @@ const READ: Option<&str> = Some("operator.read");
 const WRITE: Option<&str> = Some("operator.write");
 const PAIRING: Option<&str> = Some("operator.pairing");
 
+/// A method whose handler answers once.
+macro_rules! method {
+    ($name:literal, $scope:expr, $handler:ident) => {
+        Method {
+            name: $name,
+            scope: $scope,
+            handler: |c, p| $handler(c, p).map(Reply::from).boxed(),
+        }
+    };
+}
+
 /// Every method, in the order `hello-ok` lists them.
 pub const METHODS: &[Method] = &[
+    method!("health", None, health),
+    method!("status", READ, status),
+    method!("chat.send", WRITE, chat_send),
+    method!("chat.history", READ, chat_history),
+    method!("chat.abort", WRITE, chat_abort),
     Method {
-        name: "health",
-        scope: None,
-        handler: |c, p| health(c, p).boxed(),
-    },
-    Method {
-        name: "status",
-        scope: READ,
-        handler: |c, p| status(c, p).boxed(),
-    },
-    Method {
-        name: "chat.send",
+        name: "agent",
         scope: WRITE,
-        handler: |c, p| chat_send(c, p).boxed(),
+        handler: |c, p| agent(c, p).boxed(),
     },
-    Method {
-        name: "chat.history",
-        scope: READ,
-        handler: |c, p| chat_history(c, p).boxed(),
-    },
-    Method {
-        name: "chat.abort",
-        scope: WRITE,
-        handler: |c, p| chat_abort(c, p).boxed(),
-    },
-    Method {
-        name: "device.pair.list",
-        scope: PAIRING,
-        handler: |c, p| pair_list(c, p).boxed(),
-    },
-    Method {
-        name: "device.pair.approve",
-        scope: PAIRING,
-        handler: |c, p| pair_approve(c, p).boxed(),
-    },
-    Method {
-        name: "device.pair.reject",
-        scope: PAIRING,
-        handler: |c, p| pair_reject(c, p).boxed(),
-    },
-    Method {
-        name: "device.pair.remove",
-        scope: PAIRING,
-        handler: |c, p| pair_remove(c, p).boxed(),
-    },
-    Method {
-        name: "device.token.rotate",
-        scope: PAIRING,
-        handler: |c, p| token_rotate(c, p).boxed(),
-    },
-    Method {
-        name: "device.token.revoke",
-        scope: PAIRING,
-        handler: |c, p| token_revoke(c, p).boxed(),
-    },
+    method!("sessions.list", READ, sessions_list),
+    method!("device.pair.list", PAIRING, pair_list),
+    method!("device.pair.approve", PAIRING, pair_approve),
+    method!("device.pair.reject", PAIRING, pair_reject),
+    method!("device.pair.remove", PAIRING, pair_remove),
+    method!("device.token.rotate", PAIRING, token_rotate),
+    method!("device.token.revoke", PAIRING, token_revoke),
 ];
 
 /// The events a connection may receive.
-pub const EVENTS: [&str; 5] = [
+pub const EVENTS: [&str; 6] = [
     "connect.challenge",
     "chat",
+    "agent",
     "tick",
     "device.pair.requested",
     "device.pair.resolved",
@@ -109,7 +104,7 @@ pub const EVENTS: [&str; 5] = [
 
 /// Calls `method` for `call`: the scope first (an unknown method needs
 /// `operator.admin`, as in OpenClaw), then the handler.
-pub async fn dispatch(call: Call, method: &str, params: Value) -> Result<Value, RpcError> {
+pub async fn dispatch(call: Call, method: &str, params: Value) -> Reply {
     let found = METHODS.iter().find(|m| m.name == method);
     let scope = found.map_or(Some("operator.admin"), |m| m.scope);
     if let Some(scope) = scope
@@ -117,17 +112,15 @@ pub async fn dispatch(call: Call, method: &str, params: Value) -> Result<Value, 
     {
         let details =
             json!({ "code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope] });
-        return Err(
-            RpcError::new(ErrorCode::Forbidden, format!("missing scope: {scope}"))
-                .with_details(details),
-        );
+        let error = RpcError::new(ErrorCode::Forbidden, format!("missing scope: {scope}"));
+        return Reply::Now(Err(error.with_details(details)));
     }
     match found {
         Some(method) => (method.handler)(call, params).await,
-        None if method == "connect" => Err(RpcError::invalid(
+        None if method == "connect" => Reply::Now(Err(RpcError::invalid(
             "connect is only valid as the first request",
-        )),
-        None => Err(RpcError::invalid(format!("unknown method: {method}"))),
+        ))),
+        None => Reply::Now(Err(RpcError::invalid(format!("unknown method: {method}")))),
     }
 }
 
@@ -199,6 +192,50 @@ async fn chat_send(call: Call, value: Value) -> Result<Value, RpcError> {
         // Not stored (store failure, or too many waiting): the client may retry.
         Err(err) => Err(unavailable(err)),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Agent {
+    message: String,
+    idempotency_key: String,
+    session_key: Option<String>,
+}
+
+/// OpenClaw's `agent` (what openclaw-node chats with): the run's id is the
+/// idempotency key; it is acknowledged at once, streams as `agent` events,
+/// and its final response comes when it ends.
+async fn agent(call: Call, value: Value) -> Reply {
+    let p: Agent = match params("agent", value) {
+        Ok(p) => p,
+        Err(err) => return Reply::Now(Err(err)),
+    };
+    let send = json!({ "sessionKey": p.session_key, "message": p.message, "idempotencyKey": p.idempotency_key });
+    match chat_send(call.clone(), send).await {
+        Ok(started) if started["status"] == "started" => Reply::Accepted {
+            ack: json!({ "runId": p.idempotency_key, "sessionKey": call.state.chat.session().as_str(),
+                         "agentId": "main", "status": "accepted", "acceptedAt": now_ms() }),
+            run_id: p.idempotency_key,
+        },
+        other => Reply::Now(other),
+    }
+}
+
+async fn sessions_list(call: Call, _params: Value) -> Result<Value, RpcError> {
+    let session = call.state.chat.session();
+    let history = call
+        .state
+        .gateway
+        .history(session)
+        .await
+        .map_err(unavailable)?;
+    let row = json!({ "key": session.as_str(), "kind": "direct", "channel": crate::webchat::CHANNEL,
+                      "agentId": "main", "messageCount": history.messages.len(),
+                      "hasActiveRun": call.state.gateway.busy_sessions() > 0 });
+    Ok(
+        json!({ "ts": now_ms(), "count": 1, "totalCount": 1, "hasMore": false, "nextOffset": null,
+               "sessions": [row] }),
+    )
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod frames;
 pub mod methods;
+pub mod runs;
 
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -142,9 +143,13 @@ async fn handshake(
         close(sink, 1009, "preauth payload too large").await;
         return None;
     }
-    let Ok(request) = RequestFrame::parse(&text) else {
-        close(sink, POLICY_VIOLATION, "invalid request frame").await;
-        return None;
+    let request = match RequestFrame::parse(&text) {
+        Ok(request) => request,
+        Err((_, error)) => {
+            tracing::warn!(conn = %conn_id, reason = %error.message, "refused a connection");
+            close(sink, POLICY_VIOLATION, "invalid request frame").await;
+            return None;
+        }
     };
     let refuse = |error: RpcError| (error.clone(), frames::close_reason(&error.message));
     let refused = if request.method != "connect" {
@@ -179,6 +184,7 @@ async fn handshake(
         }
     };
     if let Some((error, reason)) = refused {
+        tracing::warn!(conn = %conn_id, %reason, "refused a connection");
         let _ = send(sink, &ServerFrame::response(&request.id, Err(error))).await;
         close(sink, POLICY_VIOLATION, &reason).await;
     }
@@ -230,65 +236,78 @@ async fn run(
 ) {
     let mut chat_events = state.chat.subscribe();
     let mut broadcasts = state.subscribe();
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + TICK_INTERVAL, TICK_INTERVAL);
+    let start = tokio::time::Instant::now() + TICK_INTERVAL;
+    let mut tick = tokio::time::interval_at(start, TICK_INTERVAL);
     let may_read = scope_satisfied("operator.read", &conn.scopes);
+    let mut agent_runs = runs::AgentRuns::default();
     let mut seq = 0;
     let mut event = |name: &'static str, payload: Value| {
         seq += 1;
-        ServerFrame::Event {
+        let frame = ServerFrame::Event {
             event: name,
             payload,
             seq: Some(seq),
-        }
-        .to_text()
+        };
+        frame.to_text()
     };
     loop {
-        let outgoing = tokio::select! {
+        let outgoing: Vec<String> = tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Text(text))) => {
-                    let response = match RequestFrame::parse(&text) {
-                        Ok(request) => {
-                            let call = methods::Call { state: state.clone(), conn: conn.clone() };
-                            let result = methods::dispatch(call, &request.method, request.params).await;
-                            ServerFrame::response(&request.id, result).to_text()
+                Some(Ok(WsMessage::Text(text))) => match RequestFrame::parse(&text) {
+                    Ok(request) => {
+                        let call = methods::Call { state: state.clone(), conn: conn.clone() };
+                        match methods::dispatch(call, &request.method, request.params).await {
+                            methods::Reply::Now(result) => {
+                                vec![ServerFrame::response(&request.id, result).to_text()]
+                            }
+                            methods::Reply::Accepted { ack, run_id } => {
+                                agent_runs.wait_for(run_id, request.id.clone());
+                                vec![ServerFrame::response(&request.id, Ok(ack)).to_text()]
+                            }
                         }
-                        Err((id, error)) => ServerFrame::response(&id, Err(error)).to_text(),
-                    };
-                    Some(response)
-                }
+                    }
+                    Err((id, error)) => vec![ServerFrame::response(&id, Err(error)).to_text()],
+                },
                 Some(Ok(WsMessage::Binary(_))) => {
                     let error = RpcError::invalid("invalid request frame: binary frames are not supported");
-                    Some(ServerFrame::response("invalid", Err(error)).to_text())
+                    vec![ServerFrame::response("invalid", Err(error)).to_text()]
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => None,
+                Some(Ok(_)) => Vec::new(),
             },
             chat = chat_events.recv(), if may_read => match chat {
-                Ok(payload) => Some(event("chat", payload)),
+                Ok(payload) => {
+                    let translated = agent_runs.on_chat(&payload, now_ms());
+                    let mut frames = vec![event("chat", payload)];
+                    frames.extend(translated.events.into_iter().map(|agent| event("agent", agent)));
+                    if let Some((id, result)) = translated.response {
+                        frames.push(ServerFrame::response(&id, result).to_text());
+                    }
+                    frames
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(conn = %conn_id, missed, "a slow client missed chat events");
-                    None
+                    Vec::new()
                 }
                 Err(RecvError::Closed) => break,
             },
             broadcast = broadcasts.recv() => match broadcast {
-                Ok(Broadcast::Event { event: name, payload, scope }) => {
-                    scope_satisfied(scope, &conn.scopes).then(|| event(name, payload))
+                Ok(Broadcast::Event { event: name, payload, scope }) if scope_satisfied(scope, &conn.scopes) => {
+                    vec![event(name, payload)]
                 }
                 Ok(Broadcast::DeviceRemoved(device)) if conn.device_id.as_deref() == Some(device.as_str()) => {
                     close(&mut sink, 4001, "device removed").await;
                     break;
                 }
-                Ok(Broadcast::DeviceRemoved(_)) | Err(RecvError::Lagged(_)) => None,
+                Ok(_) | Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => Some(event("tick", json!({ "ts": now_ms() }))),
+            _ = tick.tick() => vec![event("tick", json!({ "ts": now_ms() }))],
         };
-        if let Some(text) = outgoing
-            && sink.send(WsMessage::Text(text.into())).await.is_err()
-        {
-            break;
+        for text in outgoing {
+            if sink.send(WsMessage::Text(text.into())).await.is_err() {
+                return;
+            }
         }
     }
 }
