@@ -3,6 +3,8 @@
 //! gateway token, the HTTP routes, the Control UI's WebSocket protocol and
 //! its chat channel.
 
+pub mod access_gate;
+pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod browser;

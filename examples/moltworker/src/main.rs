@@ -246,6 +246,11 @@ async fn run() -> Result<(), String> {
     let chat = webchat::ChatStream::new(config.session_scope);
     let observer = chat.clone();
     let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
+    let store_for_admin = store_for_channels.clone();
+    let access = moltworker::access_gate::AccessGate::from_env(|name| std::env::var(name).ok())?;
+    if access.is_some() {
+        tracing::info!("Cloudflare Access guards /api/");
+    }
     let devices = molt_core::devices::DeviceBook::new(
         store.clone(),
         platform.clock.clone(),
@@ -296,6 +301,8 @@ async fn run() -> Result<(), String> {
         throttle: Default::default(),
         handshakes: Default::default(),
         devices,
+        store: store_for_admin,
+        access,
         broadcasts: tokio::sync::broadcast::channel(256).0,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");

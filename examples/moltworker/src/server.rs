@@ -97,6 +97,10 @@ pub struct AppState {
     pub handshakes: WaitingRoom,
     /// Paired devices and pairing requests.
     pub devices: molt_core::devices::DeviceBook,
+    /// The state's store (channel pairing lives there).
+    pub store: Arc<dyn molt_core::store::Store>,
+    /// Cloudflare Access, when configured: it then guards the operator's routes.
+    pub access: Option<crate::access_gate::AccessGate>,
     /// Events and decisions every connection hears.
     pub broadcasts: tokio::sync::broadcast::Sender<protocol::Broadcast>,
 }
@@ -146,6 +150,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(control_ui_or_socket))
         .route("/health", get(|| async { "ok" }))
         .route("/api/status", get(status))
+        .nest(
+            "/api/admin",
+            crate::admin::router().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::admin::guard,
+            )),
+        )
         .route("/ws", get(websocket))
         .with_state(state)
 }
@@ -187,23 +198,9 @@ async fn status(
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = state.throttled(client) {
-        return refused;
-    }
-    let header = bearer(&headers);
-    match auth::check(&state.token, [query.token.as_deref(), header.as_deref()]) {
-        AuthResult::Ok => Json(state.status()).into_response(),
-        result => {
-            state.failed_attempt(client, result);
-            let (_, message) = result.refusal().unwrap_or_default();
-            let mut response =
-                (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
+    match crate::admin::authorize(&state, client, &headers, query.token.as_deref()).await {
+        Ok(()) => Json(state.status()).into_response(),
+        Err(refused) => refused,
     }
 }
 

@@ -276,7 +276,7 @@ async fn chat_abort(call: Call, value: Value) -> Result<Value, RpcError> {
 }
 
 /// A paired device as `device.pair.list` shows it: tokens summarised, never shown.
-fn redacted(device: &PairedDevice) -> Value {
+pub fn redacted(device: &PairedDevice) -> Value {
     let mut value = serde_json::to_value(device).unwrap_or_default();
     let tokens: Vec<Value> = (device.tokens.iter())
         .map(|(role, token)| {

@@ -1,6 +1,8 @@
 //! Starts the real `moltworker` binary and talks to it over HTTP and WebSocket.
 #![allow(dead_code)]
 
+pub mod device;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -61,6 +63,9 @@ impl Gateway {
             .env("RUST_LOG", "warn")
             .env_remove("MOLTBOT_GATEWAY_TOKEN")
             .env_remove("MOLT_AI_CONFIG")
+            .env_remove("CF_ACCESS_TEAM_DOMAIN")
+            .env_remove("CF_ACCESS_AUD")
+            .env_remove("MOLT_ACCESS_CERTS_URL")
             .envs(MODEL_VARIABLES.iter().map(|name| (*name, "")))
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
@@ -105,12 +110,24 @@ impl Gateway {
 
     /// A plain HTTP GET with `bearer` as the token, or none.
     pub async fn get_with(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        let authorization = bearer.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|value| ("Authorization", value.as_str()))
+            .collect();
+        self.http("GET", path, &headers).await
+    }
+
+    /// A plain HTTP request with no body and `headers`; returns the status
+    /// code and body.
+    pub async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(&self.address).await.unwrap();
-        let authorization = bearer
-            .map(|token| format!("Authorization: Bearer {token}\r\n"))
-            .unwrap_or_default();
+        let headers: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Connection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n",
             self.address
         );
         stream.write_all(request.as_bytes()).await.unwrap();
