@@ -37,6 +37,8 @@ USAGE: moltworker [--help | --version]
        moltworker doctor
        moltworker pairing list | approve <channel> <code> | reject <channel> <code>
                           | revoke <channel> <sender>
+       moltworker devices list | approve <requestId> | approve-all | reject <requestId>
+                          | remove <deviceId>
 
 Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
@@ -68,7 +70,7 @@ Logs go to stderr; RUST_LOG sets the level (default: info).";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("backup" | "restore" | "doctor" | "pairing") => return run_command(&args),
+        Some("backup" | "restore" | "doctor" | "pairing" | "devices") => return run_command(&args),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -122,7 +124,7 @@ fn log_filter() -> EnvFilter {
         .fold(filter, EnvFilter::add_directive)
 }
 
-/// A one-off `backup`, `restore`, `doctor` or `pairing` command.
+/// A one-off `backup`, `restore`, `doctor`, `pairing` or `devices` command.
 fn run_command(args: &[String]) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
@@ -145,6 +147,19 @@ fn run_command(args: &[String]) -> ExitCode {
         "pairing" => {
             let words: Vec<&str> = args[1..].iter().map(String::as_str).collect();
             match runtime.block_on(moltworker::pairing::command(&state_dir, &words)) {
+                Ok(output) => {
+                    print!("{output}");
+                    Ok(())
+                }
+                Err(err) => {
+                    eprintln!("moltworker: {err}");
+                    return ExitCode::from(err.exit_code());
+                }
+            }
+        }
+        "devices" => {
+            let words: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+            match runtime.block_on(moltworker::devices::command(&state_dir, &words)) {
                 Ok(output) => {
                     print!("{output}");
                     Ok(())

@@ -233,3 +233,53 @@ async fn protocol_ranges_are_agreed_or_refused_with_1002() {
     );
     assert_eq!(client.closed().await.code, 1008);
 }
+
+/// Runs `moltworker devices <args>` on `state`; returns the exit code and output.
+fn devices(state: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moltworker"))
+        .arg("devices")
+        .args(args)
+        .env("MOLT_STATE_DIR", state)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn the_devices_command_decides_while_the_gateway_runs() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let device = Device::new(31);
+    let token = json!({ "token": gateway.token });
+    let (_, refused) = connect(&gateway, &device, token.clone()).await;
+    let request_id = refused["error"]["details"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (code, listed) = devices(state.path(), &["list"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(
+        listed.contains(&format!("moltworker devices approve {request_id}")),
+        "{listed}"
+    );
+    let (code, out) = devices(state.path(), &["approve", &request_id]);
+    assert_eq!(code, 0, "{out}");
+    let (_, hello) = connect(&gateway, &device, token.clone()).await;
+    assert_eq!(hello["ok"], true, "approved at once, no restart: {hello}");
+
+    let (code, out) = devices(state.path(), &["remove", &device.id()]);
+    assert_eq!(code, 0, "{out}");
+    let (_, refused) = connect(&gateway, &device, token.clone()).await;
+    assert_eq!(refused["error"]["code"], "NOT_PAIRED");
+    let (code, out) = devices(state.path(), &["approve", "no-such-request"]);
+    assert_eq!((code, out.trim()), (1, "moltworker: unknown requestId"));
+    let (code, out) = devices(state.path(), &["frobnicate"]);
+    assert_eq!(code, 2, "{out}");
+}

@@ -59,6 +59,8 @@ pub struct Admitted {
     pub scopes: Vec<String>,
     /// Its device, when it has one.
     pub device_id: Option<String>,
+    /// Its device's public key (canonical), when it has one.
+    pub public_key: Option<String>,
     /// How it authenticated.
     pub method: AuthMethod,
     /// Its device token (for `hello-ok`), when it is a paired device.
@@ -142,6 +144,7 @@ pub async fn admit(
             role: role.to_owned(),
             scopes,
             device_id: None,
+            public_key: None,
             method: AuthMethod::Token,
             device_token: None,
         });
@@ -229,6 +232,7 @@ pub async fn admit(
                 role: role.to_owned(),
                 scopes,
                 device_id: Some(verified.id),
+                public_key: Some(verified.public_key),
                 method,
                 device_token,
             });

@@ -302,7 +302,14 @@ async fn run(
                 Ok(_) | Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => vec![event("tick", json!({ "ts": now_ms() }))],
+            _ = tick.tick() => {
+                // A device removed by another process (`moltworker devices remove`) goes now.
+                if !still_paired(&state, &conn).await {
+                    close(&mut sink, 4001, "device removed").await;
+                    break;
+                }
+                vec![event("tick", json!({ "ts": now_ms() }))]
+            }
         };
         for text in outgoing {
             if sink.send(WsMessage::Text(text.into())).await.is_err() {
@@ -310,6 +317,19 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether the connection's device (if it has one) is still paired for its role and scopes.
+async fn still_paired(state: &AppState, conn: &Admitted) -> bool {
+    let (Some(device), Some(key)) = (&conn.device_id, &conn.public_key) else {
+        return true;
+    };
+    let standing = state
+        .devices
+        .standing(device, key, &conn.role, &conn.scopes)
+        .await;
+    // A store that cannot be read keeps the connection: the next tick asks again.
+    !matches!(standing, Ok(standing) if !matches!(standing, molt_core::devices::Standing::Paired(_)))
 }
 
 /// A transcript message in the shape OpenClaw's `chat.history` uses.
