@@ -161,7 +161,9 @@ impl AsyncWrite for Counted {
 }
 
 /// The client's address, for a request served by [`serve`] (the unspecified
-/// address for a router called some other way, as in some tests).
+/// address for a router called some other way, as in some tests). When the
+/// router carries [`TrustedProxies`] (as an `axum::Extension`) and the peer
+/// is one of them, it is the address the proxy forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
@@ -172,11 +174,109 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let address = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let address = match parts.extensions.get::<TrustedProxies>() {
+            Some(trusted) => trusted.client(peer, &parts.headers),
+            None => peer,
+        };
         Ok(Self(address))
+    }
+}
+
+/// Proxies whose forwarding headers are believed (a Cloudflare Worker in
+/// front of the container, a load balancer). For a request from one of them,
+/// the client is its `CF-Connecting-IP`, else the nearest address of
+/// `X-Forwarded-For` that is not itself a trusted proxy. Headers from any
+/// other peer are ignored: they are the client's to forge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+/// A trusted-proxy list that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an address or a network (such as 10.0.0.0/8)")]
+pub struct BadProxy(String);
+
+impl TrustedProxies {
+    /// Networks and addresses, separated by commas or spaces.
+    pub fn parse(list: &str) -> Result<Self, BadProxy> {
+        let networks = list
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| BadProxy(item.to_owned()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self(networks))
+    }
+
+    /// Whether none is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, address: std::net::IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(&address))
+    }
+
+    /// The client of a request that came from `peer` with `headers`.
+    pub fn client(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        if let Some(address) = header("cf-connecting-ip").and_then(|v| v.trim().parse().ok()) {
+            return address;
+        }
+        let forwarded = header("x-forwarded-for").unwrap_or_default();
+        forwarded
+            .rsplit(',')
+            .map(|hop| hop.trim().parse::<std::net::IpAddr>())
+            .take_while(Result::is_ok)
+            .flatten()
+            .find(|hop| !self.trusts(*hop))
+            .unwrap_or(peer)
+    }
+}
+
+#[cfg(test)]
+mod trusted_proxy_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1").unwrap();
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = axum::http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        let proxy: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        let cf = headers(&[("cf-connecting-ip", "203.0.113.5")]);
+        assert_eq!(trusted.client(proxy, &cf).to_string(), "203.0.113.5");
+        assert_eq!(
+            trusted.client(stranger, &cf),
+            stranger,
+            "a stranger's header is ignored"
+        );
+        let chain = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.9.9.9")]);
+        assert_eq!(trusted.client(proxy, &chain).to_string(), "203.0.113.9");
+        let garbage = headers(&[("x-forwarded-for", "not-an-address")]);
+        assert_eq!(trusted.client(proxy, &garbage), proxy);
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
     }
 }

@@ -44,6 +44,9 @@ Serves the Control UI on http://127.0.0.1:18789 (MOLT_BIND to change).
 State lives in ./.molt (MOLT_STATE_DIR to change); configuration is read from
 <state>/molt.toml (MOLT_CONFIG to change) and the environment
 (MOLTBOT_GATEWAY_TOKEN, TELEGRAM_DM_POLICY, DEBUG_ROUTES, ...).
+Operator routes (/api/) need CF_ACCESS_TEAM_DOMAIN + CF_ACCESS_AUD (Cloudflare
+Access) when set, else the gateway token. Behind a proxy, MOLT_TRUSTED_PROXIES
+(addresses or networks) makes its forwarded client addresses count.
 Models: ANTHROPIC_API_KEY (+ ANTHROPIC_BASE_URL), OPENAI_API_KEY (+ OPENAI_BASE_URL),
 AI_GATEWAY_API_KEY + AI_GATEWAY_BASE_URL, CLOUDFLARE_AI_GATEWAY_API_KEY +
 CF_AI_GATEWAY_ACCOUNT_ID + CF_AI_GATEWAY_GATEWAY_ID (+ CF_AI_GATEWAY_MODEL),
@@ -263,6 +266,10 @@ async fn run() -> Result<(), String> {
     let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
     let store_for_admin = store_for_channels.clone();
     let access = moltworker::access_gate::AccessGate::from_env(|name| std::env::var(name).ok())?;
+    let trusted_proxies = molt_ai_gateway::listen::TrustedProxies::parse(
+        &std::env::var("MOLT_TRUSTED_PROXIES").unwrap_or_default(),
+    )
+    .map_err(|err| format!("MOLT_TRUSTED_PROXIES: {err}"))?;
     if access.is_some() {
         tracing::info!("Cloudflare Access guards /api/");
     }
@@ -318,6 +325,7 @@ async fn run() -> Result<(), String> {
         devices,
         store: store_for_admin,
         access,
+        trusted_proxies,
         broadcasts: tokio::sync::broadcast::channel(256).0,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");

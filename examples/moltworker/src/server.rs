@@ -101,6 +101,8 @@ pub struct AppState {
     pub store: Arc<dyn molt_core::store::Store>,
     /// Cloudflare Access, when configured: it then guards the operator's routes.
     pub access: Option<crate::access_gate::AccessGate>,
+    /// Proxies whose forwarded client addresses are believed (`MOLT_TRUSTED_PROXIES`).
+    pub trusted_proxies: molt_ai_gateway::listen::TrustedProxies,
     /// Events and decisions every connection hears.
     pub broadcasts: tokio::sync::broadcast::Sender<protocol::Broadcast>,
 }
@@ -158,6 +160,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route("/ws", get(websocket))
+        .layer(axum::Extension(state.trusted_proxies.clone()))
         .with_state(state)
 }
 

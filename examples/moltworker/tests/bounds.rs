@@ -188,3 +188,35 @@ async fn only_a_few_websockets_may_wait_to_authenticate() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tokio_tungstenite::connect_async(url.as_str()).await.is_ok());
 }
+
+/// Eleven wrong guesses from `client` (as a proxy forwards it); the last answer's status.
+async fn guesses(gateway: &Gateway, client: &str) -> u16 {
+    let mut last = 0;
+    for _ in 0..11 {
+        let headers = [
+            ("Authorization", "Bearer guess"),
+            ("CF-Connecting-IP", client),
+        ];
+        last = gateway.http("GET", "/api/status", &headers).await.0;
+    }
+    last
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
+    // Trusted (the test connects from 127.0.0.1): the forwarded address counts.
+    let state = tempfile::tempdir().unwrap();
+    let gateway = start(state.path(), &[("MOLT_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    assert_eq!(guesses(&gateway, "203.0.113.5").await, 429);
+    let other = [
+        ("Authorization", "Bearer guess"),
+        ("CF-Connecting-IP", "203.0.113.6"),
+    ];
+    let status = gateway.http("GET", "/api/status", &other).await.0;
+    assert_eq!(status, 401, "another client is not held off");
+    // Not trusted: the header is the client's to forge, and is ignored.
+    let state = tempfile::tempdir().unwrap();
+    let gateway = start(state.path(), &[]);
+    assert_eq!(guesses(&gateway, "203.0.113.5").await, 429);
+    assert_eq!(gateway.http("GET", "/api/status", &other).await.0, 429);
+}
