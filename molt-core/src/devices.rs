@@ -242,7 +242,9 @@ impl DeviceBook {
     }
 
     /// Files (or refreshes) the device's request for `role` and `scopes`: one
-    /// request per device, which keeps its id while it waits.
+    /// request per device, which keeps its id while it waits and asks the
+    /// same; a request for another role, scopes or key replaces it under a
+    /// new id, so an operator never approves what it did not see.
     pub async fn request(
         &self,
         device_id: &str,
@@ -256,7 +258,25 @@ impl DeviceBook {
         let pending = self.live_pending(now).await?;
         let repair = (self.paired_device(device_id).await?)
             .is_some_and(|paired| paired.public_key != public_key);
-        let earlier = pending.iter().find(|p| p.device_id == device_id);
+        let same = |p: &&PendingDevice| {
+            p.device_id == device_id
+                && p.public_key == public_key
+                && p.role == role
+                && p.scopes == scopes
+        };
+        for superseded in pending
+            .iter()
+            .filter(|p| p.device_id == device_id && !same(p))
+        {
+            self.store
+                .delete(&pending_key(&superseded.request_id))
+                .await?;
+        }
+        let pending: Vec<PendingDevice> = pending
+            .into_iter()
+            .filter(|p| p.device_id != device_id || same(&p))
+            .collect();
+        let earlier = pending.iter().find(same);
         let request = PendingDevice {
             request_id: earlier.map_or_else(|| self.new_id(), |p| p.request_id.clone()),
             device_id: device_id.to_owned(),
@@ -295,9 +315,18 @@ impl DeviceBook {
 
     /// Approves request `request_id`: the device is paired for its role and
     /// scopes (added to any approved before), with a token for that role.
-    pub async fn approve(&self, request_id: &str) -> Result<PairedDevice, DevicesError> {
+    /// With `grantor` scopes given, a request for scopes they do not cover is
+    /// refused ([`DevicesError::NotApproved`]): an operator grants only what it holds.
+    pub async fn approve(
+        &self,
+        request_id: &str,
+        grantor: Option<&[String]>,
+    ) -> Result<PairedDevice, DevicesError> {
         let _writing = self.writing.lock().await;
         let request = self.take_pending(request_id).await?;
+        if grantor.is_some_and(|granted| !scopes_satisfied(&request.scopes, granted)) {
+            return Err(DevicesError::NotApproved);
+        }
         let now = self.clock.now();
         let mut device = match self.paired_device(&request.device_id).await? {
             Some(paired) if paired.public_key == request.public_key => paired,
@@ -441,6 +470,11 @@ impl DeviceBook {
         token.revoked_at_ms = Some(now);
         self.put(&paired_key(device_id), &device).await?;
         Ok(now)
+    }
+
+    /// The paired device `device_id`, if there is one.
+    pub async fn device(&self, device_id: &str) -> Result<Option<PairedDevice>, StoreError> {
+        self.paired_device(device_id).await
     }
 
     async fn paired_device(&self, device_id: &str) -> Result<Option<PairedDevice>, StoreError> {

@@ -54,7 +54,7 @@ fn a_device_is_requested_approved_and_given_a_token_for_its_role() {
 
     // Another process on the same state approves; this one sees it at once.
     let other = DeviceBook::new(store, platform.clock.clone(), platform.entropy.clone());
-    let paired = block_on(other.approve(&request.request_id)).unwrap();
+    let paired = block_on(other.approve(&request.request_id, None)).unwrap();
     assert!(block_on(book.pending()).unwrap().is_empty());
     let token = paired.tokens["operator"].token.clone();
     assert_eq!(token.len(), 43, "32 bytes, base64url");
@@ -129,16 +129,16 @@ fn requests_expire_and_a_rejected_or_unknown_one_cannot_be_approved() {
     let request = block_on(book.request(ID, KEY, "operator", &read, meta())).unwrap();
     clock.advance(PENDING_TTL + Duration::from_secs(1));
     assert!(block_on(book.pending()).unwrap().is_empty());
-    let late = block_on(book.approve(&request.request_id));
+    let late = block_on(book.approve(&request.request_id, None));
     assert!(matches!(late, Err(DevicesError::UnknownRequest)));
 
     let request = block_on(book.request(ID, KEY, "operator", &read, meta())).unwrap();
     let rejected = block_on(book.reject(&request.request_id)).unwrap();
     assert_eq!(rejected.device_id, ID);
-    let after = block_on(book.approve(&request.request_id));
+    let after = block_on(book.approve(&request.request_id, None));
     assert!(matches!(after, Err(DevicesError::UnknownRequest)));
     for forged in ["", "../paired/x", &"f".repeat(36)] {
-        let refused = block_on(book.approve(forged));
+        let refused = block_on(book.approve(forged, None));
         assert!(
             matches!(refused, Err(DevicesError::UnknownRequest)),
             "{forged}"
@@ -180,4 +180,26 @@ fn scopes_follow_openclaws_implications() {
         &["operator.admin"],
         &["operator.read", "operator.write"]
     ));
+}
+
+#[test]
+fn a_changed_request_gets_a_new_id_and_approval_stays_within_the_grantor() {
+    let (platform, _clock) = platform();
+    let store = Arc::new(MemoryStore::new());
+    let book = DeviceBook::new(store, platform.clock.clone(), platform.entropy.clone());
+    let read = scopes(&["operator.read"]);
+    let admin = scopes(&["operator.admin"]);
+    let first = block_on(book.request(ID, KEY, "operator", &read, meta())).unwrap();
+    let widened = block_on(book.request(ID, KEY, "operator", &admin, meta())).unwrap();
+    assert_ne!(
+        widened.request_id, first.request_id,
+        "what was seen is not what is approved"
+    );
+    assert_eq!(
+        block_on(book.pending()).unwrap(),
+        std::slice::from_ref(&widened)
+    );
+    let refused = block_on(book.approve(&widened.request_id, Some(&read)));
+    assert!(matches!(refused, Err(DevicesError::NotApproved)));
+    assert!(block_on(book.approve(&widened.request_id, Some(&admin))).is_ok());
 }

@@ -116,9 +116,33 @@ pub async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match authorize(&state, client, request.headers(), query.token.as_deref()).await {
-        Ok(()) => next.run(request).await,
-        Err(refused) => refused,
+    if let Err(refused) = authorize(&state, client, request.headers(), query.token.as_deref()).await
+    {
+        return refused;
+    }
+    // A change asked by another site's page (riding the Access cookie) is refused.
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes && !same_origin(request.headers()) {
+        return failure(StatusCode::FORBIDDEN, "cross-origin request refused");
+    }
+    next.run(request).await
+}
+
+/// Whether a request's `Origin` (when it has one) is the host it was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => url::Url::parse(origin).is_ok_and(|origin| {
+            let port = origin.port().map(|p| format!(":{p}")).unwrap_or_default();
+            origin
+                .host_str()
+                .is_some_and(|h| format!("{h}{port}") == host)
+        }),
+        (Some(_), None) => false,
     }
 }
 
@@ -149,7 +173,7 @@ async fn list_devices(State(state): State<Arc<AppState>>) -> Response {
 
 /// Approves one request, telling every operator connection.
 async fn approve(state: &AppState, request_id: &str) -> Result<(), DevicesError> {
-    let device = state.devices.approve(request_id).await?;
+    let device = state.devices.approve(request_id, None).await?;
     tracing::info!(device = %device.device_id, "a device was paired from the admin API");
     resolved(state, request_id, &device.device_id, "approved");
     Ok(())

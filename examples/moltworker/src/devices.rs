@@ -60,7 +60,7 @@ pub async fn command(state_dir: &Path, args: &[&str]) -> Result<String, DevicesC
     match args {
         ["list"] => list(&book).await,
         ["approve", request_id] => {
-            let device = book.approve(request_id).await?;
+            let device = book.approve(request_id, None).await?;
             Ok(format!(
                 "approved device {}: it may connect now\n",
                 device.device_id
@@ -69,7 +69,7 @@ pub async fn command(state_dir: &Path, args: &[&str]) -> Result<String, DevicesC
         ["approve-all"] => {
             let mut out = String::new();
             for request in book.pending().await? {
-                match book.approve(&request.request_id).await {
+                match book.approve(&request.request_id, None).await {
                     Ok(device) => writeln!(out, "approved device {}", device.device_id),
                     Err(err) => writeln!(out, "could not approve {}: {err}", request.request_id),
                 }

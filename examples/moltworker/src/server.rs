@@ -256,10 +256,16 @@ async fn websocket(
     if let Some(refused) = state.throttled(client) {
         return refused;
     }
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let access_token = molt_core::access::token_from_request(
+        text(molt_core::access::ASSERTION_HEADER),
+        text("cookie"),
+    );
     let presented = protocol::Presented {
         query: query.token,
         header: bearer(&headers),
         client,
+        access_token: access_token.map(str::to_owned),
     };
     // A socket whose upgrade carried the right token holds no waiting place.
     let authorized = auth::check(

@@ -114,6 +114,16 @@ async fn devices_and_pairing_codes_are_decided_through_the_admin_api() {
     );
     assert!(book.is_approved("telegram", "4242").await.unwrap());
 
+    // Another site's page cannot make the change, token or not.
+    let forged = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "https://evil.example"),
+    ];
+    let (status, body) = gateway
+        .http("POST", "/api/admin/devices/approve-all", &forged)
+        .await;
+    assert_eq!(status, 403, "{body}");
+
     // No bucket: the backup says so, and a sync is refused as Moltworker refuses it.
     let (_, body) = gateway.http("GET", "/api/admin/storage", &auth).await;
     assert_eq!(parse(&body)["configured"], false);
@@ -196,7 +206,18 @@ async fn with_access_configured_only_a_valid_access_token_passes() {
         let status = status_with(vec![("Cf-Access-Jwt-Assertion", token(name))]).await;
         assert_eq!(status, 401, "{name}");
     }
-    // The gateway token does not stand in for Access.
+    // The gateway token does not stand in for Access...
     let bearer = format!("Bearer {}", gateway.token);
     assert_eq!(status_with(vec![("Authorization", bearer)]).await, 401);
+    // ...nor, on the WebSocket, for deciding about devices.
+    let mut client = gateway.socket(None, None).await;
+    let hello = client.connect(Some(&gateway.token)).await;
+    let scopes = hello["payload"]["auth"]["scopes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!scopes.contains(&json!("operator.pairing")), "{hello}");
+    assert!(!scopes.contains(&json!("operator.admin")), "{hello}");
+    let (refused, _) = client.request("device.pair.list", json!({})).await;
+    assert_eq!(refused["error"]["code"], "FORBIDDEN");
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::device::{Device, connect, now_ms};
+use support::device::{Device, connect, connect_for, now_ms};
 use support::{Client, Gateway};
 
 /// The events `client` receives until one named `name` comes.
@@ -57,10 +57,9 @@ async fn a_device_pairs_through_an_operator_and_returns_with_its_token() {
         .request("device.pair.approve", json!({ "requestId": request_id }))
         .await;
     assert_eq!(approved["ok"], true, "{approved}");
+    let tokens = &approved["payload"]["device"]["tokens"];
     assert!(
-        approved["payload"]["device"]["tokens"][0]
-            .get("token")
-            .is_none(),
+        tokens.is_array() && tokens[0].get("token").is_none(),
         "tokens are never listed: {approved}"
     );
     let resolved = match events.iter().find(|e| e["event"] == "device.pair.resolved") {
@@ -79,6 +78,10 @@ async fn a_device_pairs_through_an_operator_and_returns_with_its_token() {
     );
     assert_eq!(hello["payload"]["protocol"], 4);
     let device_token = auth["deviceToken"].as_str().unwrap().to_owned();
+    assert!(
+        !approved.to_string().contains(&device_token),
+        "the approval did not show the token"
+    );
     // As openclaw-node comes back: the device token in `auth.token`.
     let (mut returning, hello) = connect(&gateway, &device, json!({ "token": device_token })).await;
     assert_eq!(
@@ -282,4 +285,77 @@ async fn the_devices_command_decides_while_the_gateway_runs() {
     assert_eq!((code, out.trim()), (1, "moltworker: unknown requestId"));
     let (code, out) = devices(state.path(), &["frobnicate"]);
     assert_eq!(code, 2, "{out}");
+}
+
+#[tokio::test]
+async fn a_device_that_may_pair_acts_only_on_itself_and_within_its_scopes() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let mut owner = gateway.connected().await;
+    let token = json!({ "token": gateway.token });
+    // A helper device that may pair (read and pairing), and a plain one.
+    let (helper, plain) = (Device::new(41), Device::new(42));
+    let helper_scopes = ["operator.read", "operator.pairing"];
+    let plain_scopes = ["operator.read", "operator.write"];
+    for (device, scopes) in [(&helper, &helper_scopes), (&plain, &plain_scopes)] {
+        let (_, refused) = connect_for(&gateway, device, token.clone(), scopes).await;
+        let request_id = refused["error"]["details"]["requestId"].clone();
+        let (approved, _) = owner
+            .request("device.pair.approve", json!({ "requestId": request_id }))
+            .await;
+        assert_eq!(approved["ok"], true, "{approved}");
+    }
+    let (_, hello) = connect_for(&gateway, &helper, token.clone(), &helper_scopes).await;
+    let helper_token = hello["payload"]["auth"]["deviceToken"].clone();
+    let (mut as_helper, hello) = connect_for(
+        &gateway,
+        &helper,
+        json!({ "token": helper_token }),
+        &helper_scopes,
+    )
+    .await;
+    assert_eq!(
+        hello["payload"]["auth"]["method"], "device-token",
+        "{hello}"
+    );
+
+    // It sees only itself, and cannot act on another device.
+    let (list, _) = as_helper.request("device.pair.list", json!({})).await;
+    let paired = list["payload"]["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1, "{list}");
+    assert_eq!(paired[0]["deviceId"], helper.id().as_str());
+    for (method, params) in [
+        (
+            "device.token.revoke",
+            json!({ "deviceId": plain.id(), "role": "operator" }),
+        ),
+        (
+            "device.token.rotate",
+            json!({ "deviceId": plain.id(), "role": "operator" }),
+        ),
+        ("device.pair.remove", json!({ "deviceId": plain.id() })),
+    ] {
+        let (refused, _) = as_helper.request(method, params).await;
+        assert_eq!(refused["ok"], false, "{method}: {refused}");
+    }
+    // It grants no scope it lacks: a request for admin is refused.
+    let asking = Device::new(43);
+    let (_, refused) = connect_for(&gateway, &asking, token.clone(), &["operator.admin"]).await;
+    let request_id = refused["error"]["details"]["requestId"].clone();
+    let (denied, _) = as_helper
+        .request("device.pair.approve", json!({ "requestId": request_id }))
+        .await;
+    assert_eq!(denied["error"]["message"], "device pairing approval denied");
+    // Its own token: never wider than it holds; rotated, it comes back in-band.
+    let own =
+        |scopes: Value| json!({ "deviceId": helper.id(), "role": "operator", "scopes": scopes });
+    let (wider, _) = as_helper
+        .request("device.token.rotate", own(json!(["operator.admin"])))
+        .await;
+    assert_eq!(wider["ok"], false, "{wider}");
+    let (rotated, _) = as_helper
+        .request("device.token.rotate", own(json!(helper_scopes)))
+        .await;
+    assert_eq!(rotated["payload"]["tokenDelivery"], "in-band", "{rotated}");
+    assert!(rotated["payload"]["token"].is_string());
 }

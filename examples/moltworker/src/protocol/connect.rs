@@ -29,6 +29,10 @@ pub const OWNER_SCOPES: [&str; 5] = [
     "operator.approvals",
 ];
 
+/// Scopes the gateway token alone does not give once Cloudflare Access is
+/// configured: the upgrade must carry a valid Access token for them.
+pub const ACCESS_ONLY_SCOPES: [&str; 2] = ["operator.admin", "operator.pairing"];
+
 /// How a connection authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -102,7 +106,7 @@ pub async fn admit(
             "clientMinProtocol": params.min_protocol,
             "clientMaxProtocol": params.max_protocol,
             "expectedProtocol": super::frames::PROTOCOL_VERSION,
-            "minimumProtocol": super::frames::MIN_PROTOCOL_VERSION,
+            "minimumProbeProtocol": super::frames::MIN_PROTOCOL_VERSION,
         });
         let error = RpcError::invalid("protocol mismatch").with_details(details);
         return Err(Refusal::new(error, PROTOCOL_ERROR));
@@ -135,10 +139,20 @@ pub async fn admit(
             let error = RpcError::invalid(message).with_details(json!({ "code": code }));
             return Err(Refusal::new(error, POLICY_VIOLATION));
         }
-        let scopes = match &params.scopes {
+        let mut scopes = match &params.scopes {
             Some(scopes) if !scopes.is_empty() => scopes.clone(),
             _ => OWNER_SCOPES.map(str::to_owned).to_vec(),
         };
+        // With Access in front, deciding about devices takes Access, as the admin API does.
+        if let Some(gate) = &state.access {
+            let passed = match &presented.access_token {
+                Some(token) => gate.verify(token).await.is_ok(),
+                None => false,
+            };
+            if !passed {
+                scopes.retain(|scope| !ACCESS_ONLY_SCOPES.contains(&scope.as_str()));
+            }
+        }
         return Ok(Admitted {
             protocol,
             role: role.to_owned(),
@@ -222,11 +236,17 @@ pub async fn admit(
         .map_err(unavailable)?;
     let reason = match standing {
         Standing::Paired(_) => {
+            // Removed since the look above: not in.
             let device_token = state
                 .devices
                 .ensure_token(&verified.id, role, &scopes)
                 .await
-                .map_err(unavailable)?;
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    let error =
+                        RpcError::unavailable("the device's pairing changed; connect again");
+                    Refusal::new(error, POLICY_VIOLATION)
+                })?;
             return Ok(Admitted {
                 protocol,
                 role: role.to_owned(),
@@ -234,7 +254,7 @@ pub async fn admit(
                 device_id: Some(verified.id),
                 public_key: Some(verified.public_key),
                 method,
-                device_token,
+                device_token: Some(device_token),
             });
         }
         Standing::NotPaired { .. } => ("not-paired", "device is not approved yet"),

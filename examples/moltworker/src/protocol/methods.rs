@@ -288,16 +288,21 @@ pub fn redacted(device: &PairedDevice) -> Value {
     value
 }
 
+/// Whether the caller may act on device `device_id`: an admin on any, a
+/// device on itself only.
+fn may_manage(call: &Call, device_id: &str) -> bool {
+    scope_satisfied("operator.admin", &call.conn.scopes)
+        || call.conn.device_id.as_deref() == Some(device_id)
+}
+
 async fn pair_list(call: Call, _params: Value) -> Result<Value, RpcError> {
     let devices = &call.state.devices;
-    let pending = devices.pending().await.map_err(unavailable)?;
-    let paired: Vec<Value> = devices
-        .paired()
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(redacted)
-        .collect();
+    let mut pending = devices.pending().await.map_err(unavailable)?;
+    let mut paired = devices.paired().await.map_err(unavailable)?;
+    // A device that is not an admin sees only itself.
+    pending.retain(|request| may_manage(&call, &request.device_id));
+    paired.retain(|device| may_manage(&call, &device.device_id));
+    let paired: Vec<Value> = paired.iter().map(redacted).collect();
     Ok(json!({ "pending": pending, "paired": paired }))
 }
 
@@ -316,17 +321,13 @@ fn devices_error(err: DevicesError) -> RpcError {
 
 async fn pair_approve(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: RequestId = params("device.pair.approve", value)?;
-    let devices = &call.state.devices;
-    let pending = devices.pending().await.map_err(unavailable)?;
-    let request = pending.iter().find(|r| r.request_id == p.request_id);
     // An operator grants only scopes it holds itself.
-    if request.is_some_and(|r| !scopes_satisfied(&r.scopes, &call.conn.scopes)) {
-        return Err(RpcError::invalid("device pairing approval denied"));
-    }
-    let device = devices
-        .approve(&p.request_id)
-        .await
-        .map_err(devices_error)?;
+    let granted = Some(call.conn.scopes.as_slice());
+    let device =
+        (call.state.devices.approve(&p.request_id, granted).await).map_err(|err| match err {
+            DevicesError::NotApproved => RpcError::invalid("device pairing approval denied"),
+            other => devices_error(other),
+        })?;
     tracing::info!(device = %device.device_id, "a device was paired");
     resolved(&call.state, &p.request_id, &device.device_id, "approved");
     Ok(json!({ "requestId": p.request_id, "device": redacted(&device) }))
@@ -361,6 +362,9 @@ struct DeviceId {
 
 async fn pair_remove(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: DeviceId = params("device.pair.remove", value)?;
+    if !may_manage(&call, &p.device_id) {
+        return Err(RpcError::invalid("device removal denied"));
+    }
     call.state
         .devices
         .remove(&p.device_id)
@@ -381,6 +385,22 @@ struct TokenRotate {
 
 async fn token_rotate(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: TokenRotate = params("device.token.rotate", value)?;
+    let denied = || RpcError::invalid("device token rotation denied");
+    // A device rotates only its own token, and never beyond what it holds.
+    if !may_manage(&call, &p.device_id) {
+        return Err(denied());
+    }
+    let current = (call
+        .state
+        .devices
+        .device(&p.device_id)
+        .await
+        .map_err(unavailable)?)
+    .and_then(|device| device.tokens.get(&p.role).map(|token| token.scopes.clone()));
+    let scopes = p.scopes.clone().or(current).unwrap_or_default();
+    if !scopes_satisfied(&scopes, &call.conn.scopes) {
+        return Err(denied());
+    }
     let token = (call
         .state
         .devices
@@ -392,8 +412,10 @@ async fn token_rotate(call: Call, value: Value) -> Result<Value, RpcError> {
         })?;
     let mut answer = json!({ "deviceId": p.device_id, "role": p.role, "scopes": token.scopes,
                              "rotatedAtMs": token.rotated_at_ms.map(|t| t.0) });
-    // The new token goes only to the device itself.
-    if call.conn.device_id.as_deref() == Some(p.device_id.as_str()) {
+    // The new token goes only to the device itself, signed in with its token.
+    let itself = call.conn.device_id.as_deref() == Some(p.device_id.as_str())
+        && call.conn.method == super::connect::AuthMethod::DeviceToken;
+    if itself {
         answer["token"] = json!(token.token);
         answer["tokenDelivery"] = json!("in-band");
     } else {
@@ -411,6 +433,9 @@ struct TokenRevoke {
 
 async fn token_revoke(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: TokenRevoke = params("device.token.revoke", value)?;
+    if !may_manage(&call, &p.device_id) {
+        return Err(RpcError::invalid("device token revocation denied"));
+    }
     let revoked = (call.state.devices.revoke_token(&p.device_id, &p.role).await).map_err(
         |err| match err {
             DevicesError::Store(err) => unavailable(err),

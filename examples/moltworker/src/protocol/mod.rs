@@ -42,6 +42,8 @@ pub struct Presented {
     pub header: Option<String>,
     /// The client's address, for throttling failed attempts.
     pub client: std::net::IpAddr,
+    /// The Cloudflare Access token of the upgrade (header or cookie), if any.
+    pub access_token: Option<String>,
 }
 
 /// What the server tells every connection that may hear it.
@@ -102,6 +104,8 @@ pub async fn serve(
     {
         return;
     }
+    // Heard from before admission, so no removal between the two is missed.
+    let broadcasts = state.subscribe();
     let handshake = handshake(&mut sink, &mut stream, &state, &presented, &nonce, &conn_id);
     let admitted = tokio::time::timeout(CONNECT_TIMEOUT, handshake).await;
     drop(waiting);
@@ -114,7 +118,7 @@ pub async fn serve(
         }
     };
     tracing::info!(conn = %conn_id, device = ?conn.device_id, method = conn.method.as_str(), "a client connected");
-    run(sink, stream, state, conn, &conn_id).await;
+    run(sink, stream, state, conn, broadcasts, &conn_id).await;
     tracing::info!(conn = %conn_id, "a client disconnected");
 }
 
@@ -215,7 +219,6 @@ fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
                 "mainKey": "main",
                 "mainSessionKey": state.chat.session().as_str(),
             },
-            "model": state.model_status(),
         },
         "auth": auth,
         "policy": {
@@ -232,10 +235,10 @@ async fn run(
     mut stream: Stream,
     state: Arc<AppState>,
     conn: Arc<Admitted>,
+    mut broadcasts: tokio::sync::broadcast::Receiver<Broadcast>,
     conn_id: &str,
 ) {
     let mut chat_events = state.chat.subscribe();
-    let mut broadcasts = state.subscribe();
     let start = tokio::time::Instant::now() + TICK_INTERVAL;
     let mut tick = tokio::time::interval_at(start, TICK_INTERVAL);
     let may_read = scope_satisfied("operator.read", &conn.scopes);
@@ -287,7 +290,11 @@ async fn run(
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(conn = %conn_id, missed, "a slow client missed chat events");
-                    Vec::new()
+                    // The runs' ends may be among them: the waiting requests are told.
+                    let error = || RpcError::unavailable("the run's events were missed; read chat.history");
+                    (agent_runs.abandon().iter())
+                        .map(|id| ServerFrame::response(id, Err(error())).to_text())
+                        .collect()
                 }
                 Err(RecvError::Closed) => break,
             },
@@ -299,7 +306,15 @@ async fn run(
                     close(&mut sink, 4001, "device removed").await;
                     break;
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => Vec::new(),
+                Ok(_) => Vec::new(),
+                // A removal may be among what was missed: ask the store.
+                Err(RecvError::Lagged(_)) => {
+                    if !still_paired(&state, &conn).await {
+                        close(&mut sink, 4001, "device removed").await;
+                        break;
+                    }
+                    Vec::new()
+                }
                 Err(RecvError::Closed) => break,
             },
             _ = tick.tick() => {
@@ -319,7 +334,8 @@ async fn run(
     }
 }
 
-/// Whether the connection's device (if it has one) is still paired for its role and scopes.
+/// Whether the connection's device (if it has one) is still paired for its
+/// role and scopes, and (when it came in with its token) that token still live.
 async fn still_paired(state: &AppState, conn: &Admitted) -> bool {
     let (Some(device), Some(key)) = (&conn.device_id, &conn.public_key) else {
         return true;
@@ -328,8 +344,18 @@ async fn still_paired(state: &AppState, conn: &Admitted) -> bool {
         .devices
         .standing(device, key, &conn.role, &conn.scopes)
         .await;
-    // A store that cannot be read keeps the connection: the next tick asks again.
-    !matches!(standing, Ok(standing) if !matches!(standing, molt_core::devices::Standing::Paired(_)))
+    match standing {
+        Ok(molt_core::devices::Standing::Paired(paired)) => {
+            conn.method != connect::AuthMethod::DeviceToken
+                || paired
+                    .tokens
+                    .get(&conn.role)
+                    .is_some_and(|token| token.revoked_at_ms.is_none())
+        }
+        Ok(_) => false,
+        // A store that cannot be read keeps the connection: the next tick asks again.
+        Err(_) => true,
+    }
 }
 
 /// A transcript message in the shape OpenClaw's `chat.history` uses.

@@ -24,7 +24,17 @@ pub struct Translated {
     pub response: Option<(String, Result<Value, RpcError>)>,
 }
 
+/// The most runs a connection follows at once; past it, the oldest are forgotten.
+pub const MAX_FOLLOWED_RUNS: usize = 256;
+
 impl AgentRuns {
+    /// Forgets every run (the connection missed events): returns the
+    /// requests that were waiting, to be told their run's end was missed.
+    pub fn abandon(&mut self) -> Vec<String> {
+        self.streamed.clear();
+        self.waiting.drain().map(|(_, request)| request).collect()
+    }
+
     /// Request `request_id` waits for run `run_id` to end.
     pub fn wait_for(&mut self, run_id: String, request_id: String) {
         self.waiting.insert(run_id, request_id);
@@ -63,6 +73,10 @@ impl AgentRuns {
         }
         let terminal = matches!(state, "final" | "error" | "aborted");
         if !terminal {
+            if self.streamed.len() >= MAX_FOLLOWED_RUNS && !self.streamed.contains_key(&run_id) {
+                // Runs whose end never came through: their text restarts if they go on.
+                self.streamed.clear();
+            }
             self.streamed.insert(run_id, text.len());
             return Translated {
                 events,

@@ -34,7 +34,11 @@ impl Device {
     /// `backend`, read and write, a v2 signature), with `auth` and the
     /// signing time given.
     pub fn connect(&self, nonce: &str, auth: Value, signed_at: u64) -> Value {
-        let scopes = ["operator.read", "operator.write"];
+        self.connect_for(nonce, auth, signed_at, &["operator.read", "operator.write"])
+    }
+
+    /// [`Device::connect`] asking for `scopes`.
+    pub fn connect_for(&self, nonce: &str, auth: Value, signed_at: u64, scopes: &[&str]) -> Value {
         let token = auth["token"]
             .as_str()
             .or(auth["deviceToken"].as_str())
@@ -71,6 +75,19 @@ pub fn now_ms() -> u64 {
 pub async fn connect(gateway: &Gateway, device: &Device, auth: Value) -> (Client, Value) {
     let mut client = gateway.socket(None, None).await;
     let params = device.connect(&client.nonce, auth, now_ms());
+    let (response, _) = client.request("connect", params).await;
+    (client, response)
+}
+
+/// Connects `device` asking for `scopes`; returns the response.
+pub async fn connect_for(
+    gateway: &Gateway,
+    device: &Device,
+    auth: Value,
+    scopes: &[&str],
+) -> (Client, Value) {
+    let mut client = gateway.socket(None, None).await;
+    let params = device.connect_for(&client.nonce, auth, now_ms(), scopes);
     let (response, _) = client.request("connect", params).await;
     (client, response)
 }
