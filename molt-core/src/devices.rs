@@ -4,8 +4,9 @@
 //! a device token per role, which it presents on later connects, and which
 //! can be rotated or revoked.
 //!
-//! Each request and each paired device is its own object in the store:
-//! `devices/pending/<requestId>.json` and `devices/paired/<deviceId>.json`.
+//! Each request, each paired device and each of its tokens is its own object
+//! in the store: `devices/pending/<requestId>.json`,
+//! `devices/paired/<deviceId>.json` and `devices/tokens/<deviceId>/<role>.json`.
 //! Nothing is cached, so a decision taken by another process on the same
 //! state (`moltworker devices approve`) counts at once. Device tokens are
 //! kept as issued (clients get them back on every connect), so the state
@@ -32,6 +33,7 @@ pub const MAX_PENDING: usize = 50;
 
 const PENDING: &str = "devices/pending/";
 const PAIRED: &str = "devices/paired/";
+const TOKENS: &str = "devices/tokens/";
 
 /// What a client says of itself when it connects.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +124,8 @@ pub struct PairedDevice {
     /// What the client said of itself when approved.
     #[serde(flatten)]
     pub meta: DeviceMeta,
-    /// Its tokens, by role.
-    #[serde(default)]
+    /// Its tokens, by role (each kept in its own object, see [`DeviceBook`]).
+    #[serde(default, skip_serializing)]
     pub tokens: BTreeMap<String, DeviceToken>,
     /// When it was approved.
     pub approved_at_ms: Timestamp,
@@ -351,8 +353,10 @@ impl DeviceBook {
         device.meta = request.meta;
         device.approved_at_ms = now;
         let token = self.new_token(request.scopes, now, None);
-        device.tokens.insert(request.role, token);
         self.put(&paired_key(&device.device_id), &device).await?;
+        self.put(&token_key(&device.device_id, &request.role), &token)
+            .await?;
+        device.tokens.insert(request.role, token);
         self.store.delete(&pending_key(request_id)).await?;
         Ok(device)
     }
@@ -371,7 +375,11 @@ impl DeviceBook {
         self.paired_device(device_id)
             .await?
             .ok_or(DevicesError::UnknownDevice)?;
+        // The record first: from then on the device is unknown, whatever tokens remain.
         self.store.delete(&paired_key(device_id)).await?;
+        for key in self.store.list(&token_prefix(device_id)).await? {
+            self.store.delete(&key).await?;
+        }
         Ok(())
     }
 
@@ -384,7 +392,7 @@ impl DeviceBook {
         scopes: &[String],
     ) -> Result<Option<DeviceToken>, StoreError> {
         let _writing = self.writing.lock().await;
-        let Some(mut device) = self.paired_device(device_id).await? else {
+        let Some(device) = self.paired_device(device_id).await? else {
             return Ok(None);
         };
         if !device.roles.iter().any(|r| r == role) || !scopes_satisfied(scopes, &device.scopes) {
@@ -400,8 +408,7 @@ impl DeviceBook {
         let now = self.clock.now();
         let rotated = current.map(|_| now);
         let token = self.new_token(scopes.to_vec(), now, rotated);
-        device.tokens.insert(role.to_owned(), token.clone());
-        self.put(&paired_key(device_id), &device).await?;
+        self.put(&token_key(device_id, role), &token).await?;
         Ok(Some(token))
     }
 
@@ -439,8 +446,7 @@ impl DeviceBook {
         scopes: Option<Vec<String>>,
     ) -> Result<DeviceToken, DevicesError> {
         let _writing = self.writing.lock().await;
-        let mut device =
-            (self.paired_device(device_id).await?).ok_or(DevicesError::UnknownDevice)?;
+        let device = (self.paired_device(device_id).await?).ok_or(DevicesError::UnknownDevice)?;
         let current = device.tokens.get(role).ok_or(DevicesError::NotApproved)?;
         let scopes = scopes.unwrap_or_else(|| current.scopes.clone());
         if !scopes_satisfied(&scopes, &device.scopes) {
@@ -448,8 +454,7 @@ impl DeviceBook {
         }
         let now = self.clock.now();
         let token = self.new_token(scopes, current.created_at_ms, Some(now));
-        device.tokens.insert(role.to_owned(), token.clone());
-        self.put(&paired_key(device_id), &device).await?;
+        self.put(&token_key(device_id, role), &token).await?;
         Ok(token)
     }
 
@@ -468,7 +473,7 @@ impl DeviceBook {
             .ok_or(DevicesError::NotApproved)?;
         let now = self.clock.now();
         token.revoked_at_ms = Some(now);
-        self.put(&paired_key(device_id), &device).await?;
+        self.put(&token_key(device_id, role), &*token).await?;
         Ok(now)
     }
 
@@ -482,10 +487,16 @@ impl DeviceBook {
             return Ok(None);
         }
         let key = paired_key(device_id);
-        match self.store.get(&key).await? {
-            Some(bytes) => decode(&key, &bytes).map(Some),
-            None => Ok(None),
+        let Some(bytes) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let mut device: PairedDevice = decode(&key, &bytes)?;
+        let prefix = token_prefix(device_id);
+        for (key, token) in self.read_all::<DeviceToken>(&prefix).await? {
+            let role = key[prefix.len()..].trim_end_matches(".json").to_owned();
+            device.tokens.insert(role, token);
         }
+        Ok(Some(device))
     }
 
     /// The live request `request_id`.
@@ -598,6 +609,20 @@ fn pending_key(request_id: &str) -> String {
 
 fn paired_key(device_id: &str) -> String {
     format!("{PAIRED}{device_id}.json")
+}
+
+/// Where a device's tokens live: one object per role, apart from its record,
+/// so writing a token never brings back a record another process removed.
+fn token_prefix(device_id: &str) -> String {
+    format!("{TOKENS}{device_id}/")
+}
+
+fn token_key(device_id: &str, role: &str) -> String {
+    format!(
+        "{}{}.json",
+        token_prefix(device_id),
+        crate::store::key_segment(role)
+    )
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {

@@ -203,3 +203,32 @@ fn a_changed_request_gets_a_new_id_and_approval_stays_within_the_grantor() {
     assert!(matches!(refused, Err(DevicesError::NotApproved)));
     assert!(block_on(book.approve(&widened.request_id, Some(&admin))).is_ok());
 }
+
+#[test]
+fn a_token_written_after_a_removal_does_not_bring_the_device_back() {
+    use molt_core::store::Store;
+    let (platform, _clock) = platform();
+    let store = Arc::new(MemoryStore::new());
+    let book = DeviceBook::new(
+        store.clone(),
+        platform.clock.clone(),
+        platform.entropy.clone(),
+    );
+    let rw = scopes(&["operator.read", "operator.write"]);
+    let request = block_on(book.request(ID, KEY, "operator", &rw, meta())).unwrap();
+    let paired = block_on(book.approve(&request.request_id, None)).unwrap();
+    let token = paired.tokens["operator"].clone();
+    // Another process removes the device; this one, between reading it and
+    // writing, then writes its token as it would have.
+    block_on(book.remove(ID)).unwrap();
+    let key = format!("devices/tokens/{ID}/operator.json");
+    let bytes = serde_json::to_vec(&token).unwrap();
+    block_on(store.put(&key, bytes.into())).unwrap();
+    assert_eq!(
+        block_on(book.standing(ID, KEY, "operator", &rw)).unwrap(),
+        Standing::NotPaired { repair: false }
+    );
+    let check = block_on(book.check_token(ID, "operator", &token.token, &rw)).unwrap();
+    assert_eq!(check, Err(TokenRefusal::Mismatch));
+    assert!(block_on(book.paired()).unwrap().is_empty());
+}
