@@ -128,6 +128,11 @@ impl SessionQueues {
         self.lock().queues.get(key).map_or(0, VecDeque::len)
     }
 
+    /// Whether `key`'s session has a job running or waiting.
+    pub fn is_busy(&self, key: &SessionKey) -> bool {
+        self.lock().queues.contains_key(key)
+    }
+
     /// Sessions with a job running or waiting.
     pub fn busy_sessions(&self) -> usize {
         self.lock().queues.len()

@@ -122,6 +122,8 @@ pub trait LogStore: Send + Sync {
     async fn append(&self, key: &str, record: Bytes) -> Result<(), StoreError>;
     /// Every complete record of the log at `key`, oldest first (empty when missing).
     async fn read(&self, key: &str) -> Result<Vec<Bytes>, StoreError>;
+    /// Removes the log at `key` and its records; removing a missing log is not an error.
+    async fn delete_log(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Checks that `key` is a relative `/`-separated path with no empty, `.` or `..` segments.
@@ -238,6 +240,15 @@ impl LogStore for MemoryStore {
             .get(key)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn delete_log(&self, key: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(())
     }
 }
 

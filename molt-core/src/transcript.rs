@@ -49,6 +49,24 @@ pub enum TranscriptRecord {
         /// How many of the oldest live messages it replaces.
         replaces: usize,
     },
+    /// The conversation was reset: what came before no longer reaches the
+    /// model (the records stay, so replies already decided are still known).
+    Reset {
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl TranscriptRecord {
+    /// When the record was written.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Self::Message { at, .. }
+            | Self::Run { at, .. }
+            | Self::Summary { at, .. }
+            | Self::Reset { at } => *at,
+        }
+    }
 }
 
 /// A session's conversation as the model sees it.
@@ -62,11 +80,17 @@ pub struct History {
     pub inbox_ids: std::collections::HashSet<String>,
     /// Replies decided by recorded runs, by the inbox entry they answer.
     pub replies: std::collections::HashMap<String, String>,
+    /// When the last record was written.
+    pub updated_at: Option<Timestamp>,
+    /// How many times the conversation was reset (or deleted) since it was
+    /// loaded: a run that started before a reset does not add to the new conversation.
+    pub epoch: u64,
 }
 
 impl History {
     /// Applies one record.
     pub fn apply(&mut self, record: TranscriptRecord) {
+        self.updated_at = Some(record.at());
         match record {
             TranscriptRecord::Message { inbox, message, .. } => {
                 self.inbox_ids.extend(inbox);
@@ -86,6 +110,11 @@ impl History {
             TranscriptRecord::Summary { text, replaces, .. } => {
                 self.messages.drain(..replaces.min(self.messages.len()));
                 self.summary = Some(text);
+            }
+            TranscriptRecord::Reset { .. } => {
+                self.messages.clear();
+                self.summary = None;
+                self.epoch += 1;
             }
         }
     }
@@ -156,6 +185,9 @@ pub enum TranscriptError {
     /// The model failed to write a summary.
     #[error("compaction failed: {0}")]
     Compaction(#[from] ModelError),
+    /// The model did not write the summary in time.
+    #[error("compaction timed out")]
+    TimedOut,
 }
 
 /// The store key of a session's transcript.

@@ -2,105 +2,21 @@
 
 mod support;
 
-use molt_core::agent::{Agent, AgentOptions};
 use molt_core::channel::ChannelEgress;
 use molt_core::echo::EchoModel;
-use molt_core::gateway::{
-    Gateway, GatewayError, GatewayParts, MAX_QUEUED_PER_SESSION, RunEvent, RunEventKind,
-};
+use molt_core::gateway::{Gateway, GatewayError, MAX_QUEUED_PER_SESSION, RunEventKind};
 use molt_core::inbox::Admission;
 use molt_core::message::Role;
-use molt_core::model::LanguageModel;
-use molt_core::platform::Platform;
-use molt_core::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
 use molt_core::session::{SessionKey, SessionScope};
 use molt_core::store::{MemoryStore, PutOutcome, Store, StoreError};
-use molt_core::tool::ToolRegistry;
 use molt_core::transcript::CompactionPolicy;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::setup::Setup;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-struct Setup {
-    store: Arc<MemoryStore>,
-    /// Where the inbox and pairing live, when not in `store`.
-    state: Option<Arc<dyn Store>>,
-    platform: Platform,
-    scope: SessionScope,
-    compaction: CompactionPolicy,
-    events: Arc<Mutex<Vec<RunEvent>>>,
-}
-
-impl Setup {
-    fn new() -> Self {
-        Self {
-            store: Arc::new(MemoryStore::new()),
-            state: None,
-            platform: platform().0,
-            scope: SessionScope::PerChannelPeer,
-            compaction: CompactionPolicy::default(),
-            events: Arc::default(),
-        }
-    }
-
-    /// A gateway over this setup's store (a second call is a restart) with a recording egress.
-    fn gateway(&self, model: Arc<dyn LanguageModel>) -> (Gateway, Arc<RecordingEgress>) {
-        let egress = Arc::new(RecordingEgress::default());
-        (self.gateway_with(model, egress.clone()), egress)
-    }
-
-    fn gateway_with(
-        &self,
-        model: Arc<dyn LanguageModel>,
-        egress: Arc<dyn ChannelEgress>,
-    ) -> Gateway {
-        let agent = Agent::new(
-            model,
-            Arc::new(ToolRegistry::new()),
-            self.platform.timer.clone(),
-            AgentOptions::default(),
-        );
-        let mut policies = BTreeMap::new();
-        policies.insert(
-            "test".to_owned(),
-            ChannelPolicy {
-                dm_policy: DmPolicy::Open,
-                ..ChannelPolicy::default()
-            },
-        );
-        // Telegram keeps the default DM policy (pairing) and answers any group.
-        policies.insert(
-            "telegram".to_owned(),
-            ChannelPolicy {
-                group_policy: GroupPolicy::Open,
-                ..ChannelPolicy::default()
-            },
-        );
-        let events = self.events.clone();
-        let state: Arc<dyn Store> = match &self.state {
-            Some(state) => state.clone(),
-            None => self.store.clone(),
-        };
-        let gateway = Gateway::new(GatewayParts {
-            store: state,
-            logs: self.store.clone(),
-            agent,
-            platform: self.platform.clone(),
-            system_prompt: "test".to_owned(),
-            scope: self.scope,
-            compaction: self.compaction,
-            policies,
-            observer: Some(Arc::new(move |event| events.lock().unwrap().push(event))),
-        });
-        gateway.register_egress("test", egress.clone());
-        gateway.register_egress("telegram", egress);
-        gateway
-    }
-}
 
 #[test]
 fn a_message_sent_during_a_busy_run_is_answered_after_it() {

@@ -306,4 +306,10 @@ impl LogStore for LocalFileStore {
         })
         .await
     }
+
+    async fn delete_log(&self, key: &str) -> Result<(), StoreError> {
+        // Appends after this start a new file; the cached handle would write to the removed one.
+        self.forget_log(key);
+        Store::delete(self, key).await
+    }
 }

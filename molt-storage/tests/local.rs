@@ -94,6 +94,21 @@ async fn put_if_absent_has_one_winner_under_contention() {
 }
 
 #[tokio::test]
+async fn a_deleted_log_is_gone_and_the_next_append_starts_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalFileStore::new(dir.path());
+    let record = |n: u8| Bytes::from(format!("{{\"n\":{n}}}"));
+    store.append("t/s.jsonl", record(1)).await.unwrap();
+    store.delete_log("t/s.jsonl").await.unwrap();
+    assert!(!dir.path().join("t/s.jsonl").exists());
+    assert!(store.read("t/s.jsonl").await.unwrap().is_empty());
+    // The open handle was dropped with the file: this lands in a new one.
+    store.append("t/s.jsonl", record(2)).await.unwrap();
+    assert_eq!(store.read("t/s.jsonl").await.unwrap(), [record(2)]);
+    store.delete_log("t/missing.jsonl").await.unwrap();
+}
+
+#[tokio::test]
 async fn logs_append_and_survive_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalFileStore::new(dir.path());

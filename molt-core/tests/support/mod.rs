@@ -2,6 +2,8 @@
 //! clock the test moves by hand, and scripted models.
 #![allow(dead_code)]
 
+pub mod setup;
+
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::executor::ThreadPool;

@@ -18,6 +18,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+mod sessions;
+pub use sessions::{SESSION_INDEX_PREFIX, SessionInfo};
+
 /// What observers see of a run: which session and message it is for, and what happened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunEvent {
@@ -127,6 +130,8 @@ struct Inner {
     egress: RwLock<HashMap<String, Arc<dyn ChannelEgress>>>,
     sessions: Mutex<HashMap<SessionKey, SessionSlot>>,
     runs: Mutex<HashMap<SessionKey, CancelToken>>,
+    /// Sessions known to be in the session index.
+    indexed: Mutex<std::collections::HashSet<SessionKey>>,
 }
 
 /// The message pipeline. Cheap to clone; clones share everything.
@@ -153,6 +158,7 @@ impl Gateway {
             egress: RwLock::default(),
             sessions: Mutex::default(),
             runs: Mutex::default(),
+            indexed: Mutex::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -498,6 +504,7 @@ impl Inner {
     /// always see the run end, with `Finished` or `Failed`.
     async fn answer(self: Arc<Self>, session: SessionKey, id: InboxId, inbound: InboundMessage) {
         self.emit(&session, &inbound, RunEventKind::Started);
+        self.index(&session, &inbound).await;
         let end = match self.try_answer(&session, &id, &inbound).await {
             Ok(end) => end,
             Err(err) => {
@@ -543,7 +550,7 @@ impl Inner {
         };
         // Under the session's lock only while its history changes; the session
         // queue keeps runs serial, so readers (chat.history) never wait for a run.
-        let (system, messages) = {
+        let (system, messages, epoch) = {
             let mut guard = slot.lock().await;
             let history = self.loaded(session, &mut guard).await?;
             let now = parts.platform.clock.now();
@@ -563,7 +570,7 @@ impl Inner {
                     "\n\n# Summary of the earlier conversation\n{summary}"
                 ));
             }
-            (system, history.messages_for_model())
+            (system, history.messages_for_model(), history.epoch)
         };
         let messages = self.media.inline_images(messages).await?;
 
@@ -603,6 +610,11 @@ impl Inner {
         if !produced.is_empty() {
             let mut guard = slot.lock().await;
             let history = self.loaded(session, &mut guard).await?;
+            if history.epoch != epoch {
+                // The session was reset during the run: the reply is still
+                // recorded (it is sent), but the new conversation does not get the run.
+                produced.clear();
+            }
             let record = TranscriptRecord::Run {
                 at: parts.platform.clock.now(),
                 inbox: Some(id.key().to_owned()),
