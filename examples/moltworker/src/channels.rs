@@ -9,8 +9,67 @@ use molt_channels::telegram::{self, Telegram, TelegramConfig};
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::gateway::Gateway;
 use molt_core::store::Store;
-use std::sync::Arc;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+
+/// What is known of one configured channel's connection.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    /// Set in the environment.
+    pub configured: bool,
+    /// Its deliveries are being received.
+    pub running: bool,
+    /// Connected to its platform.
+    pub connected: bool,
+    /// When it last connected (ms since the Unix epoch).
+    pub last_connected_at: Option<u64>,
+    /// When it stopped (ms since the Unix epoch).
+    pub last_stop_at: Option<u64>,
+    /// Why it failed to connect or stopped, when it did.
+    pub last_error: Option<String>,
+}
+
+/// The configured channels and their connection state, shared with the
+/// status routes. Cheap to clone; clones share the state.
+#[derive(Clone, Default)]
+pub struct ChannelBoard {
+    channels: Arc<Mutex<BTreeMap<&'static str, ChannelStatus>>>,
+}
+
+impl ChannelBoard {
+    /// Every channel's state, by name (the Control UI's `webchat` included).
+    pub fn snapshot(&self) -> BTreeMap<&'static str, ChannelStatus> {
+        let mut channels = self.lock().clone();
+        let now = crate::protocol::now_ms();
+        channels.insert(
+            crate::webchat::CHANNEL,
+            ChannelStatus {
+                configured: true,
+                running: true,
+                connected: true,
+                last_connected_at: Some(now),
+                ..ChannelStatus::default()
+            },
+        );
+        channels
+    }
+
+    fn update(&self, name: &'static str, change: impl FnOnce(&mut ChannelStatus)) {
+        let mut channels = self.lock();
+        let status = channels.entry(name).or_insert_with(|| ChannelStatus {
+            configured: true,
+            ..ChannelStatus::default()
+        });
+        change(status);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, ChannelStatus>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A connected channel's two halves.
 type Halves = (Box<dyn ChannelIngress>, Arc<dyn ChannelEgress>);
@@ -29,18 +88,29 @@ pub struct Connected {
 /// Connects every configured channel and registers its sending half with
 /// `gateway` (so replies pending from before a restart can go out). A channel
 /// that cannot connect is reported and left out; the others are returned.
-pub async fn connect(gateway: &Gateway, store: Arc<dyn Store>) -> Vec<Connected> {
+pub async fn connect(
+    gateway: &Gateway,
+    store: Arc<dyn Store>,
+    board: &ChannelBoard,
+) -> Vec<Connected> {
     let mut connected = Vec::new();
     let mut register = |name: &'static str, result: Result<Halves, ChannelError>| match result {
         Ok((ingress, egress)) => {
             gateway.register_egress(name, egress);
             connected.push(Connected { name, ingress });
+            board.update(name, |status| {
+                (status.running, status.connected) = (true, true);
+                status.last_connected_at = Some(crate::protocol::now_ms());
+            });
         }
-        Err(error) => tracing::error!(
-            channel = name,
-            %error,
-            "channel not started; `moltworker doctor` says what to fix"
-        ),
+        Err(error) => {
+            tracing::error!(
+                channel = name,
+                %error,
+                "channel not started; `moltworker doctor` says what to fix"
+            );
+            board.update(name, |status| status.last_error = Some(error.to_string()));
+        }
     };
     if let Some(mut config) = TelegramConfig::from_env() {
         // moltworker polls: a webhook left from elsewhere would block it.
@@ -69,14 +139,23 @@ pub async fn connect(gateway: &Gateway, store: Arc<dyn Store>) -> Vec<Connected>
 
 /// Feeds each channel's deliveries to `gateway`, one task per channel (a
 /// task ends when its channel stops for good).
-pub fn receive(gateway: &Gateway, channels: Vec<Connected>) -> Vec<JoinHandle<()>> {
+pub fn receive(
+    gateway: &Gateway,
+    channels: Vec<Connected>,
+    board: &ChannelBoard,
+) -> Vec<JoinHandle<()>> {
     channels
         .into_iter()
         .map(|Connected { name, ingress }| {
-            let gateway = gateway.clone();
+            let (gateway, board) = (gateway.clone(), board.clone());
             tokio::spawn(async move {
                 let summary = gateway.receive(ingress).await;
                 tracing::warn!(channel = name, ?summary, "channel stopped");
+                board.update(name, |status| {
+                    (status.running, status.connected) = (false, false);
+                    status.last_stop_at = Some(crate::protocol::now_ms());
+                    status.last_error = summary.last_error.map(|err| err.to_string());
+                });
             })
         })
         .collect()

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backup;
 pub mod browser;
 pub mod channels;
+pub mod config_view;
 pub mod devices;
 pub mod pairing;
 pub mod platform;

@@ -236,7 +236,7 @@ async fn run() -> Result<(), String> {
             }
         }
     }
-    let config = load_config(&state_dir)?;
+    let (config, config_view) = load_config(&state_dir)?;
     let (token, token_source) = auth::load_or_create(config.gateway.token.clone(), &state_dir)
         .map_err(|err| format!("cannot store the gateway token: {err}"))?;
 
@@ -259,10 +259,16 @@ async fn run() -> Result<(), String> {
         run_timeout: Duration::from_secs(config.agent.run_timeout_secs),
         ..AgentOptions::default()
     };
-    let (model, model_configured) = load_model(&state_dir)?;
+    let ModelSetup {
+        model,
+        configured: model_configured,
+        models,
+    } = load_model(&state_dir)?;
     let agent = Agent::new(model, Arc::new(tools), platform.timer.clone(), options);
     let chat = webchat::ChatStream::new(config.session_scope);
     let observer = chat.clone();
+    let broadcasts = tokio::sync::broadcast::channel(256).0;
+    let feed = broadcasts.clone();
     let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
     let store_for_admin = store_for_channels.clone();
     let access = moltworker::access_gate::AccessGate::from_env(|name| std::env::var(name).ok())?;
@@ -290,10 +296,17 @@ async fn run() -> Result<(), String> {
             keep_recent: config.agent.keep_recent_messages,
         },
         policies: config.channels.clone(),
-        observer: Some(Arc::new(move |event| observer.on_run_event(event))),
+        observer: Some(Arc::new(move |event| {
+            if let Some(message) = moltworker::protocol::session_message(&event) {
+                // Nobody listening is fine.
+                let _ = feed.send(message);
+            }
+            observer.on_run_event(event)
+        })),
     });
     gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
-    let connected = moltworker::channels::connect(&gateway, store_for_channels).await;
+    let board = moltworker::channels::ChannelBoard::default();
+    let connected = moltworker::channels::connect(&gateway, store_for_channels, &board).await;
     let channels: Vec<&str> = connected.iter().map(|c| c.name).collect();
     if !model_configured {
         tracing::warn!("no model provider is configured: answering with the offline echo model");
@@ -307,7 +320,7 @@ async fn run() -> Result<(), String> {
     if resumed > 0 {
         tracing::info!(resumed, "resuming messages accepted before the last stop");
     }
-    let channel_tasks = moltworker::channels::receive(&gateway, connected);
+    let channel_tasks = moltworker::channels::receive(&gateway, connected, &board);
 
     let listener = tokio::net::TcpListener::bind(config.gateway.bind)
         .await
@@ -326,7 +339,11 @@ async fn run() -> Result<(), String> {
         store: store_for_admin,
         access,
         trusted_proxies,
-        broadcasts: tokio::sync::broadcast::channel(256).0,
+        broadcasts,
+        presence: Default::default(),
+        channels: board,
+        models,
+        config: config_view,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
@@ -343,13 +360,30 @@ async fn run() -> Result<(), String> {
             let _ = mirror_stopped.await;
         }))
     });
-    let app = server::router(state).merge(browser.cdp_routes());
+    let app = server::router(state.clone()).merge(browser.cdp_routes());
     let limits = ServeLimits {
         max_connections: config.gateway.max_connections,
         header_read_timeout: Duration::from_secs(config.gateway.header_read_timeout_secs),
         ..ServeLimits::default()
     };
-    listen::serve(listener, app, limits, shutdown_signal()).await;
+    let health = tokio::spawn(moltworker::protocol::broadcast_health(state.clone()));
+    let stopping = async {
+        shutdown_signal().await;
+        // Connected clients hear why they are being closed.
+        state.broadcast(moltworker::protocol::Broadcast::Shutdown {
+            reason: "gateway stopping".to_owned(),
+            restart_expected_ms: None,
+        });
+        // Each connection sends it and closes; a stuck one is not waited for long.
+        let closed = async {
+            while state.presence.connected() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+    };
+    listen::serve(listener, app, limits, stopping).await;
+    health.abort();
 
     // Channels stop taking messages first; what they delivered is in the inbox.
     for task in channel_tasks {
@@ -381,9 +415,18 @@ async fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// The model that answers, and what the status routes say of it.
+struct ModelSetup {
+    model: Arc<dyn LanguageModel>,
+    /// A real provider (not the offline echo model).
+    configured: bool,
+    /// The models it can answer with (`provider/model`).
+    models: Vec<String>,
+}
+
 /// The model: molt-ai-gateway over the configured providers, or the offline
-/// echo model when none is configured (`true` means a real provider).
-fn load_model(state_dir: &std::path::Path) -> Result<(Arc<dyn LanguageModel>, bool), String> {
+/// echo model when none is configured.
+fn load_model(state_dir: &std::path::Path) -> Result<ModelSetup, String> {
     let path = std::env::var_os("MOLT_AI_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| state_dir.join("ai-gateway.toml"));
@@ -397,11 +440,20 @@ fn load_model(state_dir: &std::path::Path) -> Result<(Arc<dyn LanguageModel>, bo
     let env = |name: &str| std::env::var(name).ok();
     config.add_env(env);
     if !config.has_providers() {
-        return Ok((Arc::new(EchoModel), false));
+        return Ok(ModelSetup {
+            model: Arc::new(EchoModel),
+            configured: false,
+            models: vec!["molt/echo".to_owned()],
+        });
     }
     let gateway = AiGateway::from_config(&config, env).map_err(|err| err.to_string())?;
     tracing::info!(model = %gateway.name(), models = ?gateway.models(), "model calls go through molt-ai-gateway");
-    Ok((Arc::new(gateway), true))
+    let models = gateway.models().to_vec();
+    Ok(ModelSetup {
+        model: Arc::new(gateway),
+        configured: true,
+        models,
+    })
 }
 
 /// Whether the state directory holds anything (the token, the inbox, transcripts, ...).
@@ -409,7 +461,10 @@ fn has_local_state(state_dir: &std::path::Path) -> bool {
     std::fs::read_dir(state_dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
-fn load_config(state_dir: &std::path::Path) -> Result<Config, String> {
+/// The configuration, and its redacted view for `config.get`.
+fn load_config(
+    state_dir: &std::path::Path,
+) -> Result<(Config, moltworker::config_view::ConfigView), String> {
     let path = std::env::var_os("MOLT_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| state_dir.join("molt.toml"));
@@ -418,8 +473,10 @@ fn load_config(state_dir: &std::path::Path) -> Result<Config, String> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
     };
-    Config::load(file.as_deref(), |name| std::env::var(name).ok())
-        .map_err(|err| format!("{}: {err}", path.display()))
+    let config = Config::load(file.as_deref(), |name| std::env::var(name).ok())
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    let view = moltworker::config_view::ConfigView::new(&config, &path, file.is_some());
+    Ok((config, view))
 }
 
 async fn shutdown_signal() {

@@ -105,6 +105,14 @@ pub struct AppState {
     pub trusted_proxies: molt_ai_gateway::listen::TrustedProxies,
     /// Events and decisions every connection hears.
     pub broadcasts: tokio::sync::broadcast::Sender<protocol::Broadcast>,
+    /// Who is connected.
+    pub presence: protocol::presence::Presence,
+    /// The configured channels and their connections.
+    pub channels: crate::channels::ChannelBoard,
+    /// The models the gateway can answer with (`provider/model`).
+    pub models: Vec<String>,
+    /// The configuration in force, redacted.
+    pub config: crate::config_view::ConfigView,
 }
 
 impl AppState {
@@ -116,7 +124,44 @@ impl AppState {
             "sessions": { "known": self.gateway.known_sessions(), "busy": self.gateway.busy_sessions() },
             "model": self.model_status(),
             "storage": crate::backup::status(self.mirror.as_deref()),
-            "channels": [crate::webchat::CHANNEL],
+            "channels": self.channels.snapshot(),
+            "clients": self.presence.connected(),
+        })
+    }
+
+    /// OpenClaw's health snapshot: the channels, the sessions, the agent.
+    pub async fn health(&self) -> Value {
+        let started = Instant::now();
+        let channels = self.channels.snapshot();
+        let labels: serde_json::Map<String, Value> = (channels.keys())
+            .map(|name| {
+                (
+                    name.to_string(),
+                    json!(protocol::methods::channel_label(name)),
+                )
+            })
+            .collect();
+        let sessions = self.gateway.sessions().await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot list the sessions for the health snapshot");
+            Vec::new()
+        });
+        let now = protocol::now_ms();
+        let mut recent: Vec<Value> = (sessions.iter())
+            .map(|info| {
+                let updated = info.updated_at.map(|at| at.0);
+                json!({ "key": info.key.as_str(), "updatedAt": updated,
+                        "age": updated.map(|at| now.saturating_sub(at)) })
+            })
+            .collect();
+        recent.sort_by_key(|row| std::cmp::Reverse(row["updatedAt"].as_u64()));
+        recent.truncate(10);
+        let summary = json!({ "path": molt_core::gateway::SESSION_INDEX_PREFIX,
+                              "count": sessions.len(), "recent": recent });
+        json!({
+            "ok": true, "ts": now, "durationMs": started.elapsed().as_millis() as u64,
+            "channels": channels, "channelOrder": channels.keys().collect::<Vec<_>>(),
+            "channelLabels": labels, "heartbeatSeconds": 0, "defaultAgentId": "main",
+            "sessions": summary,
         })
     }
 }

@@ -68,7 +68,7 @@ impl ChatStream {
         }
         let run_id = &event.run_id;
         match event.kind {
-            RunEventKind::Started => {
+            RunEventKind::Started { .. } => {
                 self.lock().insert(run_id.clone(), RunBuffer::default());
             }
             RunEventKind::Agent(AgentEvent::TextDelta(delta)) => {
@@ -127,6 +127,14 @@ impl ChatStream {
             payload["errorMessage"] = json!(error);
         }
         payload
+    }
+
+    /// Tells watchers of `session` that `text` was added to it without a run
+    /// (OpenClaw's `chat.inject`): a `final` event with `seq` 0.
+    pub fn injected(&self, session: &SessionKey, run_id: &str, text: &str) {
+        let mut payload = self.payload(run_id, 0, "final", Some(text), None);
+        payload["sessionKey"] = json!(session.as_str());
+        self.publish(payload);
     }
 
     fn publish(&self, payload: Value) {

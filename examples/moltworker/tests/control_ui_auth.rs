@@ -97,7 +97,7 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
     ] {
         client.send_text(bad).await;
         let frame = client
-            .next_frame()
+            .next_response()
             .await
             .expect("an error response, not a close");
         assert_eq!(frame["ok"], false, "{bad} -> {frame}");

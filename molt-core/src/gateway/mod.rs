@@ -38,7 +38,10 @@ pub struct RunEvent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunEventKind {
     /// The agent starts on the message.
-    Started,
+    Started {
+        /// The text the user sent.
+        text: String,
+    },
     /// Something happened inside the agent run.
     Agent(AgentEvent),
     /// The reply was handed to the channel.
@@ -503,7 +506,8 @@ impl Inner {
     /// Runs the agent on one message inside its session's queue. Observers
     /// always see the run end, with `Finished` or `Failed`.
     async fn answer(self: Arc<Self>, session: SessionKey, id: InboxId, inbound: InboundMessage) {
-        self.emit(&session, &inbound, RunEventKind::Started);
+        let text = inbound.text.clone();
+        self.emit(&session, &inbound, RunEventKind::Started { text });
         self.index(&session, &inbound).await;
         let end = match self.try_answer(&session, &id, &inbound).await {
             Ok(end) => end,

@@ -120,6 +120,9 @@ pub enum ServerFrame<'a> {
         /// This connection's event counter (absent on `connect.challenge`).
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// The presence and health versions, on `presence` and `health` events.
+        #[serde(rename = "stateVersion", skip_serializing_if = "Option::is_none")]
+        state_version: Option<Value>,
     },
 }
 
@@ -176,6 +179,9 @@ pub struct RpcError {
     /// Whether trying again may succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// How long to wait before trying again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl RpcError {
@@ -186,6 +192,7 @@ impl RpcError {
             message: message.into(),
             details: None,
             retryable: None,
+            retry_after_ms: None,
         }
     }
 
@@ -200,6 +207,12 @@ impl RpcError {
             retryable: Some(true),
             ..Self::new(ErrorCode::Unavailable, message)
         }
+    }
+
+    /// The same error, to be tried again after `ms` milliseconds.
+    pub fn retryable(mut self, ms: u64) -> Self {
+        (self.retryable, self.retry_after_ms) = (Some(true), Some(ms));
+        self
     }
 
     /// The same error with `details`.

@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod frames;
 pub mod methods;
+pub mod presence;
 pub mod runs;
 
 use crate::server::AppState;
@@ -33,6 +34,9 @@ pub const MAX_PREAUTH_FRAME_BYTES: usize = 64 * 1024;
 /// How often `tick` is sent.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests one connection may have waiting for their responses at once.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+const RETRY_AFTER_MS: u64 = 500;
 
 /// Tokens presented on the upgrade request.
 pub struct Presented {
@@ -49,18 +53,36 @@ pub struct Presented {
 /// What the server tells every connection that may hear it.
 #[derive(Clone, Debug)]
 pub enum Broadcast {
-    /// An event for connections holding `scope`.
+    /// An event for connections holding `scope` (every connection when `None`).
     Event {
         /// The event's name.
         event: &'static str,
         /// Its payload.
         payload: Value,
         /// The scope a connection needs to receive it.
-        scope: &'static str,
+        scope: Option<&'static str>,
+        /// The presence and health versions, for `presence` and `health`.
+        state_version: Option<Value>,
+    },
+    /// A message joined a session's transcript: a `session.message` event
+    /// for connections that subscribed to the session (and may read).
+    SessionMessage {
+        /// The session.
+        session_key: String,
+        /// The event's payload.
+        payload: Value,
     },
     /// A device was unpaired or its token revoked: its connections close
     /// (4001 `device removed`).
     DeviceRemoved(String),
+    /// The gateway is stopping: every connection hears `shutdown` and closes
+    /// (1012 `service restart`).
+    Shutdown {
+        /// Why.
+        reason: String,
+        /// When the gateway expects to be back, if it restarts.
+        restart_expected_ms: Option<u64>,
+    },
 }
 
 impl Broadcast {
@@ -69,7 +91,18 @@ impl Broadcast {
         Self::Event {
             event,
             payload,
-            scope,
+            scope: Some(scope),
+            state_version: None,
+        }
+    }
+
+    /// The `presence` event: who is connected now, for those who may read.
+    pub fn presence(presence: &presence::Presence, versions: Value) -> Self {
+        Self::Event {
+            event: "presence",
+            payload: json!({ "presence": presence.entries() }),
+            scope: Some("operator.read"),
+            state_version: Some(versions),
         }
     }
 }
@@ -97,6 +130,7 @@ pub async fn serve(
             event: "connect.challenge",
             payload: challenge,
             seq: None,
+            state_version: None,
         },
     )
     .await
@@ -109,8 +143,8 @@ pub async fn serve(
     let handshake = handshake(&mut sink, &mut stream, &state, &presented, &nonce, &conn_id);
     let admitted = tokio::time::timeout(CONNECT_TIMEOUT, handshake).await;
     drop(waiting);
-    let conn = match admitted {
-        Ok(Some(conn)) => Arc::new(conn),
+    let (conn, client, connect_id) = match admitted {
+        Ok(Some(admitted)) => admitted,
         Ok(None) => return,
         Err(_) => {
             close(&mut sink, POLICY_VIOLATION, "no connect request within 5 s").await;
@@ -118,12 +152,37 @@ pub async fn serve(
         }
     };
     tracing::info!(conn = %conn_id, device = ?conn.device_id, method = conn.method.as_str(), "a client connected");
-    run(sink, stream, state, conn, broadcasts, &conn_id).await;
+    let versions = state.presence.join(presence::Joining {
+        conn_id: &conn_id,
+        client: &client,
+        role: &conn.role,
+        scopes: &conn.scopes,
+        device_id: conn.device_id.as_deref(),
+    });
+    state.broadcast(Broadcast::presence(&state.presence, versions));
+    let hello = hello(&state, &conn, &conn_id).await;
+    if send(&mut sink, &ServerFrame::response(&connect_id, Ok(hello)))
+        .await
+        .is_ok()
+    {
+        run(
+            sink,
+            stream,
+            state.clone(),
+            Arc::new(conn),
+            broadcasts,
+            &conn_id,
+        )
+        .await;
+    }
+    let versions = state.presence.leave(&conn_id);
+    state.broadcast(Broadcast::presence(&state.presence, versions));
     tracing::info!(conn = %conn_id, "a client disconnected");
 }
 
-/// Takes the first frame, which must be `connect`, and answers it: `hello-ok`,
-/// or an error and a close.
+/// Takes the first frame, which must be `connect`, and admits the connection
+/// (returning the `connect` request's id, for `hello-ok`), or answers an
+/// error and closes.
 async fn handshake(
     sink: &mut Sink,
     stream: &mut Stream,
@@ -131,7 +190,7 @@ async fn handshake(
     presented: &Presented,
     nonce: &str,
     conn_id: &str,
-) -> Option<Admitted> {
+) -> Option<(Admitted, frames::ClientInfo, String)> {
     let text = loop {
         match stream.next().await? {
             Ok(WsMessage::Text(text)) => break text,
@@ -169,11 +228,7 @@ async fn handshake(
                 "invalid connect params: {reason}"
             )))),
             Ok(params) => match connect::admit(state, &params, nonce, presented).await {
-                Ok(admitted) => {
-                    let hello = hello(state, &admitted, conn_id);
-                    let sent = send(sink, &ServerFrame::response(&request.id, Ok(hello))).await;
-                    return sent.is_ok().then_some(admitted);
-                }
+                Ok(admitted) => return Some((admitted, params.client, request.id)),
                 Err(refusal) => {
                     tracing::warn!(conn = %conn_id, reason = %refusal.reason, "refused a connection");
                     let _ = send(
@@ -195,24 +250,32 @@ async fn handshake(
     None
 }
 
-/// `hello-ok`: what the connection agreed and may do.
-fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
+/// `hello-ok`: what the connection agreed and may do, and the state now.
+async fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
     let mut auth =
         json!({ "method": conn.method.as_str(), "role": conn.role, "scopes": conn.scopes });
     if let Some(token) = &conn.device_token {
         auth["deviceToken"] = json!(token.token);
         auth["issuedAtMs"] = json!(token.rotated_at_ms.unwrap_or(token.created_at_ms).0);
     }
-    let methods: Vec<&str> = methods::METHODS.iter().map(|m| m.name).collect();
+    let methods: Vec<&str> = (methods::METHODS.iter())
+        .filter(|m| m.advertised)
+        .map(|m| m.name)
+        .collect();
+    // Who is connected is for those who may read.
+    let presence = match scope_satisfied("operator.read", &conn.scopes) {
+        true => state.presence.entries(),
+        false => Vec::new(),
+    };
     json!({
         "type": "hello-ok",
         "protocol": conn.protocol,
         "server": { "version": env!("CARGO_PKG_VERSION"), "connId": conn_id },
         "features": { "methods": methods, "events": methods::EVENTS },
         "snapshot": {
-            "presence": [],
-            "health": {},
-            "stateVersion": { "presence": 0, "health": 0 },
+            "presence": presence,
+            "health": state.health().await,
+            "stateVersion": state.presence.versions(),
             "uptimeMs": state.started.elapsed().as_millis() as u64,
             "sessionDefaults": {
                 "defaultAgentId": "main",
@@ -229,7 +292,11 @@ fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
     })
 }
 
-/// Serves a connection that is in: requests, events, ticks.
+/// A request being answered, and its id.
+type Answering = futures::future::BoxFuture<'static, (String, methods::Reply)>;
+
+/// Serves a connection that is in: requests (answered concurrently, each
+/// response sent when ready), events, ticks.
 async fn run(
     mut sink: Sink,
     mut stream: Stream,
@@ -242,14 +309,17 @@ async fn run(
     let start = tokio::time::Instant::now() + TICK_INTERVAL;
     let mut tick = tokio::time::interval_at(start, TICK_INTERVAL);
     let may_read = scope_satisfied("operator.read", &conn.scopes);
+    let subscriptions = Arc::new(methods::sessions::Subscriptions::default());
+    let mut answering = futures::stream::FuturesUnordered::<Answering>::new();
     let mut agent_runs = runs::AgentRuns::default();
     let mut seq = 0;
-    let mut event = |name: &'static str, payload: Value| {
+    let mut event = |name: &str, payload: Value, state_version: Option<Value>| {
         seq += 1;
         let frame = ServerFrame::Event {
             event: name,
             payload,
             seq: Some(seq),
+            state_version,
         };
         frame.to_text()
     };
@@ -258,15 +328,16 @@ async fn run(
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => match RequestFrame::parse(&text) {
                     Ok(request) => {
-                        let call = methods::Call { state: state.clone(), conn: conn.clone() };
-                        match methods::dispatch(call, &request.method, request.params).await {
-                            methods::Reply::Now(result) => {
-                                vec![ServerFrame::response(&request.id, result).to_text()]
-                            }
-                            methods::Reply::Accepted { ack, run_id } => {
-                                agent_runs.wait_for(run_id, request.id.clone());
-                                vec![ServerFrame::response(&request.id, Ok(ack)).to_text()]
-                            }
+                        if answering.len() >= MAX_REQUESTS_IN_FLIGHT {
+                            let error = RpcError::unavailable("too many requests in flight; wait for their responses");
+                            vec![ServerFrame::response(&request.id, Err(error.retryable(RETRY_AFTER_MS))).to_text()]
+                        } else {
+                            let call = methods::Call { state: state.clone(), conn: conn.clone(), subscriptions: subscriptions.clone() };
+                            answering.push(Box::pin(async move {
+                                let reply = methods::dispatch(call, &request.method, request.params).await;
+                                (request.id, reply)
+                            }));
+                            Vec::new()
                         }
                     }
                     Err((id, error)) => vec![ServerFrame::response(&id, Err(error)).to_text()],
@@ -278,11 +349,18 @@ async fn run(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => Vec::new(),
             },
+            Some((id, reply)) = answering.next(), if !answering.is_empty() => match reply {
+                methods::Reply::Now(result) => vec![ServerFrame::response(&id, result).to_text()],
+                methods::Reply::Accepted { ack, run_id } => {
+                    agent_runs.wait_for(run_id, id.clone());
+                    vec![ServerFrame::response(&id, Ok(ack)).to_text()]
+                }
+            },
             chat = chat_events.recv(), if may_read => match chat {
                 Ok(payload) => {
                     let translated = agent_runs.on_chat(&payload, now_ms());
-                    let mut frames = vec![event("chat", payload)];
-                    frames.extend(translated.events.into_iter().map(|agent| event("agent", agent)));
+                    let mut frames = vec![event("chat", payload, None)];
+                    frames.extend(translated.events.into_iter().map(|agent| event("agent", agent, None)));
                     if let Some((id, result)) = translated.response {
                         frames.push(ServerFrame::response(&id, result).to_text());
                     }
@@ -299,11 +377,28 @@ async fn run(
                 Err(RecvError::Closed) => break,
             },
             broadcast = broadcasts.recv() => match broadcast {
-                Ok(Broadcast::Event { event: name, payload, scope }) if scope_satisfied(scope, &conn.scopes) => {
-                    vec![event(name, payload)]
+                Ok(Broadcast::Event { event: name, payload, scope, state_version })
+                    if scope.is_none_or(|scope| scope_satisfied(scope, &conn.scopes)) =>
+                {
+                    vec![event(name, payload, state_version)]
+                }
+                Ok(Broadcast::SessionMessage { session_key, payload })
+                    if may_read && subscriptions.wants(&session_key) =>
+                {
+                    vec![event("session.message", payload, None)]
                 }
                 Ok(Broadcast::DeviceRemoved(device)) if conn.device_id.as_deref() == Some(device.as_str()) => {
                     close(&mut sink, 4001, "device removed").await;
+                    break;
+                }
+                Ok(Broadcast::Shutdown { reason, restart_expected_ms }) => {
+                    let mut payload = json!({ "reason": reason });
+                    if let Some(ms) = restart_expected_ms {
+                        payload["restartExpectedMs"] = json!(ms);
+                    }
+                    let text = event("shutdown", payload, None);
+                    let _ = sink.send(WsMessage::Text(text.into())).await;
+                    close(&mut sink, 1012, "service restart").await;
                     break;
                 }
                 Ok(_) => Vec::new(),
@@ -323,7 +418,7 @@ async fn run(
                     close(&mut sink, 4001, "device removed").await;
                     break;
                 }
-                vec![event("tick", json!({ "ts": now_ms() }))]
+                vec![event("tick", json!({ "ts": now_ms() }), None)]
             }
         };
         for text in outgoing {
@@ -356,6 +451,51 @@ async fn still_paired(state: &AppState, conn: &Admitted) -> bool {
         // A store that cannot be read keeps the connection: the next tick asks again.
         Err(_) => true,
     }
+}
+
+/// How often every connection hears the `health` snapshot.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Sends the `health` event every [`HEALTH_INTERVAL`]; never completes.
+pub async fn broadcast_health(state: Arc<AppState>) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEALTH_INTERVAL,
+        HEALTH_INTERVAL,
+    );
+    loop {
+        every.tick().await;
+        let payload = state.health().await;
+        state.broadcast(Broadcast::Event {
+            event: "health",
+            payload,
+            scope: None,
+            state_version: Some(state.presence.bump_health()),
+        });
+    }
+}
+
+/// The `session.message` a run event brings, if any: the user's turn as the
+/// run starts, then each message the run adds (tool calls, their results,
+/// the answer) as it is made.
+pub fn session_message(event: &molt_core::gateway::RunEvent) -> Option<Broadcast> {
+    use molt_core::agent::AgentEvent;
+    use molt_core::gateway::RunEventKind;
+    let mut message = match &event.kind {
+        RunEventKind::Started { text } => {
+            json!({ "role": "user", "content": [{ "type": "text", "text": text }] })
+        }
+        RunEventKind::Agent(AgentEvent::Message(message)) => history_message(message),
+        _ => return None,
+    };
+    let now = now_ms();
+    message["timestamp"] = json!(now);
+    let session_key = event.session.as_str().to_owned();
+    let payload = json!({ "sessionKey": session_key, "runId": event.run_id, "channel": event.channel,
+                          "message": message, "hasActiveRun": true, "activeRunIds": [event.run_id], "ts": now });
+    Some(Broadcast::SessionMessage {
+        session_key,
+        payload,
+    })
 }
 
 /// A transcript message in the shape OpenClaw's `chat.history` uses.
@@ -417,7 +557,7 @@ async fn close(sink: &mut Sink, code: u16, reason: &str) {
 }
 
 /// Now, in milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

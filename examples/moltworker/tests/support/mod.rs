@@ -207,6 +207,16 @@ impl Client {
         }
     }
 
+    /// The next response frame (events before it are skipped), or `None` once the socket closed.
+    pub async fn next_response(&mut self) -> Option<Value> {
+        loop {
+            let frame = self.next_frame().await?;
+            if frame["type"] == "res" {
+                return Some(frame);
+            }
+        }
+    }
+
     /// Waits for the close frame and returns its code and reason.
     pub async fn closed(&mut self) -> Closed {
         loop {
