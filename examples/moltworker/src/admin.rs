@@ -1,6 +1,7 @@
 //! The operator's HTTP API under `/api/admin/`, in Moltworker's shapes:
 //! devices (list, approve, approve all, reject, remove), channel pairing
-//! codes (list, approve, reject), and the backup (status, sync now).
+//! codes (list, approve, reject), the backup (status, sync now), and a
+//! restart of the gateway's channels.
 //!
 //! Who may call it ([`authorize`], also used by `/api/status`): Cloudflare
 //! Access when it is configured (its token in the `Cf-Access-Jwt-Assertion`
@@ -37,7 +38,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/pairing/{channel}/{code}/reject", post(reject_code))
         .route("/storage", get(storage))
         .route("/storage/sync", post(sync_storage))
+        .route("/gateway/restart", post(restart_gateway))
 }
+
+/// How long a restart waits for runs in progress before reconnecting anyway.
+pub const RESTART_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `?token=` of a request.
 #[derive(Deserialize)]
@@ -340,4 +345,27 @@ async fn sync_storage(State(state): State<Arc<AppState>>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
         }
     }
+}
+
+/// Restarts the gateway's runtime inside the process: channels stop, runs
+/// in progress finish (up to [`RESTART_DRAIN`]), channels connect again.
+/// Connected clients stay connected.
+async fn restart_gateway(State(state): State<Arc<AppState>>) -> Response {
+    let restarted = state.channels.restart(RESTART_DRAIN).await;
+    let channels = match restarted.channels.is_empty() {
+        true => "no chat channel is configured".to_owned(),
+        false => format!("channels reconnected: {}", restarted.channels.join(", ")),
+    };
+    let message = match restarted.drained {
+        true => format!("Gateway restarted; {channels}."),
+        false => format!(
+            "Gateway restarted; {channels}. Runs still in progress after {} s go on and are not answered twice.",
+            RESTART_DRAIN.as_secs()
+        ),
+    };
+    Json(
+        json!({ "success": true, "message": message, "channels": restarted.channels,
+                 "drained": restarted.drained, "resumed": restarted.resumed }),
+    )
+    .into_response()
 }

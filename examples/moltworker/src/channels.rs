@@ -139,7 +139,7 @@ pub async fn connect(
 
 /// Feeds each channel's deliveries to `gateway`, one task per channel (a
 /// task ends when its channel stops for good).
-pub fn receive(
+fn receive(
     gateway: &Gateway,
     channels: Vec<Connected>,
     board: &ChannelBoard,
@@ -159,6 +159,91 @@ pub fn receive(
             })
         })
         .collect()
+}
+
+/// The channels' receiving tasks, which can be stopped and started again
+/// while the process serves (`POST /api/admin/gateway/restart`).
+pub struct ChannelRuntime {
+    gateway: Gateway,
+    store: Arc<dyn Store>,
+    board: ChannelBoard,
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a restart did.
+#[derive(Debug)]
+pub struct Restarted {
+    /// Whether every run finished within the drain timeout.
+    pub drained: bool,
+    /// The channels connected again.
+    pub channels: Vec<&'static str>,
+    /// Messages accepted but unanswered, answered now.
+    pub resumed: usize,
+}
+
+impl ChannelRuntime {
+    /// Runtime over channels already connected (see [`connect`]); their
+    /// deliveries start being received now.
+    pub fn start(
+        gateway: &Gateway,
+        store: Arc<dyn Store>,
+        board: ChannelBoard,
+        connected: Vec<Connected>,
+    ) -> Self {
+        let tasks = receive(gateway, connected, &board);
+        Self {
+            gateway: gateway.clone(),
+            store,
+            board,
+            tasks: tokio::sync::Mutex::new(tasks),
+        }
+    }
+
+    /// The channels and their connection state.
+    pub fn board(&self) -> &ChannelBoard {
+        &self.board
+    }
+
+    /// Stops receiving from every channel (what they delivered is in the inbox).
+    pub async fn stop(&self) {
+        for task in self.tasks.lock().await.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Stops every channel, waits up to `drain` for runs in progress, then
+    /// connects the channels again and answers what was left unanswered
+    /// (only when the runs drained, so none is answered twice).
+    pub async fn restart(&self, drain: std::time::Duration) -> Restarted {
+        let mut tasks = self.tasks.lock().await;
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        let drained = tokio::time::timeout(drain, self.gateway.idle())
+            .await
+            .is_ok();
+        let connected = connect(&self.gateway, self.store.clone(), &self.board).await;
+        let channels = connected.iter().map(|c| c.name).collect();
+        let resumed = match drained {
+            true => self.gateway.resume_pending().await.unwrap_or_else(|err| {
+                tracing::warn!(%err, "cannot read the inbox after a restart");
+                0
+            }),
+            false => 0,
+        };
+        *tasks = receive(&self.gateway, connected, &self.board);
+        tracing::info!(
+            drained,
+            ?channels,
+            resumed,
+            "the gateway's channels restarted"
+        );
+        Restarted {
+            drained,
+            channels,
+            resumed,
+        }
+    }
 }
 
 /// The health report of every configured channel (empty when none is).

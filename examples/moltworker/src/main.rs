@@ -306,8 +306,9 @@ async fn run() -> Result<(), String> {
     });
     gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
     let board = moltworker::channels::ChannelBoard::default();
+    let store_for_channels_restart = store_for_channels.clone();
     let connected = moltworker::channels::connect(&gateway, store_for_channels, &board).await;
-    let channels: Vec<&str> = connected.iter().map(|c| c.name).collect();
+    let channel_names: Vec<&str> = connected.iter().map(|c| c.name).collect();
     if !model_configured {
         tracing::warn!("no model provider is configured: answering with the offline echo model");
     }
@@ -320,7 +321,12 @@ async fn run() -> Result<(), String> {
     if resumed > 0 {
         tracing::info!(resumed, "resuming messages accepted before the last stop");
     }
-    let channel_tasks = moltworker::channels::receive(&gateway, connected, &board);
+    let channels = moltworker::channels::ChannelRuntime::start(
+        &gateway,
+        store_for_channels_restart,
+        board,
+        connected,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.gateway.bind)
         .await
@@ -341,11 +347,11 @@ async fn run() -> Result<(), String> {
         trusted_proxies,
         broadcasts,
         presence: Default::default(),
-        channels: board,
+        channels,
         models,
         config: config_view,
     });
-    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), ?channels, "moltworker is serving");
+    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), channels = ?channel_names, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
     match token_source {
         auth::TokenSource::Configured => {
@@ -386,9 +392,7 @@ async fn run() -> Result<(), String> {
     health.abort();
 
     // Channels stop taking messages first; what they delivered is in the inbox.
-    for task in channel_tasks {
-        task.abort();
-    }
+    state.channels.stop().await;
     tracing::info!("shutting down: waiting for runs in progress");
     if tokio::time::timeout(DRAIN_TIMEOUT, gateway.idle())
         .await

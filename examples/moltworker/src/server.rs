@@ -107,8 +107,8 @@ pub struct AppState {
     pub broadcasts: tokio::sync::broadcast::Sender<protocol::Broadcast>,
     /// Who is connected.
     pub presence: protocol::presence::Presence,
-    /// The configured channels and their connections.
-    pub channels: crate::channels::ChannelBoard,
+    /// The configured channels, their connections, and their restart.
+    pub channels: crate::channels::ChannelRuntime,
     /// The models the gateway can answer with (`provider/model`).
     pub models: Vec<String>,
     /// The configuration in force, redacted.
@@ -119,12 +119,16 @@ impl AppState {
     /// The status document of `/api/status` and the hello snapshot.
     pub fn status(&self) -> Value {
         json!({
+            // Moltworker's fields first.
+            "ok": true,
+            "status": "running",
+            "processId": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptimeSeconds": self.started.elapsed().as_secs(),
             "sessions": { "known": self.gateway.known_sessions(), "busy": self.gateway.busy_sessions() },
             "model": self.model_status(),
             "storage": crate::backup::status(self.mirror.as_deref()),
-            "channels": self.channels.snapshot(),
+            "channels": self.channels.board().snapshot(),
             "clients": self.presence.connected(),
         })
     }
@@ -132,7 +136,7 @@ impl AppState {
     /// OpenClaw's health snapshot: the channels, the sessions, the agent.
     pub async fn health(&self) -> Value {
         let started = Instant::now();
-        let channels = self.channels.snapshot();
+        let channels = self.channels.board().snapshot();
         let labels: serde_json::Map<String, Value> = (channels.keys())
             .map(|name| {
                 (

@@ -61,7 +61,7 @@ struct ChannelsStatus {
 /// account per channel).
 pub(super) async fn channels_status(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: ChannelsStatus = params("channels.status", value)?;
-    let mut channels = call.state.channels.snapshot();
+    let mut channels = call.state.channels.board().snapshot();
     if let Some(wanted) = p.channel.as_deref() {
         if !channels.contains_key(wanted) {
             return Err(RpcError::invalid(format!("unknown channel: {wanted}")));

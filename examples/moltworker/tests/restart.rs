@@ -1,0 +1,86 @@
+//! `POST /api/admin/gateway/restart` on the real binary with Telegram (the
+//! strict fake of molt-channels' tests): the channel reconnects, a message
+//! sent around the restart is answered once, and connected clients stay.
+
+mod support;
+#[path = "../../../molt-channels/tests/support/telegram.rs"]
+mod telegram;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reconnects_the_channels_and_answers_each_message_once() {
+    let platform = telegram::FakeTelegram::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let api_base = platform.base.clone();
+    let dir = state.path().to_owned();
+    let gateway = tokio::task::spawn_blocking(move || {
+        support::Gateway::start(
+            &dir,
+            &[
+                ("TELEGRAM_BOT_TOKEN", telegram::TOKEN),
+                ("TELEGRAM_API_BASE", &api_base),
+                ("TELEGRAM_DM_POLICY", "open"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let replies = || platform.recorded(|r| r.sent.len());
+    platform.private_message(77, 1, "before");
+    until("the first message is answered", || replies() == 1).await;
+
+    let (status, body) = gateway.get("/api/status").await;
+    let status_doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (status_doc["ok"].as_bool(), status_doc["status"].as_str()),
+        (Some(true), Some("running"))
+    );
+    assert_eq!(
+        status_doc["channels"]["telegram"]["connected"], true,
+        "{body}"
+    );
+    assert!(status_doc["processId"].as_u64().is_some());
+
+    let mut client = gateway.connected().await;
+    let polls_before = platform.recorded(|r| r.poll_generation);
+    let bearer = format!("Bearer {}", gateway.token);
+    let (code, body) = gateway
+        .http(
+            "POST",
+            "/api/admin/gateway/restart",
+            &[("Authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let restarted: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(restarted["success"], true);
+    assert_eq!(restarted["channels"], json!(["telegram"]));
+    assert!(restarted["message"].as_str().unwrap().contains("telegram"));
+
+    // The channel polls again, and a new message is answered, once.
+    platform.private_message(77, 2, "after");
+    until("the second message is answered", || replies() == 2).await;
+    assert!(platform.recorded(|r| r.poll_generation) > polls_before);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replies(), 2, "nothing answered twice");
+    // The Control UI's connection was not dropped.
+    let (health, _) = client.request("health", json!({})).await;
+    assert_eq!(health["ok"], true);
+
+    // Without the token, no restart.
+    let (code, _) = gateway
+        .http("POST", "/api/admin/gateway/restart", &[])
+        .await;
+    assert_eq!(code, 401);
+}
