@@ -4,6 +4,7 @@
 use crate::clock::Date;
 use crate::error::GatewayError;
 use crate::pricing::PriceTable;
+use crate::prometheus::{self, LATENCY_BUCKETS, escape};
 use crate::service::{
     Answer, AnswerInfo, Call, ModelService, SharedService, StreamEnd, watch_stream,
 };
@@ -191,15 +192,12 @@ impl Totals {
 }
 
 /// Latency bucket bounds for the Prometheus histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 #[derive(Default)]
 struct MetricsState {
     by_day: BTreeMap<(Date, String, String), Totals>,
     by_status: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<(String, String), ([u64; BUCKETS.len()], u64, f64)>,
+    latency: BTreeMap<(String, String), ([u64; LATENCY_BUCKETS.len()], u64, f64)>,
 }
 
 /// Running aggregates and Prometheus metrics.
@@ -302,43 +300,29 @@ impl Metrics {
                 t.cost_usd
             );
         }
-        out.push_str("# HELP molt_ai_request_duration_seconds Call latency to the end of the answer.\n# TYPE molt_ai_request_duration_seconds histogram\n");
+        prometheus::header(
+            &mut out,
+            "molt_ai_request_duration_seconds",
+            "Call latency to the end of the answer.",
+            "histogram",
+        );
         for ((provider, model), (buckets, count, sum)) in &state.latency {
             let labels = format!(
                 "provider=\"{}\",model=\"{}\"",
                 escape(provider),
                 escape(model)
             );
-            let mut cumulative = 0;
-            for (bound, in_bucket) in BUCKETS.iter().zip(buckets) {
-                cumulative += in_bucket;
-                let _ = writeln!(
-                    out,
-                    "molt_ai_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "molt_ai_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "molt_ai_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "molt_ai_request_duration_seconds_count{{{labels}}} {count}"
+            prometheus::histogram(
+                &mut out,
+                "molt_ai_request_duration_seconds",
+                &labels,
+                buckets,
+                *count,
+                *sum,
             );
         }
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl AnalyticsSink for Metrics {
@@ -358,8 +342,8 @@ impl AnalyticsSink for Metrics {
         let (buckets, count, sum) = state
             .latency
             .entry((record.provider.clone(), record.model.clone()))
-            .or_insert(([0; BUCKETS.len()], 0, 0.0));
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            .or_insert(([0; LATENCY_BUCKETS.len()], 0, 0.0));
+        if let Some(bucket) = prometheus::bucket_of(seconds) {
             buckets[bucket] += 1;
         }
         *count += 1;

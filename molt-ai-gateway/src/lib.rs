@@ -33,6 +33,7 @@ pub mod gateway;
 pub mod layers;
 pub mod listen;
 pub mod pricing;
+pub mod prometheus;
 pub mod provider;
 pub mod proxy;
 pub mod router;

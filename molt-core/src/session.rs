@@ -128,6 +128,11 @@ impl SessionQueues {
         self.lock().queues.get(key).map_or(0, VecDeque::len)
     }
 
+    /// Jobs waiting behind the running ones, in all sessions.
+    pub fn waiting(&self) -> usize {
+        self.lock().queues.values().map(VecDeque::len).sum()
+    }
+
     /// Whether `key`'s session has a job running or waiting.
     pub fn is_busy(&self, key: &SessionKey) -> bool {
         self.lock().queues.contains_key(key)

@@ -2,6 +2,7 @@
 //! (`TELEGRAM_BOT_TOKEN`), Discord (`DISCORD_BOT_TOKEN`) and Slack
 //! (`SLACK_BOT_TOKEN` with `SLACK_APP_TOKEN`).
 
+use crate::metrics::{CountedIngress, GatewayMetrics};
 use molt_channels::discord::{self, Discord, DiscordConfig};
 use molt_channels::doctor::Report;
 use molt_channels::slack::{self, Slack, SlackConfig};
@@ -143,11 +144,13 @@ fn receive(
     gateway: &Gateway,
     channels: Vec<Connected>,
     board: &ChannelBoard,
+    metrics: &Arc<GatewayMetrics>,
 ) -> Vec<JoinHandle<()>> {
     channels
         .into_iter()
         .map(|Connected { name, ingress }| {
             let (gateway, board) = (gateway.clone(), board.clone());
+            let ingress = Box::new(CountedIngress::new(ingress, metrics.clone()));
             tokio::spawn(async move {
                 let summary = gateway.receive(ingress).await;
                 tracing::warn!(channel = name, ?summary, "channel stopped");
@@ -167,6 +170,7 @@ pub struct ChannelRuntime {
     gateway: Gateway,
     store: Arc<dyn Store>,
     board: ChannelBoard,
+    metrics: Arc<GatewayMetrics>,
     tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -188,13 +192,15 @@ impl ChannelRuntime {
         gateway: &Gateway,
         store: Arc<dyn Store>,
         board: ChannelBoard,
+        metrics: Arc<GatewayMetrics>,
         connected: Vec<Connected>,
     ) -> Self {
-        let tasks = receive(gateway, connected, &board);
+        let tasks = receive(gateway, connected, &board, &metrics);
         Self {
             gateway: gateway.clone(),
             store,
             board,
+            metrics,
             tasks: tokio::sync::Mutex::new(tasks),
         }
     }
@@ -231,7 +237,7 @@ impl ChannelRuntime {
             }),
             false => 0,
         };
-        *tasks = receive(&self.gateway, connected, &self.board);
+        *tasks = receive(&self.gateway, connected, &self.board, &self.metrics);
         tracing::info!(
             drained,
             ?channels,

@@ -88,9 +88,10 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    let logs = moltworker::logs::LogRing::default();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
+        .with_writer(logs.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    match runtime.block_on(run(logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
@@ -202,7 +203,7 @@ async fn doctor() -> Result<(), String> {
     }
 }
 
-async fn run() -> Result<(), String> {
+async fn run(logs: moltworker::logs::LogRing) -> Result<(), String> {
     let started = Instant::now();
     let state_dir =
         PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));
@@ -261,6 +262,7 @@ async fn run() -> Result<(), String> {
     };
     let ModelSetup {
         model,
+        ai,
         configured: model_configured,
         models,
     } = load_model(&state_dir)?;
@@ -269,6 +271,8 @@ async fn run() -> Result<(), String> {
     let observer = chat.clone();
     let broadcasts = tokio::sync::broadcast::channel(256).0;
     let feed = broadcasts.clone();
+    let metrics = Arc::new(moltworker::metrics::GatewayMetrics::default());
+    let counted = metrics.clone();
     let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
     let store_for_admin = store_for_channels.clone();
     let access = moltworker::access_gate::AccessGate::from_env(|name| std::env::var(name).ok())?;
@@ -301,6 +305,7 @@ async fn run() -> Result<(), String> {
                 // Nobody listening is fine.
                 let _ = feed.send(message);
             }
+            counted.on_run_event(&event);
             observer.on_run_event(event)
         })),
     });
@@ -325,6 +330,7 @@ async fn run() -> Result<(), String> {
         &gateway,
         store_for_channels_restart,
         board,
+        metrics.clone(),
         connected,
     );
 
@@ -350,6 +356,10 @@ async fn run() -> Result<(), String> {
         channels,
         models,
         config: config_view,
+        metrics,
+        ai,
+        logs,
+        debug_routes: config.gateway.debug_routes,
     });
     tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), channels = ?channel_names, "moltworker is serving");
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
@@ -422,6 +432,8 @@ async fn run() -> Result<(), String> {
 /// The model that answers, and what the status routes say of it.
 struct ModelSetup {
     model: Arc<dyn LanguageModel>,
+    /// molt-ai-gateway, when a provider is configured.
+    ai: Option<Arc<AiGateway>>,
     /// A real provider (not the offline echo model).
     configured: bool,
     /// The models it can answer with (`provider/model`).
@@ -446,6 +458,7 @@ fn load_model(state_dir: &std::path::Path) -> Result<ModelSetup, String> {
     if !config.has_providers() {
         return Ok(ModelSetup {
             model: Arc::new(EchoModel),
+            ai: None,
             configured: false,
             models: vec!["molt/echo".to_owned()],
         });
@@ -453,8 +466,10 @@ fn load_model(state_dir: &std::path::Path) -> Result<ModelSetup, String> {
     let gateway = AiGateway::from_config(&config, env).map_err(|err| err.to_string())?;
     tracing::info!(model = %gateway.name(), models = ?gateway.models(), "model calls go through molt-ai-gateway");
     let models = gateway.models().to_vec();
+    let gateway = Arc::new(gateway);
     Ok(ModelSetup {
-        model: Arc::new(gateway),
+        model: gateway.clone(),
+        ai: Some(gateway),
         configured: true,
         models,
     })

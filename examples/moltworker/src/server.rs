@@ -113,6 +113,14 @@ pub struct AppState {
     pub models: Vec<String>,
     /// The configuration in force, redacted.
     pub config: crate::config_view::ConfigView,
+    /// What passes through the gateway, for `/metrics`.
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
+    /// molt-ai-gateway, when a provider is configured (its token and cost metrics).
+    pub ai: Option<Arc<molt_ai_gateway::Gateway>>,
+    /// The recent log lines (`/debug/logs`).
+    pub logs: crate::logs::LogRing,
+    /// Whether `/debug/*` is mounted (`DEBUG_ROUTES=true`).
+    pub debug_routes: bool,
 }
 
 impl AppState {
@@ -197,17 +205,18 @@ impl AppState {
 
 /// The gateway's routes.
 pub fn router(state: Arc<AppState>) -> Router {
+    let guard = || axum::middleware::from_fn_with_state(state.clone(), crate::admin::guard);
+    let debug = match state.debug_routes {
+        true => crate::debug::router().route_layer(guard()),
+        false => Router::new(),
+    };
     Router::new()
         .route("/", get(control_ui_or_socket))
         .route("/health", get(|| async { "ok" }))
         .route("/api/status", get(status))
-        .nest(
-            "/api/admin",
-            crate::admin::router().route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::admin::guard,
-            )),
-        )
+        .route("/metrics", get(metrics))
+        .nest("/api/admin", crate::admin::router().route_layer(guard()))
+        .nest("/debug", debug)
         .route("/ws", get(websocket))
         .layer(axum::Extension(state.trusted_proxies.clone()))
         .with_state(state)
@@ -254,6 +263,38 @@ async fn status(
         Ok(()) => Json(state.status()).into_response(),
         Err(refused) => refused,
     }
+}
+
+/// Prometheus' text: the gateway's counters and gauges, then molt-ai-gateway's
+/// (tokens, cost, model latency) when a provider is configured.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ClientAddress(client): ClientAddress,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) =
+        crate::admin::authorize(&state, client, &headers, query.token.as_deref()).await
+    {
+        return refused;
+    }
+    let mirror = state.mirror.as_ref().map(|mirror| mirror.status());
+    let now = crate::protocol::now_ms();
+    let gauges = crate::metrics::Gauges {
+        busy_sessions: state.gateway.busy_sessions(),
+        queued_messages: state.gateway.queued_messages(),
+        clients: state.presence.connected(),
+        backup_lag_seconds: (mirror.as_ref())
+            .and_then(|status| status.last_success_ms)
+            .map(|at| now.saturating_sub(at) as f64 / 1000.0),
+        backup_pending: mirror.as_ref().map(|status| status.pending),
+    };
+    let mut page = state.metrics.render(&gauges);
+    if let Some(ai) = &state.ai {
+        page.push_str(&ai.metrics().prometheus());
+    }
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], page).into_response()
 }
 
 impl AppState {

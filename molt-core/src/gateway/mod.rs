@@ -300,6 +300,11 @@ impl Gateway {
         self.inner.queues.busy_sessions()
     }
 
+    /// Messages waiting behind the runs in progress, in all sessions.
+    pub fn queued_messages(&self) -> usize {
+        self.inner.queues.waiting()
+    }
+
     /// Sessions loaded since start.
     pub fn known_sessions(&self) -> usize {
         self.inner

@@ -50,6 +50,7 @@ pub(super) async fn chat_send(call: Call, value: Value) -> Result<Value, RpcErro
         .message(p.idempotency_key.clone(), p.message, now);
     match call.state.gateway.accept(message).await {
         Ok(Admission::Accepted(_)) => {
+            call.state.metrics.message_in(crate::webchat::CHANNEL);
             Ok(json!({ "runId": p.idempotency_key, "status": "started" }))
         }
         Ok(Admission::Duplicate(_)) => {
