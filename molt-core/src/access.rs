@@ -200,13 +200,16 @@ pub fn token_from_request<'a>(
     assertion: Option<&'a str>,
     cookie_header: Option<&'a str>,
 ) -> Option<&'a str> {
-    let from_cookie = || {
-        cookie_header?.split(';').find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then_some(value)
-        })
-    };
-    (assertion.map(str::trim).filter(|token| !token.is_empty())).or_else(from_cookie)
+    (assertion.map(str::trim).filter(|token| !token.is_empty()))
+        .or_else(|| cookie(cookie_header, COOKIE))
+}
+
+/// The value of cookie `name` in a `Cookie` request header.
+pub fn cookie<'a>(cookie_header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    cookie_header?.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
 }
 
 /// Checks `token` for the application `config` describes with the team's

@@ -44,9 +44,21 @@ after(async () => {
   if (stateDir) rmSync(stateDir, { recursive: true, force: true });
 });
 
+// Approves every device waiting, as an operator does through the admin API.
+async function approveWaitingDevices() {
+  const response = await fetch(`${baseUrl}api/admin/devices/approve-all`, {
+    method: 'POST', headers: { Authorization: `Bearer ${token}` },
+  });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
 test('a chat in the browser gets a streamed reply', async () => {
   const page = await browser.newPage();
   await page.goto(`${baseUrl}?token=${token}`);
+  // The browser is a device like any other: it waits until an operator approves it.
+  await page.getByTestId('status').filter({ hasText: 'waiting for approval' }).waitFor({ timeout: 15000 });
+  assert.equal((await approveWaitingDevices()).approved.length, 1);
   await page.getByTestId('status').filter({ hasText: /^connected/ }).waitFor({ timeout: 15000 });
   assert.ok(!page.url().includes(token), 'the token is removed from the address bar');
   assert.match(await page.getByTestId('model-banner').innerText(), /echo/i);
@@ -68,6 +80,12 @@ test('a chat in the browser gets a streamed reply', async () => {
   assert.match(await reply.innerText(), new RegExp(`echo: ${sentence}`));
   const seen = await page.evaluate(() => window.seenTexts);
   assert.ok(seen.some((t) => t.startsWith('streaming:')), `the reply streamed before it was final: ${seen.slice(0, 5)}`);
+
+  // A tool call shows while the run goes on.
+  await page.getByTestId('message-input').fill('/tool word_count {"text": "a b c"}');
+  await page.getByTestId('send-button').click();
+  await page.getByTestId('tool-call').filter({ hasText: 'word_count' }).first().waitFor({ timeout: 15000 });
+  assert.match(await page.getByTestId('sessions').innerText(), /Control UI/);
 
   // After a reload the conversation comes back from chat.history.
   await page.reload();

@@ -71,7 +71,7 @@ pub async fn authorize(
         };
         tracing::warn!(%client, reason = %refused, "refused an admin request");
         let sign_in = format!("https://{}/", gate.team_domain());
-        return Err(unauthorized(browser, &refused, &sign_in));
+        return Err(unauthorized(browser, &refused, SignIn::Access(sign_in)));
     }
     if let Some(refused) = state.throttled(client) {
         return Err(refused);
@@ -79,22 +79,37 @@ pub async fn authorize(
     let bearer = text("authorization")
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    match auth::check(&state.token, [query_token, bearer]) {
-        AuthResult::Ok => Ok(()),
-        result => {
-            state.failed_attempt(client, result);
-            let (_, message) = result.refusal().unwrap_or_default();
-            Err(unauthorized(browser, message, "/?token="))
-        }
+    let presented = auth::check(&state.token, [query_token, bearer]);
+    if presented == AuthResult::Ok
+        || (presented == AuthResult::Missing && auth::has_session(&state.token, text("cookie")))
+    {
+        return Ok(());
     }
+    state.failed_attempt(client, presented);
+    let (_, message) = presented.refusal().unwrap_or_default();
+    Err(unauthorized(browser, message, SignIn::Token))
 }
 
-fn unauthorized(browser: bool, reason: &str, sign_in: &str) -> Response {
+/// Where a browser that was refused signs in.
+enum SignIn {
+    /// At the Cloudflare Access team domain.
+    Access(String),
+    /// With the gateway token, in a form on the page.
+    Token,
+}
+
+fn unauthorized(browser: bool, reason: &str, sign_in: SignIn) -> Response {
     if browser {
+        let how = match sign_in {
+            SignIn::Access(url) => format!(
+                "<p><a href=\"{}\">Sign in with Cloudflare Access</a></p>",
+                html_escape(&url)
+            ),
+            SignIn::Token => "<form method=\"get\"><label>Gateway token <input name=\"token\" type=\"password\" autocomplete=\"off\" data-testid=\"sign-in-token\"></label> <button data-testid=\"sign-in\">Sign in</button></form>".to_owned(),
+        };
         let page = format!(
-            "<!doctype html><title>Sign in</title><h1>Sign in first</h1><p>{}</p><p><a href=\"{}\">Sign in</a></p>",
+            "<!doctype html><meta charset=\"utf-8\"><title>Sign in</title><h1>Sign in first</h1><p>{}</p>{how}",
             html_escape(reason),
-            html_escape(sign_in)
         );
         return (StatusCode::UNAUTHORIZED, Html(page)).into_response();
     }

@@ -75,6 +75,27 @@ impl AuthResult {
     }
 }
 
+/// The cookie that keeps an operator signed in to `/_admin/` once the page
+/// was opened with the token (HttpOnly, SameSite=Strict).
+pub const SESSION_COOKIE: &str = "molt_session";
+
+/// The session cookie's value for `token`: a hash of it, so the token itself
+/// is never kept in a cookie.
+pub fn session_value(token: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"molt-session\0")
+        .chain_update(token.expose().as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the `Cookie` header carries the session cookie of `token` (compared in constant time).
+pub fn has_session(token: &Secret, cookie_header: Option<&str>) -> bool {
+    molt_core::access::cookie(cookie_header, SESSION_COOKIE)
+        .is_some_and(|value| Secret::new(session_value(token)).matches(value))
+}
+
 /// Checks every presented token (query, header, connect frame): all must match, and at least one must be there.
 pub fn check<'a>(
     expected: &Secret,

@@ -5,6 +5,7 @@
 
 pub mod access_gate;
 pub mod admin;
+pub mod admin_page;
 pub mod auth;
 pub mod backup;
 pub mod browser;

@@ -365,9 +365,13 @@ async fn run(logs: moltworker::logs::LogRing) -> Result<(), String> {
     // The URL carries the token, so it goes to stdout for the operator, never into the logs.
     match token_source {
         auth::TokenSource::Configured => {
-            println!("Control UI: http://{address}/ (token from MOLTBOT_GATEWAY_TOKEN)")
+            println!("Control UI: http://{address}/ (token from MOLTBOT_GATEWAY_TOKEN)");
+            println!("Admin: http://{address}/_admin/?token=<MOLTBOT_GATEWAY_TOKEN>");
         }
-        _ => println!("Control UI: http://{address}/?token={}", token.expose()),
+        _ => {
+            println!("Control UI: http://{address}/?token={}", token.expose());
+            println!("Admin: http://{address}/_admin/?token={}", token.expose());
+        }
     }
 
     let (stop_mirror, mirror_stopped) = tokio::sync::oneshot::channel::<()>();

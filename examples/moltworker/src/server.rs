@@ -215,6 +215,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/_admin/", get(crate::admin_page::page))
+        .route("/_admin", get(crate::admin_page::without_slash))
         .nest("/api/admin", crate::admin::router().route_layer(guard()))
         .nest("/debug", debug)
         .route("/ws", get(websocket))
