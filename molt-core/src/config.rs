@@ -1,20 +1,17 @@
-//! One typed configuration, from a TOML file and the environment.
+//! The agent's configuration, from a TOML file and the environment.
 //!
 //! Environment variables win over the file. They use the names Moltworker
-//! users already set: `MOLTBOT_GATEWAY_TOKEN`, `SANDBOX_SLEEP_AFTER`,
-//! `DEBUG_ROUTES`, and per channel (`TELEGRAM_`, `DISCORD_`, `SLACK_`)
+//! users already set, per channel (`TELEGRAM_`, `DISCORD_`, `SLACK_`):
 //! `<CHANNEL>_DM_POLICY`, `<CHANNEL>_DM_ALLOW_FROM`, `<CHANNEL>_GROUP_POLICY`,
 //! `<CHANNEL>_GROUP_ALLOW_FROM` (group chat ids) and `<CHANNEL>_GROUP_SENDERS`
-//! (sender ids); and `MOLT_BIND`, `MOLT_SESSION_SCOPE`, `MOLT_MAX_CONNECTIONS`,
-//! `MOLT_HEADER_READ_TIMEOUT` (seconds).
+//! (sender ids); and `MOLT_SESSION_SCOPE`. The host's server settings (its
+//! address, token, debug routes, sleep) live in the same file's `[gateway]`
+//! table, which the host reads (see `moltworker`'s settings).
 
 use crate::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
-use crate::secret::Secret;
 use crate::session::SessionScope;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Why the configuration is invalid. The message names the variable or field.
 #[derive(Debug, thiserror::Error)]
@@ -30,49 +27,6 @@ pub enum ConfigError {
     /// The configuration file is invalid.
     #[error("configuration file: {0}")]
     File(String),
-}
-
-/// When an idle sandbox goes to sleep.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SleepAfter {
-    /// Never.
-    #[default]
-    Never,
-    /// After this long without traffic.
-    Idle(Duration),
-}
-
-/// The gateway server's settings.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// Where to listen.
-    pub bind: SocketAddr,
-    /// The token the Control UI and its WebSocket require; generated when unset.
-    pub token: Option<Secret>,
-    /// Whether the debug routes are served.
-    pub debug_routes: bool,
-    /// When to sleep when idle (`never`, or a duration such as `10m`).
-    #[serde(deserialize_with = "deserialize_sleep_after")]
-    pub sleep_after: SleepAfter,
-    /// Connections open at once (WebSockets included); more are closed on arrival.
-    pub max_connections: usize,
-    /// Seconds a client may take to send a request's headers (and a
-    /// keep-alive connection may sit idle).
-    pub header_read_timeout_secs: u64,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 18789)),
-            token: None,
-            debug_routes: false,
-            sleep_after: SleepAfter::Never,
-            max_connections: 512,
-            header_read_timeout_secs: 15,
-        }
-    }
 }
 
 /// The agent's settings.
@@ -107,14 +61,16 @@ impl Default for AgentConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The gateway server.
-    pub gateway: GatewayConfig,
     /// The agent.
     pub agent: AgentConfig,
     /// How direct messages map to sessions.
     pub session_scope: SessionScope,
     /// Access rules per channel name; channels not listed use [`Config::channel_policy`]'s default.
     pub channels: BTreeMap<String, ChannelPolicy>,
+    /// The host's own table (`[gateway]`: the server's address, token and
+    /// the like), read by the host, not here.
+    #[serde(default, rename = "gateway")]
+    host: serde::de::IgnoredAny,
 }
 
 impl Default for Config {
@@ -129,10 +85,10 @@ impl Default for Config {
             },
         );
         Self {
-            gateway: GatewayConfig::default(),
             agent: AgentConfig::default(),
             session_scope: SessionScope::Main,
             channels,
+            host: serde::de::IgnoredAny,
         }
     }
 }
@@ -157,16 +113,6 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(&env)?;
-        if config
-            .gateway
-            .token
-            .as_ref()
-            .is_some_and(|token| token.expose().trim().is_empty())
-        {
-            return Err(ConfigError::File(
-                "gateway.token must not be empty (remove it to have one generated)".into(),
-            ));
-        }
         Ok(config)
     }
 
@@ -177,32 +123,8 @@ impl Config {
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let get = |var: &str| env(var).filter(|v| !v.trim().is_empty());
-        if let Some(token) = get("MOLTBOT_GATEWAY_TOKEN") {
-            self.gateway.token = Some(Secret::new(token.trim()));
-        }
-        if let Some(bind) = get("MOLT_BIND") {
-            self.gateway.bind = parse("MOLT_BIND", &bind, |v| {
-                v.parse()
-                    .map_err(|e: std::net::AddrParseError| e.to_string())
-            })?;
-        }
-        if let Some(value) = get("DEBUG_ROUTES") {
-            self.gateway.debug_routes = parse("DEBUG_ROUTES", &value, parse_bool)?;
-        }
-        if let Some(value) = get("SANDBOX_SLEEP_AFTER") {
-            self.gateway.sleep_after = parse("SANDBOX_SLEEP_AFTER", &value, parse_sleep_after)?;
-        }
-        if let Some(value) = get("MOLT_MAX_CONNECTIONS") {
-            self.gateway.max_connections = parse("MOLT_MAX_CONNECTIONS", &value, positive)?;
-        }
-        if let Some(value) = get("MOLT_HEADER_READ_TIMEOUT") {
-            self.gateway.header_read_timeout_secs =
-                parse("MOLT_HEADER_READ_TIMEOUT", &value, |v| {
-                    positive(v).map(|n| n as u64)
-                })?;
-        }
         if let Some(value) = get("MOLT_SESSION_SCOPE") {
-            self.session_scope = parse("MOLT_SESSION_SCOPE", &value, str::parse)?;
+            self.session_scope = parse_env("MOLT_SESSION_SCOPE", &value, str::parse)?;
         }
         for channel in ["telegram", "discord", "slack"] {
             self.apply_channel_env(channel, &get)?;
@@ -231,13 +153,13 @@ impl Config {
         };
         let (dm_policy, group_policy) = (var("DM_POLICY"), var("GROUP_POLICY"));
         if let Some(value) = get(&dm_policy) {
-            policy.dm_policy = parse(&dm_policy, &value, |v| v.parse::<DmPolicy>())?;
+            policy.dm_policy = parse_env(&dm_policy, &value, |v| v.parse::<DmPolicy>())?;
         }
         if let Some(value) = get(&var("DM_ALLOW_FROM")) {
             policy.allow_from = list(value);
         }
         if let Some(value) = get(&group_policy) {
-            policy.group_policy = parse(&group_policy, &value, |v| v.parse::<GroupPolicy>())?;
+            policy.group_policy = parse_env(&group_policy, &value, |v| v.parse::<GroupPolicy>())?;
         }
         if let Some(value) = get(&var("GROUP_ALLOW_FROM")) {
             policy.group_allow_from = list(value);
@@ -249,7 +171,8 @@ impl Config {
     }
 }
 
-fn parse<T>(
+/// `value` of environment variable `var` parsed by `parse`, or an error naming the variable.
+pub fn parse_env<T>(
     var: &str,
     value: &str,
     parse: impl Fn(&str) -> Result<T, String>,
@@ -260,7 +183,8 @@ fn parse<T>(
     })
 }
 
-fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
+/// A TOML file error, described by [`describe_toml_error`].
+pub fn file_error(text: &str, err: &toml::de::Error) -> ConfigError {
     ConfigError::File(describe_toml_error(text, err))
 }
 
@@ -317,50 +241,21 @@ fn hide_value(message: &str) -> String {
     }
 }
 
-fn positive(value: &str) -> Result<usize, String> {
+/// A whole number above zero.
+pub fn positive(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("expected a positive whole number, got {value:?}")),
     }
 }
 
-fn parse_bool(value: &str) -> Result<bool, String> {
+/// `true`/`false` and their usual spellings (`1`, `yes`, `on`, ...).
+pub fn parse_bool(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
         other => Err(format!("expected true or false, got {other:?}")),
     }
-}
-
-/// Parses `never` or a duration such as `30s`, `10m`, `2h`, `1d`.
-pub fn parse_sleep_after(value: &str) -> Result<SleepAfter, String> {
-    if value.eq_ignore_ascii_case("never") {
-        return Ok(SleepAfter::Never);
-    }
-    let invalid =
-        || format!("expected \"never\" or a duration such as 30s, 10m, 2h, got {value:?}");
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(invalid)?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
-    Ok(SleepAfter::Idle(Duration::from_secs(
-        number.saturating_mul(seconds),
-    )))
-}
-
-fn deserialize_sleep_after<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<SleepAfter, D::Error> {
-    let value = String::deserialize(deserializer)?;
-    parse_sleep_after(&value).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -381,7 +276,6 @@ mod tests {
         let vars = env(&[
             ("TELEGRAM_DM_POLICY", "allowlist"),
             ("TELEGRAM_DM_ALLOW_FROM", "1, 2"),
-            ("SANDBOX_SLEEP_AFTER", "10m"),
         ]);
         let config = Config::load(Some(file), vars).unwrap();
         assert_eq!(config.agent.max_steps, 3);
@@ -390,10 +284,6 @@ mod tests {
         assert_eq!(
             (telegram.dm_policy, telegram.allow_from),
             (DmPolicy::Allowlist, vec!["1".to_owned(), "2".to_owned()])
-        );
-        assert_eq!(
-            config.gateway.sleep_after,
-            SleepAfter::Idle(Duration::from_secs(600))
         );
         assert_eq!(config.channel_policy("webchat").dm_policy, DmPolicy::Open);
     }
@@ -426,35 +316,28 @@ mod tests {
     fn invalid_values_name_their_source() {
         let err = Config::load(None, env(&[("DISCORD_DM_POLICY", "sometimes")])).unwrap_err();
         assert!(err.to_string().contains("DISCORD_DM_POLICY"), "{err}");
-        let err = Config::load(None, env(&[("DEBUG_ROUTES", "maybe")])).unwrap_err();
-        assert!(err.to_string().contains("DEBUG_ROUTES"), "{err}");
         let err = Config::load(Some("[agent]\nmax_steps = \"many\"\n"), env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_steps"), "{err}");
-        let err = Config::load(Some("[gateway]\nsleep_after = \"soon\"\n"), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("sleep_after"), "{err}");
     }
 
     #[test]
     fn file_errors_never_quote_the_file() {
         let err =
-            Config::load(Some("[gateway]\ntokn = \"super-secret-value\"\n"), env(&[])).unwrap_err();
+            Config::load(Some("[agent]\nsytem_prompt = \"secret plans\"\n"), env(&[])).unwrap_err();
         let message = err.to_string();
         assert!(
-            message.contains("tokn") && message.contains("line 2"),
+            message.contains("sytem_prompt") && message.contains("line 2"),
             "{message}"
         );
-        assert!(!message.contains("super-secret-value"), "{message}");
-        let err = Config::load(Some("[gateway]\ntoken = \"  \"\n"), env(&[])).unwrap_err();
-        assert!(
-            err.to_string().contains("gateway.token must not be empty"),
-            "{err}"
-        );
+        assert!(!message.contains("secret plans"), "{message}");
     }
 
     #[test]
-    fn token_is_redacted_in_debug() {
-        let config = Config::load(None, env(&[("MOLTBOT_GATEWAY_TOKEN", "s3cret")])).unwrap();
-        assert!(!format!("{config:?}").contains("s3cret"));
-        assert!(config.gateway.token.unwrap().matches("s3cret"));
+    fn the_hosts_table_is_left_to_the_host() {
+        let file = "[gateway]\nbind = \"0.0.0.0:1\"\nanything = 1\n[agent]\nmax_steps = 2\n";
+        assert_eq!(
+            Config::load(Some(file), env(&[])).unwrap().agent.max_steps,
+            2
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The configuration in force as `config.get` shows it: what was read from
 //! `molt.toml` and the environment, secrets replaced by OpenClaw's marker.
 
-use molt_core::config::{Config, SleepAfter};
+use crate::settings::{ServerSettings, SleepAfter};
+use molt_core::config::Config;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -17,9 +18,13 @@ pub struct ConfigView {
 }
 
 impl ConfigView {
-    /// The view of `config`, read from `path` (`exists`: whether the file was there).
-    pub fn new(config: &Config, path: &std::path::Path, exists: bool) -> Self {
-        let gateway = &config.gateway;
+    /// The view of `config` and `gateway`, read from `path` (`exists`: whether the file was there).
+    pub fn new(
+        config: &Config,
+        gateway: &ServerSettings,
+        path: &std::path::Path,
+        exists: bool,
+    ) -> Self {
         let sleep_after = match gateway.sleep_after {
             SleepAfter::Never => "never".to_owned(),
             SleepAfter::Idle(after) => humantime::format_duration(after).to_string(),

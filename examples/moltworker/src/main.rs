@@ -6,29 +6,12 @@
 //! (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, the Cloudflare AI Gateway variables,
 //! or `<state>/ai-gateway.toml`), else with the offline echo model.
 
-use molt_ai_gateway::listen::{self, ServeLimits};
-use molt_ai_gateway::{Gateway as AiGateway, GatewayConfig};
-use molt_core::agent::{Agent, AgentOptions};
-use molt_core::config::Config;
-use molt_core::echo::{EchoModel, WordCountTool};
-use molt_core::gateway::{Gateway, GatewayParts};
-use molt_core::model::LanguageModel;
-use molt_core::skills::{load_skills, skills_prompt};
-use molt_core::tool::ToolRegistry;
-use molt_core::transcript::CompactionPolicy;
-use molt_storage::LocalFileStore;
-use moltworker::browser::BrowserSetup;
-use moltworker::platform::TokioPlatform;
-use moltworker::server::AppState;
-use moltworker::{auth, backup, server, webchat};
+use moltworker::app::{App, StartError};
+use moltworker::auth::TokenSource;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 
-/// How long shutdown waits for runs in progress; unfinished ones resume on the next start.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "\
 moltworker: the Molt assistant gateway
 
@@ -174,7 +157,7 @@ fn run_command(args: &[String]) -> ExitCode {
                 }
             }
         }
-        _ => runtime.block_on(backup::command(&state_dir, args)),
+        _ => runtime.block_on(moltworker::backup::command(&state_dir, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,303 +186,28 @@ async fn doctor() -> Result<(), String> {
     }
 }
 
-async fn run(logs: moltworker::logs::LogRing) -> Result<(), String> {
-    let started = Instant::now();
+/// Starts the gateway and serves it until SIGINT or SIGTERM.
+async fn run(logs: moltworker::logs::LogRing) -> Result<(), StartError> {
     let state_dir =
         PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));
-    std::fs::create_dir_all(&state_dir).map_err(|err| {
-        format!(
-            "cannot create state directory {}: {err}",
-            state_dir.display()
-        )
-    })?;
-    // Restore before anything reads the state: the config, the token, the inbox.
-    let mirror = backup::mirror_from_env(&state_dir, |name| std::env::var(name).ok())?;
-    if let Some(mirror) = &mirror {
-        match mirror.restore_if_needed().await {
-            Ok(Some(report)) => tracing::info!(
-                snapshot = report.seq,
-                files = report.files,
-                bytes = report.bytes,
-                "restored state from the bucket"
-            ),
-            Ok(None) => {}
-            // With state on disk, serve it and let the mirror catch up later.
-            Err(err) if has_local_state(&state_dir) => {
-                tracing::warn!(%err, "cannot reach the bucket at start; serving the local state");
-            }
-            // With no state on disk, serving would start from nothing and later
-            // mirror that over the bucket's snapshots: refuse instead.
-            Err(err) => {
-                return Err(format!(
-                    "cannot restore state from the bucket, and there is none on disk: {err}"
-                ));
-            }
+    let app = App::start(&state_dir, logs).await?;
+    let address = app.address();
+    // The URLs carry the token, so they go to stdout for the operator, never
+    // into the logs; in one write, and a closed stdout is no reason to stop.
+    let urls = match app.token() {
+        (_, TokenSource::Configured) => format!(
+            "Control UI: http://{address}/ (token from MOLTBOT_GATEWAY_TOKEN)\nAdmin: http://{address}/_admin/?token=<MOLTBOT_GATEWAY_TOKEN>\n"
+        ),
+        (token, _) => {
+            let token = token.expose();
+            format!(
+                "Control UI: http://{address}/?token={token}\nAdmin: http://{address}/_admin/?token={token}\n"
+            )
         }
-    }
-    let (config, config_view) = load_config(&state_dir)?;
-    let (token, token_source) = auth::load_or_create(config.gateway.token.clone(), &state_dir)
-        .map_err(|err| format!("cannot store the gateway token: {err}"))?;
-
-    let platform = TokioPlatform::platform();
-    let store = Arc::new(LocalFileStore::new(&state_dir));
-    let (skills, skill_errors) = load_skills(store.as_ref(), "workspace/skills/")
-        .await
-        .map_err(|err| err.to_string())?;
-    for err in skill_errors {
-        tracing::warn!(%err, "skipping a skill");
-    }
-    let mut tools = ToolRegistry::new();
-    tools
-        .register(Arc::new(WordCountTool))
-        .map_err(|err| err.to_string())?;
-    let browser = BrowserSetup::from_env(|name| std::env::var(name).ok())?;
-    browser.register_tools(&mut tools)?;
-    let options = AgentOptions {
-        max_steps: config.agent.max_steps,
-        run_timeout: Duration::from_secs(config.agent.run_timeout_secs),
-        ..AgentOptions::default()
     };
-    let ModelSetup {
-        model,
-        ai,
-        configured: model_configured,
-        models,
-    } = load_model(&state_dir)?;
-    let agent = Agent::new(model, Arc::new(tools), platform.timer.clone(), options);
-    let chat = webchat::ChatStream::new(config.session_scope);
-    let observer = chat.clone();
-    let broadcasts = tokio::sync::broadcast::channel(256).0;
-    let feed = broadcasts.clone();
-    let metrics = Arc::new(moltworker::metrics::GatewayMetrics::default());
-    let counted = metrics.clone();
-    let store_for_channels: Arc<dyn molt_core::store::Store> = store.clone();
-    let store_for_admin = store_for_channels.clone();
-    let access = moltworker::access_gate::AccessGate::from_env(|name| std::env::var(name).ok())?;
-    let trusted_proxies = molt_ai_gateway::listen::TrustedProxies::parse(
-        &std::env::var("MOLT_TRUSTED_PROXIES").unwrap_or_default(),
-    )
-    .map_err(|err| format!("MOLT_TRUSTED_PROXIES: {err}"))?;
-    if access.is_some() {
-        tracing::info!("Cloudflare Access guards /api/");
-    }
-    let devices = molt_core::devices::DeviceBook::new(
-        store.clone(),
-        platform.clock.clone(),
-        platform.entropy.clone(),
-    );
-    let gateway = Gateway::new(GatewayParts {
-        store: store.clone(),
-        logs: store,
-        agent,
-        platform,
-        system_prompt: format!("{}{}", config.agent.system_prompt, skills_prompt(&skills)),
-        scope: config.session_scope,
-        compaction: CompactionPolicy {
-            token_budget: config.agent.history_token_budget,
-            keep_recent: config.agent.keep_recent_messages,
-        },
-        policies: config.channels.clone(),
-        observer: Some(Arc::new(move |event| {
-            if let Some(message) = moltworker::protocol::session_message(&event) {
-                // Nobody listening is fine.
-                let _ = feed.send(message);
-            }
-            counted.on_run_event(&event);
-            observer.on_run_event(event)
-        })),
-    });
-    gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
-    let board = moltworker::channels::ChannelBoard::default();
-    let store_for_channels_restart = store_for_channels.clone();
-    let connected = moltworker::channels::connect(&gateway, store_for_channels, &board).await;
-    let channel_names: Vec<&str> = connected.iter().map(|c| c.name).collect();
-    if !model_configured {
-        tracing::warn!("no model provider is configured: answering with the offline echo model");
-    }
-
-    // Messages accepted before a crash are answered before new traffic arrives.
-    let resumed = gateway
-        .resume_pending()
-        .await
-        .map_err(|err| format!("cannot read the inbox: {err}"))?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resuming messages accepted before the last stop");
-    }
-    let channels = moltworker::channels::ChannelRuntime::start(
-        &gateway,
-        store_for_channels_restart,
-        board,
-        metrics.clone(),
-        connected,
-    );
-
-    let listener = tokio::net::TcpListener::bind(config.gateway.bind)
-        .await
-        .map_err(|err| format!("cannot listen on {}: {err}", config.gateway.bind))?;
-    let address = listener.local_addr().map_err(|err| err.to_string())?;
-    let state = Arc::new(AppState {
-        gateway: gateway.clone(),
-        chat,
-        token: token.clone(),
-        started,
-        model_configured,
-        mirror: mirror.clone(),
-        throttle: Default::default(),
-        handshakes: Default::default(),
-        devices,
-        store: store_for_admin,
-        access,
-        trusted_proxies,
-        broadcasts,
-        presence: Default::default(),
-        channels,
-        models,
-        config: config_view,
-        metrics,
-        ai,
-        logs,
-        debug_routes: config.gateway.debug_routes,
-    });
-    tracing::info!(%address, state_dir = %state_dir.display(), skills = skills.len(), channels = ?channel_names, "moltworker is serving");
-    // The URL carries the token, so it goes to stdout for the operator, never into the logs.
-    match token_source {
-        auth::TokenSource::Configured => {
-            println!("Control UI: http://{address}/ (token from MOLTBOT_GATEWAY_TOKEN)");
-            println!("Admin: http://{address}/_admin/?token=<MOLTBOT_GATEWAY_TOKEN>");
-        }
-        _ => {
-            println!("Control UI: http://{address}/?token={}", token.expose());
-            println!("Admin: http://{address}/_admin/?token={}", token.expose());
-        }
-    }
-
-    let (stop_mirror, mirror_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mirroring = mirror.map(|mirror| {
-        tokio::spawn(mirror.run(async move {
-            let _ = mirror_stopped.await;
-        }))
-    });
-    let app = server::router(state.clone()).merge(browser.cdp_routes());
-    let limits = ServeLimits {
-        max_connections: config.gateway.max_connections,
-        header_read_timeout: Duration::from_secs(config.gateway.header_read_timeout_secs),
-        ..ServeLimits::default()
-    };
-    let health = tokio::spawn(moltworker::protocol::broadcast_health(state.clone()));
-    let stopping = async {
-        shutdown_signal().await;
-        // Connected clients hear why they are being closed.
-        state.broadcast(moltworker::protocol::Broadcast::Shutdown {
-            reason: "gateway stopping".to_owned(),
-            restart_expected_ms: None,
-        });
-        // Each connection sends it and closes; a stuck one is not waited for long.
-        let closed = async {
-            while state.presence.connected() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
-    };
-    listen::serve(listener, app, limits, stopping).await;
-    health.abort();
-
-    // Channels stop taking messages first; what they delivered is in the inbox.
-    state.channels.stop().await;
-    tracing::info!("shutting down: waiting for runs in progress");
-    if tokio::time::timeout(DRAIN_TIMEOUT, gateway.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "runs still in progress after {DRAIN_TIMEOUT:?}; they resume on the next start"
-        );
-    }
-    // Transcript records and inbox entries are fsynced as they are written; the
-    // mirror makes one last backup of them.
-    if let Some(mirroring) = mirroring {
-        let _ = stop_mirror.send(());
-        if tokio::time::timeout(DRAIN_TIMEOUT, mirroring)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "the last backup did not finish in {DRAIN_TIMEOUT:?}; the next start restores the previous snapshot or keeps local state"
-            );
-        }
-    }
-    tracing::info!("stopped");
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), urls.as_bytes());
+    app.serve(shutdown_signal()).await;
     Ok(())
-}
-
-/// The model that answers, and what the status routes say of it.
-struct ModelSetup {
-    model: Arc<dyn LanguageModel>,
-    /// molt-ai-gateway, when a provider is configured.
-    ai: Option<Arc<AiGateway>>,
-    /// A real provider (not the offline echo model).
-    configured: bool,
-    /// The models it can answer with (`provider/model`).
-    models: Vec<String>,
-}
-
-/// The model: molt-ai-gateway over the configured providers, or the offline
-/// echo model when none is configured.
-fn load_model(state_dir: &std::path::Path) -> Result<ModelSetup, String> {
-    let path = std::env::var_os("MOLT_AI_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state_dir.join("ai-gateway.toml"));
-    let mut config = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            GatewayConfig::from_toml(&text).map_err(|err| format!("{}: {err}", path.display()))?
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => GatewayConfig::default(),
-        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
-    };
-    let env = |name: &str| std::env::var(name).ok();
-    config.add_env(env);
-    if !config.has_providers() {
-        return Ok(ModelSetup {
-            model: Arc::new(EchoModel),
-            ai: None,
-            configured: false,
-            models: vec!["molt/echo".to_owned()],
-        });
-    }
-    let gateway = AiGateway::from_config(&config, env).map_err(|err| err.to_string())?;
-    tracing::info!(model = %gateway.name(), models = ?gateway.models(), "model calls go through molt-ai-gateway");
-    let models = gateway.models().to_vec();
-    let gateway = Arc::new(gateway);
-    Ok(ModelSetup {
-        model: gateway.clone(),
-        ai: Some(gateway),
-        configured: true,
-        models,
-    })
-}
-
-/// Whether the state directory holds anything (the token, the inbox, transcripts, ...).
-fn has_local_state(state_dir: &std::path::Path) -> bool {
-    std::fs::read_dir(state_dir).is_ok_and(|mut entries| entries.next().is_some())
-}
-
-/// The configuration, and its redacted view for `config.get`.
-fn load_config(
-    state_dir: &std::path::Path,
-) -> Result<(Config, moltworker::config_view::ConfigView), String> {
-    let path = std::env::var_os("MOLT_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| state_dir.join("molt.toml"));
-    let file = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
-    };
-    let config = Config::load(file.as_deref(), |name| std::env::var(name).ok())
-        .map_err(|err| format!("{}: {err}", path.display()))?;
-    let view = moltworker::config_view::ConfigView::new(&config, &path, file.is_some());
-    Ok((config, view))
 }
 
 async fn shutdown_signal() {

@@ -123,9 +123,12 @@ async fn sessions_are_listed_described_compacted_reset_and_protected() {
     assert_eq!(reset["payload"]["ok"], true, "{reset}");
     assert_eq!(reset["payload"]["entry"]["messageCount"], 0);
     assert!(client.history().await.is_empty());
-    let changed = match events.iter().find(|e| e["event"] == "sessions.changed") {
+    // The compaction's change may arrive first; the reset's follows.
+    let reset_changed =
+        |e: &Value| e["event"] == "sessions.changed" && e["payload"]["reason"] == "reset";
+    let changed = match events.iter().find(|e| reset_changed(e)) {
         Some(event) => event.clone(),
-        None => wait_for(&mut client, is_event("sessions.changed")).await,
+        None => wait_for(&mut client, reset_changed).await,
     };
     assert_eq!(changed["payload"]["reason"], "reset");
 
