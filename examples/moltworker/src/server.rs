@@ -377,5 +377,11 @@ async fn websocket(
     upgrade
         .max_message_size(protocol::MAX_FRAME_BYTES)
         .max_frame_size(protocol::MAX_FRAME_BYTES)
+        // Small buffers that grow with a frame, rather than 128 KiB each way
+        // for every idle client; what waits for a slow reader is bounded by
+        // the policy's maxBufferedBytes.
+        .read_buffer_size(protocol::SOCKET_BUFFER_BYTES)
+        .write_buffer_size(protocol::SOCKET_BUFFER_BYTES)
+        .max_write_buffer_size(protocol::MAX_BUFFERED_BYTES)
         .on_upgrade(move |socket| protocol::serve(socket, state, presented, waiting))
 }

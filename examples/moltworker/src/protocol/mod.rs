@@ -29,6 +29,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// The largest frame accepted once a connection is in.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
+/// What may wait unsent for a slow client (the policy's `maxBufferedBytes`).
+pub const MAX_BUFFERED_BYTES: usize = MAX_FRAME_BYTES * 4;
+/// The read and write buffers a socket starts with.
+pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 /// The largest frame accepted before the handshake ends.
 pub const MAX_PREAUTH_FRAME_BYTES: usize = 64 * 1024;
 /// How often `tick` is sent.
@@ -286,7 +290,7 @@ async fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
         "auth": auth,
         "policy": {
             "maxPayload": MAX_FRAME_BYTES,
-            "maxBufferedBytes": MAX_FRAME_BYTES * 4,
+            "maxBufferedBytes": MAX_BUFFERED_BYTES,
             "tickIntervalMs": TICK_INTERVAL.as_millis() as u64,
         },
     })
