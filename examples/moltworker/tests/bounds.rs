@@ -220,3 +220,26 @@ async fn behind_a_trusted_proxy_each_forwarded_client_is_throttled_alone() {
     assert_eq!(guesses(&gateway, "203.0.113.5").await, 429);
     assert_eq!(gateway.http("GET", "/api/status", &other).await.0, 429);
 }
+
+#[tokio::test]
+async fn a_frame_over_64_kib_before_connect_closes_the_socket_with_1009() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[]);
+    let mut client = gateway.socket(None, None).await;
+    let padding = "x".repeat(70 * 1024);
+    let connect = serde_json::json!({ "type": "req", "id": "c", "method": "connect",
+        "params": { "minProtocol": 4, "maxProtocol": 4, "padding": padding } });
+    client.send_text(&connect.to_string()).await;
+    let closed = client.closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1009, "preauth payload too large")
+    );
+    // Just under the limit is read (and refused for its parameters, not its size).
+    let mut client = gateway.socket(None, None).await;
+    let padding = "x".repeat(60 * 1024);
+    let connect = serde_json::json!({ "type": "req", "id": "c", "method": "connect",
+        "params": { "minProtocol": 4, "maxProtocol": 4, "padding": padding } });
+    client.send_text(&connect.to_string()).await;
+    assert_eq!(client.closed().await.code, 1008);
+}
