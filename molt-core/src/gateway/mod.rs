@@ -132,7 +132,9 @@ struct Inner {
     queues: SessionQueues,
     egress: RwLock<HashMap<String, Arc<dyn ChannelEgress>>>,
     sessions: Mutex<HashMap<SessionKey, SessionSlot>>,
-    runs: Mutex<HashMap<SessionKey, CancelToken>>,
+    runs: Mutex<HashMap<SessionKey, RunningRun>>,
+    /// Runs stopped before they started: (session, message id).
+    stopped_early: Mutex<std::collections::HashSet<(SessionKey, String)>>,
     /// Sessions known to be in the session index.
     indexed: Mutex<std::collections::HashSet<SessionKey>>,
 }
@@ -161,6 +163,7 @@ impl Gateway {
             egress: RwLock::default(),
             sessions: Mutex::default(),
             runs: Mutex::default(),
+            stopped_early: Mutex::default(),
             indexed: Mutex::default(),
         };
         Self {
@@ -292,7 +295,24 @@ impl Gateway {
     /// Cancels the run in progress in `session`; returns whether one was running.
     pub fn abort(&self, session: &SessionKey) -> bool {
         let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.get(session).map(CancelToken::cancel).is_some()
+        runs.get(session).map(|run| run.cancel.cancel()).is_some()
+    }
+
+    /// Stops the run answering message `message_id` (its platform id) in
+    /// `session`: now if it is in progress, else as soon as it starts (it
+    /// then answers that it was stopped, without asking the model).
+    pub fn abort_run(&self, session: &SessionKey, message_id: &str) {
+        let runs = self.inner.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(run) = runs.get(session).filter(|run| run.message_id == message_id) {
+            run.cancel.cancel();
+            return;
+        }
+        drop(runs);
+        let mut stopped = (self.inner.stopped_early.lock()).unwrap_or_else(|e| e.into_inner());
+        if stopped.len() >= MAX_STOPPED_EARLY {
+            stopped.clear();
+        }
+        stopped.insert((session.clone(), message_id.to_owned()));
     }
 
     /// Sessions with a run in progress or waiting.
@@ -377,20 +397,35 @@ impl Gateway {
     }
 }
 
+/// The run in progress in a session: the message it answers, and its stop.
+struct RunningRun {
+    message_id: String,
+    cancel: CancelToken,
+}
+
+/// The most runs remembered as stopped before they started; past it, the
+/// oldest requests are forgotten (their runs then go ahead).
+const MAX_STOPPED_EARLY: usize = 1024;
+
 /// A session's run, cancellable through [`Gateway::abort`] until dropped.
 struct RegisteredRun<'a> {
-    runs: &'a Mutex<HashMap<SessionKey, CancelToken>>,
+    runs: &'a Mutex<HashMap<SessionKey, RunningRun>>,
     session: &'a SessionKey,
 }
 
 impl<'a> RegisteredRun<'a> {
     fn new(
-        runs: &'a Mutex<HashMap<SessionKey, CancelToken>>,
+        runs: &'a Mutex<HashMap<SessionKey, RunningRun>>,
         session: &'a SessionKey,
+        message_id: &str,
         cancel: &CancelToken,
     ) -> Self {
         let mut map = runs.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(session.clone(), cancel.clone());
+        let run = RunningRun {
+            message_id: message_id.to_owned(),
+            cancel: cancel.clone(),
+        };
+        map.insert(session.clone(), run);
         Self { runs, session }
     }
 }
@@ -545,7 +580,11 @@ impl Inner {
             return self.send_decided(id, inbound, reply, Ok(())).await;
         }
         let cancel = CancelToken::new();
-        let registered = RegisteredRun::new(&self.runs, session, &cancel);
+        let registered = RegisteredRun::new(&self.runs, session, &inbound.message_id, &cancel);
+        let key = (session.clone(), inbound.message_id.clone());
+        if (self.stopped_early.lock().unwrap_or_else(|e| e.into_inner())).remove(&key) {
+            cancel.cancel();
+        }
         // After a crash the user message may already be in the transcript.
         // Its images are fetched outside the session's lock.
         let recorded = {

@@ -73,12 +73,10 @@ impl RequestFrame {
     /// Reads a text frame as a request; on failure, the request id (when
     /// one can be read) and the error to answer with.
     pub fn parse(text: &str) -> Result<Self, (String, RpcError)> {
-        let value: Value = serde_json::from_str(text).map_err(|err| {
-            (
-                String::new(),
-                RpcError::invalid(format!("invalid request frame: {err}")),
-            )
-        })?;
+        Self::from_value(parse_json(text)?)
+    }
+
+    fn from_value(value: Value) -> Result<Self, (String, RpcError)> {
         let id = value["id"].as_str().unwrap_or("invalid").to_owned();
         let frame: Self = serde_json::from_value(value).map_err(|err| {
             (
@@ -92,6 +90,67 @@ impl RequestFrame {
         }
         Ok(frame)
     }
+}
+
+/// What a connection that is in may send: a request, or `cancel {id}`.
+#[derive(Debug)]
+pub enum ClientFrame {
+    /// A request.
+    Request(RequestFrame),
+    /// The client no longer wants the answer to request `id`: the request is
+    /// stopped if it is still being answered (an `agent` run is aborted),
+    /// and answered with `INVALID_REQUEST` `request cancelled`.
+    Cancel {
+        /// The request's id.
+        id: String,
+    },
+}
+
+/// `{type: "cancel", id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelFrame {
+    #[serde(rename = "type")]
+    _kind: CancelType,
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CancelType {
+    Cancel,
+}
+
+impl ClientFrame {
+    /// Reads a text frame; on failure, the request id (when one can be read)
+    /// and the error to answer with.
+    pub fn parse(text: &str) -> Result<Self, (String, RpcError)> {
+        let value = parse_json(text)?;
+        if value["type"] != "cancel" {
+            return RequestFrame::from_value(value).map(ClientFrame::Request);
+        }
+        let id = value["id"].as_str().unwrap_or("invalid").to_owned();
+        match serde_json::from_value::<CancelFrame>(value) {
+            Ok(frame) if !frame.id.is_empty() => Ok(ClientFrame::Cancel { id: frame.id }),
+            Ok(_) => Err((
+                id,
+                RpcError::invalid("invalid cancel frame: id must be non-empty"),
+            )),
+            Err(err) => Err((
+                id,
+                RpcError::invalid(format!("invalid cancel frame: {err}")),
+            )),
+        }
+    }
+}
+
+fn parse_json(text: &str) -> Result<Value, (String, RpcError)> {
+    serde_json::from_str(text).map_err(|err| {
+        (
+            String::new(),
+            RpcError::invalid(format!("invalid request frame: {err}")),
+        )
+    })
 }
 
 /// A frame the server sends.

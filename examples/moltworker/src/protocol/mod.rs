@@ -17,7 +17,7 @@ pub mod runs;
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use connect::{Admitted, POLICY_VIOLATION};
-use frames::{ConnectParams, RequestFrame, RpcError, ServerFrame};
+use frames::{ClientFrame, ConnectParams, RequestFrame, RpcError, ServerFrame};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use molt_core::devices::scope_satisfied;
@@ -296,8 +296,13 @@ async fn hello(state: &AppState, conn: &Admitted, conn_id: &str) -> Value {
     })
 }
 
-/// A request being answered, and its id.
-type Answering = futures::future::BoxFuture<'static, (String, methods::Reply)>;
+/// A request being answered, and its id (`None` as the reply: cancelled).
+type Answering = futures::future::BoxFuture<'static, (String, Option<methods::Reply>)>;
+
+/// The answer to a cancelled request.
+fn cancelled() -> RpcError {
+    RpcError::invalid("request cancelled").with_details(json!({ "code": "CANCELLED" }))
+}
 
 /// Serves a connection that is in: requests (answered concurrently, each
 /// response sent when ready), events, ticks.
@@ -315,6 +320,7 @@ async fn run(
     let may_read = scope_satisfied("operator.read", &conn.scopes);
     let subscriptions = Arc::new(methods::sessions::Subscriptions::default());
     let mut answering = futures::stream::FuturesUnordered::<Answering>::new();
+    let mut in_flight = std::collections::HashMap::<String, futures::future::AbortHandle>::new();
     let mut agent_runs = runs::AgentRuns::default();
     let mut seq = 0;
     let mut event = |name: &str, payload: Value, state_version: Option<Value>| {
@@ -330,17 +336,34 @@ async fn run(
     loop {
         let outgoing: Vec<String> = tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Text(text))) => match RequestFrame::parse(&text) {
-                    Ok(request) => {
+                Some(Ok(WsMessage::Text(text))) => match ClientFrame::parse(&text) {
+                    Ok(ClientFrame::Request(request)) => {
                         if answering.len() >= MAX_REQUESTS_IN_FLIGHT {
                             let error = RpcError::unavailable("too many requests in flight; wait for their responses");
                             vec![ServerFrame::response(&request.id, Err(error.retryable(RETRY_AFTER_MS))).to_text()]
                         } else {
                             let call = methods::Call { state: state.clone(), conn: conn.clone(), subscriptions: subscriptions.clone() };
-                            answering.push(Box::pin(async move {
-                                let reply = methods::dispatch(call, &request.method, request.params).await;
-                                (request.id, reply)
-                            }));
+                            let (method, params) = (request.method, request.params);
+                            let answer = async move { methods::dispatch(call, &method, params).await };
+                            let (reply, handle) = futures::future::abortable(answer);
+                            in_flight.insert(request.id.clone(), handle);
+                            let id = request.id;
+                            answering.push(Box::pin(async move { (id, reply.await.ok()) }));
+                            Vec::new()
+                        }
+                    }
+                    Ok(ClientFrame::Cancel { id }) => {
+                        if let Some(handle) = in_flight.remove(&id) {
+                            // Its future ends now, and is answered as cancelled.
+                            handle.abort();
+                            Vec::new()
+                        } else if let Some(run_id) = agent_runs.cancel(&id) {
+                            // The run's id is its message's: stopped even if it has not started yet.
+                            state.gateway.abort_run(state.chat.session(), &run_id);
+                            tracing::debug!(conn = %conn_id, run = %run_id, "an agent request was cancelled");
+                            vec![ServerFrame::response(&id, Err(cancelled())).to_text()]
+                        } else {
+                            // Already answered (or never asked): nothing to stop.
                             Vec::new()
                         }
                     }
@@ -353,13 +376,17 @@ async fn run(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => Vec::new(),
             },
-            Some((id, reply)) = answering.next(), if !answering.is_empty() => match reply {
-                methods::Reply::Now(result) => vec![ServerFrame::response(&id, result).to_text()],
-                methods::Reply::Accepted { ack, run_id } => {
-                    agent_runs.wait_for(run_id, id.clone());
-                    vec![ServerFrame::response(&id, Ok(ack)).to_text()]
+            Some((id, reply)) = answering.next(), if !answering.is_empty() => {
+                in_flight.remove(&id);
+                match reply {
+                    Some(methods::Reply::Now(result)) => vec![ServerFrame::response(&id, result).to_text()],
+                    Some(methods::Reply::Accepted { ack, run_id }) => {
+                        agent_runs.wait_for(run_id, id.clone());
+                        vec![ServerFrame::response(&id, Ok(ack)).to_text()]
+                    }
+                    None => vec![ServerFrame::response(&id, Err(cancelled())).to_text()],
                 }
-            },
+            }
             chat = chat_events.recv(), if may_read => match chat {
                 Ok(payload) => {
                     let translated = agent_runs.on_chat(&payload, now_ms());

@@ -35,6 +35,16 @@ impl AgentRuns {
         self.waiting.drain().map(|(_, request)| request).collect()
     }
 
+    /// Stops waiting for the run request `request_id` waits on; returns the
+    /// run's id, if the request was waiting.
+    pub fn cancel(&mut self, request_id: &str) -> Option<String> {
+        let run_id = (self.waiting.iter())
+            .find(|(_, request)| request.as_str() == request_id)
+            .map(|(run, _)| run.clone())?;
+        self.waiting.remove(&run_id);
+        Some(run_id)
+    }
+
     /// Request `request_id` waits for run `run_id` to end.
     pub fn wait_for(&mut self, run_id: String, request_id: String) {
         self.waiting.insert(run_id, request_id);
