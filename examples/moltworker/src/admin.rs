@@ -81,7 +81,8 @@ pub async fn authorize(
         .map(str::trim);
     let presented = auth::check(&state.token, [query_token, bearer]);
     if presented == AuthResult::Ok
-        || (presented == AuthResult::Missing && auth::has_session(&state.token, text("cookie")))
+        || (presented == AuthResult::Missing
+            && auth::has_session(&state.token, text("cookie"), now_ms() / 1000))
     {
         return Ok(());
     }
@@ -227,8 +228,10 @@ async fn approve_all(State(state): State<Arc<AppState>>) -> Response {
         Err(err) => return failure(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
     if pending.is_empty() {
-        return Json(json!({ "approved": [], "message": "No pending devices to approve" }))
-            .into_response();
+        return Json(
+            json!({ "approved": [], "failed": [], "message": "No pending devices to approve" }),
+        )
+        .into_response();
     }
     let (mut approved, mut failed) = (Vec::new(), Vec::new());
     for request in &pending {

@@ -5,7 +5,8 @@
 //! Cloudflare Access, the operator opens `/_admin/?token=<gateway token>`
 //! once: the answer is a redirect to `/_admin/` that drops the token from the
 //! address and sets an HttpOnly, SameSite=Strict session cookie (a hash of the
-//! token, see [`crate::auth::session_value`]) that the page's API calls carry.
+//! token and the time, see [`crate::auth::session_value`]; it lasts 12 hours)
+//! that the page's API calls carry.
 
 use crate::admin::TokenQuery;
 use crate::auth::{SESSION_COOKIE, session_value};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 const PAGE: &str = include_str!("../ui/admin.html");
 
 /// The page may run its own inline script and style, and talk to this origin only.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// `GET /_admin/`: the page, a sign-in page, or (signed in with `?token=`)
 /// a redirect that trades the token in the address for a session cookie.
@@ -39,9 +40,11 @@ pub async fn page(
             .get("x-forwarded-proto")
             .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
         let secure = if https { "; Secure" } else { "" };
+        let issued = crate::protocol::now_ms() / 1000;
         let cookie = format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
-            session_value(&state.token)
+            "{SESSION_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+            session_value(&state.token, issued),
+            crate::auth::SESSION_TTL.as_secs()
         );
         let headers = [
             (header::LOCATION, "/_admin/".to_owned()),

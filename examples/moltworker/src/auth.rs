@@ -79,21 +79,38 @@ impl AuthResult {
 /// was opened with the token (HttpOnly, SameSite=Strict).
 pub const SESSION_COOKIE: &str = "molt_session";
 
-/// The session cookie's value for `token`: a hash of it, so the token itself
-/// is never kept in a cookie.
-pub fn session_value(token: &Secret) -> String {
+/// How long an admin session lasts.
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The session cookie's value for `token`, issued at `issued_secs` (seconds
+/// since the Unix epoch): `<issued>.<hash of the token and issued>`, so the
+/// token itself is never kept in a cookie and a session ends after [`SESSION_TTL`].
+pub fn session_value(token: &Secret, issued_secs: u64) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(b"molt-session\0")
         .chain_update(token.expose().as_bytes())
+        .chain_update(b"\0")
+        .chain_update(issued_secs.to_string().as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{issued_secs}.{hash}")
 }
 
-/// Whether the `Cookie` header carries the session cookie of `token` (compared in constant time).
-pub fn has_session(token: &Secret, cookie_header: Option<&str>) -> bool {
-    molt_core::access::cookie(cookie_header, SESSION_COOKIE)
-        .is_some_and(|value| Secret::new(session_value(token)).matches(value))
+/// Whether the `Cookie` header carries a session cookie of `token` issued
+/// less than [`SESSION_TTL`] before `now_secs` (compared in constant time).
+pub fn has_session(token: &Secret, cookie_header: Option<&str>, now_secs: u64) -> bool {
+    let Some(value) = molt_core::access::cookie(cookie_header, SESSION_COOKIE) else {
+        return false;
+    };
+    let Some(issued) = value
+        .split_once('.')
+        .and_then(|(issued, _)| issued.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let fresh = issued <= now_secs && now_secs - issued < SESSION_TTL.as_secs();
+    fresh && Secret::new(session_value(token, issued)).matches(value)
 }
 
 /// Checks every presented token (query, header, connect frame): all must match, and at least one must be there.
@@ -131,6 +148,29 @@ mod tests {
             AuthResult::Mismatch
         );
         assert_eq!(check(&expected, [None, Some("righ")]), AuthResult::Mismatch);
+    }
+
+    #[test]
+    fn a_session_cookie_is_bound_to_the_token_and_expires() {
+        let token = Secret::new("right");
+        let cookie = |value: &str| format!("a=b; {SESSION_COOKIE}={value}");
+        let issued = 1_000_000;
+        let value = session_value(&token, issued);
+        assert!(has_session(&token, Some(&cookie(&value)), issued + 60));
+        assert!(!has_session(
+            &token,
+            Some(&cookie(&value)),
+            issued + SESSION_TTL.as_secs()
+        ));
+        assert!(!has_session(
+            &Secret::new("other"),
+            Some(&cookie(&value)),
+            issued + 60
+        ));
+        let forged = format!("{}.{}", issued + 100, value.split_once('.').unwrap().1);
+        assert!(!has_session(&token, Some(&cookie(&forged)), issued + 200));
+        assert!(!has_session(&token, Some("molt_session=garbage"), issued));
+        assert!(!has_session(&token, None, issued));
     }
 
     #[test]

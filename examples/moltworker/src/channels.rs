@@ -35,23 +35,37 @@ pub struct ChannelStatus {
 
 /// The configured channels and their connection state, shared with the
 /// status routes. Cheap to clone; clones share the state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ChannelBoard {
     channels: Arc<Mutex<BTreeMap<&'static str, ChannelStatus>>>,
+    /// When the Control UI's channel came up (with the process).
+    started_ms: u64,
+    /// Secret values a platform's error text must never carry out.
+    secrets: Arc<Vec<String>>,
+}
+
+impl Default for ChannelBoard {
+    /// A board whose errors are cleaned of the secrets in the environment.
+    fn default() -> Self {
+        Self {
+            channels: Arc::default(),
+            started_ms: crate::protocol::now_ms(),
+            secrets: Arc::new(crate::debug::secret_values(std::env::vars())),
+        }
+    }
 }
 
 impl ChannelBoard {
     /// Every channel's state, by name (the Control UI's `webchat` included).
     pub fn snapshot(&self) -> BTreeMap<&'static str, ChannelStatus> {
         let mut channels = self.lock().clone();
-        let now = crate::protocol::now_ms();
         channels.insert(
             crate::webchat::CHANNEL,
             ChannelStatus {
                 configured: true,
                 running: true,
                 connected: true,
-                last_connected_at: Some(now),
+                last_connected_at: Some(self.started_ms),
                 ..ChannelStatus::default()
             },
         );
@@ -65,6 +79,10 @@ impl ChannelBoard {
             ..ChannelStatus::default()
         });
         change(status);
+        // A platform's error may quote what it was sent (a bot token in a URL).
+        if let Some(error) = &mut status.last_error {
+            *error = crate::debug::redact(error, &self.secrets);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, ChannelStatus>> {

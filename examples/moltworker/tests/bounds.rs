@@ -243,3 +243,18 @@ async fn a_frame_over_64_kib_before_connect_closes_the_socket_with_1009() {
     client.send_text(&connect.to_string()).await;
     assert_eq!(client.closed().await.code, 1008);
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_after_connect_closes_the_socket_with_1009() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = start(state.path(), &[]);
+    let mut client = gateway.connected().await;
+    let padding = "x".repeat(600 * 1024);
+    let request = serde_json::json!({ "type": "req", "id": "big", "method": "health", "params": { "padding": padding } });
+    client.send_text(&request.to_string()).await;
+    let closed = client.closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1009, "payload too large")
+    );
+}

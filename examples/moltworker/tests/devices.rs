@@ -274,11 +274,19 @@ async fn the_devices_command_decides_while_the_gateway_runs() {
     );
     let (code, out) = devices(state.path(), &["approve", &request_id]);
     assert_eq!(code, 0, "{out}");
-    let (_, hello) = connect(&gateway, &device, token.clone()).await;
+    let (mut connected, hello) = connect(&gateway, &device, token.clone()).await;
     assert_eq!(hello["ok"], true, "approved at once, no restart: {hello}");
 
     let (code, out) = devices(state.path(), &["remove", &device.id()]);
     assert_eq!(code, 0, "{out}");
+    // Removed by another process: its connection closes within the device check's interval.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(8), connected.closed())
+        .await
+        .expect("closed within 8 s");
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "device removed")
+    );
     let (_, refused) = connect(&gateway, &device, token.clone()).await;
     assert_eq!(refused["error"]["code"], "NOT_PAIRED");
     let (code, out) = devices(state.path(), &["approve", "no-such-request"]);

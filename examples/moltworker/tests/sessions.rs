@@ -156,6 +156,29 @@ async fn sessions_are_listed_described_compacted_reset_and_protected() {
         )
         .await;
     assert_eq!(history["ok"], false, "unknown sessions are not loaded");
+    let long = "x:".repeat(200);
+    for (method, params, message) in [
+        ("sessions.reset", json!({ "key": long }), "key too long"),
+        ("sessions.delete", json!({ "key": long }), "key too long"),
+        ("sessions.delete", json!({ "key": " " }), "key required"),
+        (
+            "chat.history",
+            json!({ "sessionKey": long }),
+            "sessionKey too long",
+        ),
+        (
+            "sessions.list",
+            json!([1, 2]),
+            "invalid sessions.list params: must be an object",
+        ),
+    ] {
+        let (refused, _) = client.request(method, params).await;
+        assert_eq!(
+            refused["error"]["code"], "INVALID_REQUEST",
+            "{method}: {refused}"
+        );
+        assert_eq!(refused["error"]["message"], message, "{method}");
+    }
     let (bad, _) = client
         .request("sessions.reset", json!({ "key": "main", "extra": 1 }))
         .await;
@@ -216,6 +239,14 @@ async fn messages_reach_subscribers_and_injected_notes_join_the_conversation() {
             "[note]\n\nthe meeting moved".to_owned()
         )
     );
+
+    let (refused, _) = talker
+        .request(
+            "chat.inject",
+            json!({ "sessionKey": "main", "message": "x", "label": "bad\u{1b}[31m" }),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], "INVALID_REQUEST", "{refused}");
 
     // Only an admin injects.
     let (mut reader, _) = connect_with(&gateway, &["operator.write"]).await;

@@ -37,6 +37,9 @@ pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 pub const MAX_PREAUTH_FRAME_BYTES: usize = 64 * 1024;
 /// How often `tick` is sent.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a device's connection checks that the device is still paired
+/// (a removal by another process, such as the CLI, is seen this late at most).
+pub const DEVICE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests one connection may have waiting for their responses at once.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
@@ -202,6 +205,10 @@ async fn handshake(
                 close(sink, POLICY_VIOLATION, "invalid request frame").await;
                 return None;
             }
+            Err(err) if too_large(&err) => {
+                close(sink, 1009, "payload too large").await;
+                return None;
+            }
             Ok(WsMessage::Close(_)) | Err(_) => return None,
             Ok(_) => continue,
         }
@@ -317,6 +324,8 @@ async fn run(
     let mut chat_events = state.chat.subscribe();
     let start = tokio::time::Instant::now() + TICK_INTERVAL;
     let mut tick = tokio::time::interval_at(start, TICK_INTERVAL);
+    let first_check = tokio::time::Instant::now() + DEVICE_CHECK_INTERVAL;
+    let mut device_check = tokio::time::interval_at(first_check, DEVICE_CHECK_INTERVAL);
     let may_read = scope_satisfied("operator.read", &conn.scopes);
     let subscriptions = Arc::new(methods::sessions::Subscriptions::default());
     let mut answering = futures::stream::FuturesUnordered::<Answering>::new();
@@ -372,6 +381,11 @@ async fn run(
                 Some(Ok(WsMessage::Binary(_))) => {
                     let error = RpcError::invalid("invalid request frame: binary frames are not supported");
                     vec![ServerFrame::response("invalid", Err(error)).to_text()]
+                }
+                Some(Err(err)) if too_large(&err) => {
+                    tracing::warn!(conn = %conn_id, "a client sent a frame over the limit");
+                    close(&mut sink, 1009, "payload too large").await;
+                    break;
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => Vec::new(),
@@ -443,14 +457,15 @@ async fn run(
                 }
                 Err(RecvError::Closed) => break,
             },
-            _ = tick.tick() => {
+            _ = device_check.tick(), if conn.device_id.is_some() => {
                 // A device removed by another process (`moltworker devices remove`) goes now.
                 if !still_paired(&state, &conn).await {
                     close(&mut sink, 4001, "device removed").await;
                     break;
                 }
-                vec![event("tick", json!({ "ts": now_ms() }), None)]
+                Vec::new()
             }
+            _ = tick.tick() => vec![event("tick", json!({ "ts": now_ms() }), None)],
         };
         for text in outgoing {
             if sink.send(WsMessage::Text(text.into())).await.is_err() {
@@ -577,6 +592,12 @@ fn uuid(hex: &str) -> String {
 
 async fn send(sink: &mut Sink, frame: &ServerFrame<'_>) -> Result<(), axum::Error> {
     sink.send(WsMessage::Text(frame.to_text().into())).await
+}
+
+/// Whether a read failed on a frame or message over [`MAX_FRAME_BYTES`]
+/// (the WebSocket library's capacity error, which axum passes on as text).
+fn too_large(err: &axum::Error) -> bool {
+    err.to_string().contains("Space limit exceeded")
 }
 
 async fn close(sink: &mut Sink, code: u16, reason: &str) {

@@ -93,6 +93,11 @@ pub(super) async fn agent(call: Call, value: Value) -> Reply {
 /// the gateway load arbitrary sessions.
 async fn listed(state: &AppState, key: Option<&str>) -> Result<SessionKey, RpcError> {
     let main = state.chat.session();
+    if key.is_some_and(|key| {
+        molt_core::store::key_segment(key).len() > super::sessions::MAX_KEY_SEGMENT
+    }) {
+        return Err(RpcError::invalid("sessionKey too long"));
+    }
     match key.map(|key| super::sessions::resolve(state, key.trim())) {
         None => Ok(main.clone()),
         Some(key) if &key == main => Ok(key),
@@ -168,12 +173,11 @@ pub(super) async fn chat_inject(call: Call, value: Value) -> Result<Value, RpcEr
             "invalid chat.inject params: message must be non-empty text without NUL characters",
         ));
     }
-    if p.label
-        .as_ref()
-        .is_some_and(|label| label.chars().count() > MAX_LABEL_CHARS)
-    {
+    if p.label.as_ref().is_some_and(|label| {
+        label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control)
+    }) {
         return Err(RpcError::invalid(format!(
-            "invalid chat.inject params: label must be at most {MAX_LABEL_CHARS} characters"
+            "invalid chat.inject params: label must be at most {MAX_LABEL_CHARS} characters, without control characters"
         )));
     }
     let state = &call.state;

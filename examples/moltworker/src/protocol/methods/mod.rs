@@ -166,6 +166,11 @@ pub async fn dispatch(call: Call, method: &str, params: Value) -> Reply {
 /// `params` as `T`, or OpenClaw's `invalid <method> params` error.
 fn params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
     let params = if params.is_null() { json!({}) } else { params };
+    if !params.is_object() {
+        return Err(RpcError::invalid(format!(
+            "invalid {method} params: must be an object"
+        )));
+    }
     serde_json::from_value(params)
         .map_err(|err| RpcError::invalid(format!("invalid {method} params: {err}")))
 }

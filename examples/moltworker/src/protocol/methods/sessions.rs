@@ -51,20 +51,31 @@ pub fn row(state: &AppState, info: &SessionInfo) -> Value {
     })
 }
 
-/// The `key` of a session a message has reached, or OpenClaw's errors.
-async fn known(state: &AppState, key: &str) -> Result<SessionInfo, RpcError> {
+/// The longest session key accepted, in bytes once made a store key segment.
+pub const MAX_KEY_SEGMENT: usize = 200;
+
+/// A session key as a client gave it: present, and not too long to be stored.
+fn checked(state: &AppState, key: &str) -> Result<SessionKey, RpcError> {
     let key = key.trim();
     if key.is_empty() {
         return Err(RpcError::invalid("key required"));
     }
-    let key = resolve(state, key);
+    if molt_core::store::key_segment(key).len() > MAX_KEY_SEGMENT {
+        return Err(RpcError::invalid("key too long"));
+    }
+    Ok(resolve(state, key))
+}
+
+/// The `key` of a session a message has reached, or OpenClaw's errors.
+async fn known(state: &AppState, key: &str) -> Result<SessionInfo, RpcError> {
+    let key = checked(state, key)?;
     (state.gateway.session_info(&key).await)
         .map_err(unavailable)?
         .ok_or_else(|| RpcError::invalid(format!("unknown session: {key}")))
 }
 
 /// A session key as clients write it: `main` is the Control UI's session.
-pub fn resolve(state: &AppState, key: &str) -> SessionKey {
+pub(super) fn resolve(state: &AppState, key: &str) -> SessionKey {
     match key {
         "main" => state.chat.session().clone(),
         key => SessionKey::new(key),
@@ -210,7 +221,7 @@ struct Delete {
 pub(super) async fn delete(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: Delete = params("sessions.delete", value)?;
     let state = &call.state;
-    let key = resolve(state, p.key.trim());
+    let key = checked(state, &p.key)?;
     if &key == state.chat.session() {
         return Err(RpcError::invalid(format!(
             "Cannot delete the main session ({key})."
@@ -296,17 +307,14 @@ struct MessagesSubscribe {
 
 pub(super) async fn messages_subscribe(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: MessagesSubscribe = params("sessions.messages.subscribe", value)?;
-    if p.key.trim().is_empty() {
-        return Err(RpcError::invalid("key required"));
-    }
-    let key = resolve(&call.state, p.key.trim());
+    let key = checked(&call.state, &p.key)?;
     call.subscriptions.lock().insert(key.as_str().to_owned());
     Ok(json!({ "subscribed": true, "key": key.as_str() }))
 }
 
 pub(super) async fn messages_unsubscribe(call: Call, value: Value) -> Result<Value, RpcError> {
     let p: MessagesSubscribe = params("sessions.messages.unsubscribe", value)?;
-    let key = resolve(&call.state, p.key.trim());
+    let key = checked(&call.state, &p.key)?;
     call.subscriptions.lock().remove(key.as_str());
     Ok(json!({ "subscribed": false, "key": key.as_str() }))
 }
