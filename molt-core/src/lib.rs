@@ -53,6 +53,7 @@ pub mod model;
 pub mod pairing;
 pub mod platform;
 pub mod policy;
+pub mod routes;
 pub mod secret;
 pub mod session;
 pub mod skills;

@@ -129,14 +129,23 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The routes' guard: [`authorize`] on every admin request.
+/// The gateway's guard, on every request: the paths that the shared route
+/// table ([`molt_core::routes`]) gives to the operator need [`authorize`], and
+/// changes to them must come from this origin. Other paths pass (the
+/// protocol and `/cdp` admit their own clients).
 pub async fn guard(
     State(state): State<Arc<AppState>>,
     ClientAddress(client): ClientAddress,
-    Query(query): Query<TokenQuery>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if molt_core::routes::guard(request.uri().path()) != molt_core::routes::Guard::Operator {
+        return next.run(request).await;
+    }
+    let query = match Query::<TokenQuery>::try_from_uri(request.uri()) {
+        Ok(Query(query)) => query,
+        Err(rejection) => return rejection.into_response(),
+    };
     if let Err(refused) = authorize(&state, client, request.headers(), query.token.as_deref()).await
     {
         return refused;

@@ -14,7 +14,6 @@ use crate::server::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use molt_ai_gateway::listen::ClientAddress;
 use std::sync::Arc;
 
 const PAGE: &str = include_str!("../ui/admin.html");
@@ -22,20 +21,15 @@ const PAGE: &str = include_str!("../ui/admin.html");
 /// The page may run its own inline script and style, and talk to this origin only.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// `GET /_admin/`: the page, a sign-in page, or (signed in with `?token=`)
-/// a redirect that trades the token in the address for a session cookie.
+/// `GET /_admin/` (the guard has let the operator through): the page, or,
+/// signed in with `?token=` (without Access), a redirect that trades the
+/// token in the address for a session cookie.
 pub async fn page(
     State(state): State<Arc<AppState>>,
-    ClientAddress(client): ClientAddress,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) =
-        crate::admin::authorize(&state, client, &headers, query.token.as_deref()).await
-    {
-        return refused;
-    }
-    if query.token.is_some() {
+    if query.token.is_some() && state.access.is_none() {
         let https = headers
             .get("x-forwarded-proto")
             .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));

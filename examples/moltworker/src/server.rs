@@ -203,11 +203,11 @@ impl AppState {
     }
 }
 
-/// The gateway's routes.
+/// The gateway's routes, each guarded as [`molt_core::routes`] says (by
+/// [`crate::admin::guard`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    let guard = || axum::middleware::from_fn_with_state(state.clone(), crate::admin::guard);
     let debug = match state.debug_routes {
-        true => crate::debug::router().route_layer(guard()),
+        true => crate::debug::router(),
         false => Router::new(),
     };
     Router::new()
@@ -217,9 +217,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/_admin/", get(crate::admin_page::page))
         .route("/_admin", get(crate::admin_page::without_slash))
-        .nest("/api/admin", crate::admin::router().route_layer(guard()))
+        .nest("/api/admin", crate::admin::router())
         .nest("/debug", debug)
         .route("/ws", get(websocket))
+        // Declared, so that the guard covers paths with no route too.
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admin::guard,
+        ))
         .layer(axum::Extension(state.trusted_proxies.clone()))
         .with_state(state)
 }
@@ -255,16 +261,9 @@ async fn control_ui_or_socket(
     }
 }
 
-async fn status(
-    State(state): State<Arc<AppState>>,
-    ClientAddress(client): ClientAddress,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    match crate::admin::authorize(&state, client, &headers, query.token.as_deref()).await {
-        Ok(()) => Json(state.status()).into_response(),
-        Err(refused) => refused,
-    }
+/// The status document (the guard has let the operator through).
+async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.status())
 }
 
 /// Prometheus' text: the gateway's counters and gauges, then molt-ai-gateway's

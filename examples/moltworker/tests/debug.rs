@@ -38,6 +38,12 @@ async fn debug_routes_exist_only_when_asked_for_and_only_for_the_operator() {
     let state = tempfile::tempdir().unwrap();
     let gateway = start(state.path(), "false");
     assert_eq!(gateway.get("/debug/version").await.0, 404);
+    // The operator's paths are guarded before they are looked up: a stranger
+    // cannot tell which exist.
+    for path in ["/debug/version", "/api/no-such-route", "/_admin/nothing"] {
+        assert_eq!(gateway.get_with(path, None).await.0, 401, "{path}");
+        assert_eq!(gateway.get(path).await.0, 404, "{path}");
+    }
 
     let state = tempfile::tempdir().unwrap();
     let gateway = start(state.path(), "true");
