@@ -47,6 +47,17 @@ fn a_session_is_listed_once_a_message_reaches_it_and_after_a_restart() {
     assert!(listed.updated_at.is_some() && !listed.running && !listed.summarized);
     let described = block_on_within(LIMIT, restarted.session_info(&alice())).unwrap();
     assert_eq!(described.as_ref(), Some(listed));
+    // Counting and the recent list read no transcript: only what is loaded shows.
+    assert_eq!(
+        block_on_within(LIMIT, restarted.session_count()).unwrap(),
+        1
+    );
+    assert!(restarted.recent_sessions(10).is_empty());
+    block_on_within(LIMIT, restarted.history(&alice())).unwrap();
+    assert_eq!(
+        restarted.recent_sessions(10),
+        [(alice(), listed.updated_at)]
+    );
     let unknown = SessionKey::new("test:dm:nobody");
     assert_eq!(
         block_on_within(LIMIT, restarted.session_info(&unknown)).unwrap(),

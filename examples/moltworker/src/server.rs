@@ -153,22 +153,22 @@ impl AppState {
                 )
             })
             .collect();
-        let sessions = self.gateway.sessions().await.unwrap_or_else(|err| {
-            tracing::warn!(%err, "cannot list the sessions for the health snapshot");
-            Vec::new()
+        // Cheap on purpose (every hello-ok carries it): the index is listed,
+        // no transcript is read; recent ones are those loaded in memory.
+        let count = self.gateway.session_count().await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot count the sessions for the health snapshot");
+            0
         });
         let now = protocol::now_ms();
-        let mut recent: Vec<Value> = (sessions.iter())
-            .map(|info| {
-                let updated = info.updated_at.map(|at| at.0);
-                json!({ "key": info.key.as_str(), "updatedAt": updated,
+        let recent: Vec<Value> = (self.gateway.recent_sessions(10).into_iter())
+            .map(|(key, updated)| {
+                let updated = updated.map(|at| at.0);
+                json!({ "key": key.as_str(), "updatedAt": updated,
                         "age": updated.map(|at| now.saturating_sub(at)) })
             })
             .collect();
-        recent.sort_by_key(|row| std::cmp::Reverse(row["updatedAt"].as_u64()));
-        recent.truncate(10);
         let summary = json!({ "path": molt_core::gateway::SESSION_INDEX_PREFIX,
-                              "count": sessions.len(), "recent": recent });
+                              "count": count, "recent": recent });
         json!({
             "ok": true, "ts": now, "durationMs": started.elapsed().as_millis() as u64,
             "channels": channels, "channelOrder": channels.keys().collect::<Vec<_>>(),

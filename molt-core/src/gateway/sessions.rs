@@ -73,6 +73,45 @@ impl Gateway {
         Ok(sessions)
     }
 
+    /// How many sessions messages have reached (the index is listed; no
+    /// transcript is read).
+    pub async fn session_count(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .inner
+            .parts
+            .store
+            .list(SESSION_INDEX_PREFIX)
+            .await?
+            .len())
+    }
+
+    /// Up to `limit` of the sessions loaded in memory, most recently changed
+    /// first, with when each last changed. Reads nothing from the store, and
+    /// skips a session whose history is being changed right now.
+    pub fn recent_sessions(&self, limit: usize) -> Vec<(SessionKey, Option<Timestamp>)> {
+        let slots: Vec<_> = {
+            let sessions = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            sessions
+                .iter()
+                .map(|(key, slot)| (key.clone(), slot.clone()))
+                .collect()
+        };
+        let mut recent: Vec<(SessionKey, Option<Timestamp>)> = (slots.into_iter())
+            .filter_map(|(key, slot)| {
+                let guard = slot.try_lock()?;
+                let updated = guard.as_ref()?.updated_at;
+                Some((key, updated))
+            })
+            .collect();
+        recent.sort_by_key(|(_, updated)| std::cmp::Reverse(*updated));
+        recent.truncate(limit);
+        recent
+    }
+
     /// One session, if a message has reached it.
     pub async fn session_info(
         &self,
