@@ -122,8 +122,8 @@ async fn sessions_are_listed_described_compacted_reset_and_protected() {
         .await;
     assert_eq!(reset["payload"]["ok"], true, "{reset}");
     assert_eq!(reset["payload"]["entry"]["messageCount"], 0);
-    assert!(client.history().await.is_empty());
-    // The compaction's change may arrive first; the reset's follows.
+    // The compaction's change may arrive first; the reset's follows (waited
+    // for before any other request, whose own wait would pass it by).
     let reset_changed =
         |e: &Value| e["event"] == "sessions.changed" && e["payload"]["reason"] == "reset";
     let changed = match events.iter().find(|e| reset_changed(e)) {
@@ -131,6 +131,7 @@ async fn sessions_are_listed_described_compacted_reset_and_protected() {
         None => wait_for(&mut client, reset_changed).await,
     };
     assert_eq!(changed["payload"]["reason"], "reset");
+    assert!(client.history().await.is_empty());
 
     let (delete, _) = client
         .request("sessions.delete", json!({ "key": "main" }))
