@@ -1,5 +1,6 @@
 //! The recent log lines, kept in memory for `/debug/logs` while they also
-//! go to stderr.
+//! go to stderr; in both, every secret value the process was given is
+//! replaced first (a platform's error text may quote a token).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -13,9 +14,18 @@ pub const KEPT_LINES: usize = 500;
 #[derive(Clone, Default)]
 pub struct LogRing {
     lines: Arc<Mutex<VecDeque<String>>>,
+    secrets: Arc<Vec<String>>,
 }
 
 impl LogRing {
+    /// A ring whose lines (and what goes to stderr) have each of `secrets` replaced.
+    pub fn redacting(secrets: Vec<String>) -> Self {
+        Self {
+            lines: Arc::default(),
+            secrets: Arc::new(secrets),
+        }
+    }
+
     /// The kept lines, oldest first.
     pub fn lines(&self) -> Vec<String> {
         self.lock().iter().cloned().collect()
@@ -55,9 +65,10 @@ impl Write for RingWriter {
 
 impl Drop for RingWriter {
     fn drop(&mut self) {
-        // One event is one write to stderr, as the plain writer does.
-        let _ = std::io::stderr().write_all(&self.buffer);
         let text = String::from_utf8_lossy(&self.buffer);
+        let text = crate::debug::redact(&text, &self.ring.secrets);
+        // One event is one write to stderr, as the plain writer does.
+        let _ = std::io::stderr().write_all(text.as_bytes());
         self.ring.push(&strip_ansi(&text));
     }
 }

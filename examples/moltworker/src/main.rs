@@ -71,7 +71,9 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let logs = moltworker::logs::LogRing::default();
+    // Secret values never reach the log, even quoted in a platform's error.
+    let secrets = moltworker::debug::secret_values(std::env::vars());
+    let logs = moltworker::logs::LogRing::redacting(secrets);
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(logs.clone())
@@ -113,9 +115,10 @@ fn log_filter() -> EnvFilter {
 
 /// A one-off `backup`, `restore`, `doctor`, `pairing` or `devices` command.
 fn run_command(args: &[String]) -> ExitCode {
+    let secrets = moltworker::debug::secret_values(std::env::vars());
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
+        .with_writer(moltworker::logs::LogRing::redacting(secrets))
         .init();
     let state_dir =
         PathBuf::from(std::env::var("MOLT_STATE_DIR").unwrap_or_else(|_| ".molt".to_owned()));

@@ -84,3 +84,42 @@ async fn a_restart_reconnects_the_channels_and_answers_each_message_once() {
         .await;
     assert_eq!(code, 401);
 }
+
+/// A platform that quotes the bot token in its error (a proxy in front of
+/// Telegram may): the token reaches neither the log nor the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_quoted_in_a_platform_error_is_never_shown() {
+    let platform = telegram::FakeTelegram::start().await;
+    let quoted = format!("Unauthorized: no bot {} here", telegram::TOKEN);
+    platform.fail_next("getMe", 401, &quoted, serde_json::Value::Null);
+    let state = tempfile::tempdir().unwrap();
+    let log_path = state.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (api_base, dir) = (platform.base.clone(), state.path().join("state"));
+    let gateway = tokio::task::spawn_blocking(move || {
+        support::Gateway::start_logging(
+            &dir,
+            &[
+                ("TELEGRAM_BOT_TOKEN", telegram::TOKEN),
+                ("TELEGRAM_API_BASE", &api_base),
+                ("RUST_LOG", "info"),
+            ],
+            log,
+        )
+    })
+    .await
+    .unwrap();
+    let (_, body) = gateway.get("/api/status").await;
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let error = status["channels"]["telegram"]["lastError"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("no bot [redacted] here"), "{body}");
+    assert!(!body.contains(telegram::TOKEN));
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged.contains("[redacted]"),
+        "the failure is logged: {logged}"
+    );
+    assert!(!logged.contains(telegram::TOKEN), "{logged}");
+}
