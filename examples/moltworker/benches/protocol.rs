@@ -126,19 +126,7 @@ async fn ready(url: &str, token: &str) {
 
 /// The resident memory of `pid` and all its descendants.
 fn tree_rss_kib(pid: u32) -> u64 {
-    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-                .flat_map(|list| {
-                    list.split_whitespace()
-                        .filter_map(|child| child.parse().ok())
-                        .collect::<Vec<u32>>()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let children = moltworker::debug::child_pids(&pid.to_string());
     rss_kib(pid) + children.into_iter().map(tree_rss_kib).sum::<u64>()
 }
 

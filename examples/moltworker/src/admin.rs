@@ -205,17 +205,12 @@ async fn list_devices(State(state): State<Arc<AppState>>) -> Response {
 async fn approve(state: &AppState, request_id: &str) -> Result<(), DevicesError> {
     let device = state.devices.approve(request_id, None).await?;
     tracing::info!(device = %device.device_id, "a device was paired from the admin API");
-    resolved(state, request_id, &device.device_id, "approved");
-    Ok(())
-}
-
-fn resolved(state: &AppState, request_id: &str, device_id: &str, decision: &str) {
-    let payload = json!({ "requestId": request_id, "deviceId": device_id, "decision": decision, "ts": now_ms() });
-    state.broadcast(Broadcast::event(
-        "device.pair.resolved",
-        payload,
-        "operator.pairing",
+    state.broadcast(Broadcast::pair_resolved(
+        request_id,
+        &device.device_id,
+        "approved",
     ));
+    Ok(())
 }
 
 async fn approve_device(
@@ -259,7 +254,11 @@ async fn reject_device(
 ) -> Response {
     match state.devices.reject(&request_id).await {
         Ok(request) => {
-            resolved(&state, &request_id, &request.device_id, "rejected");
+            state.broadcast(Broadcast::pair_resolved(
+                &request_id,
+                &request.device_id,
+                "rejected",
+            ));
             Json(json!({ "success": true, "requestId": request_id, "message": "Device rejected" }))
                 .into_response()
         }

@@ -74,9 +74,10 @@ async fn processes(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-/// Each child process: its id and program (never its arguments).
-fn children() -> Vec<Value> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+/// The child processes of process `pid` (`"self"` for this one), from
+/// /proc (empty elsewhere than Linux).
+pub fn child_pids(pid: &str) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     let mut pids: Vec<u32> = tasks
@@ -90,7 +91,13 @@ fn children() -> Vec<Value> {
         .collect();
     pids.sort_unstable();
     pids.dedup();
-    pids.into_iter()
+    pids
+}
+
+/// Each child process: its id and program (never its arguments).
+fn children() -> Vec<Value> {
+    child_pids("self")
+        .into_iter()
         .map(|pid| {
             let program = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .ok()
@@ -111,12 +118,12 @@ async fn gateway_api() -> Json<Value> {
     Json(json!({ "methods": methods, "events": crate::protocol::methods::EVENTS }))
 }
 
+/// The kept lines: the environment's secret values were replaced as they
+/// were written; the gateway token (generated, so in no variable) is here.
 async fn logs(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let mut secrets = secret_values(std::env::vars());
-    secrets.push(state.token.expose().to_owned());
-    secrets.sort_by_key(|value| std::cmp::Reverse(value.len()));
+    let token = [state.token.expose().to_owned()];
     let lines: Vec<String> = (state.logs.lines().iter())
-        .map(|line| redact(line, &secrets))
+        .map(|line| redact(line, &token))
         .collect();
     Json(json!({ "lines": lines, "kept": crate::logs::KEPT_LINES }))
 }

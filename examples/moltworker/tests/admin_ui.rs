@@ -14,17 +14,9 @@ mod s3;
 #[path = "../../../molt-channels/tests/support/telegram.rs"]
 mod telegram;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "admin-ui-test-gateway-token-0123456789";
-
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js, tests/browser's npm packages and Chromium: ./scripts/test runs it"]
@@ -60,7 +52,7 @@ async fn the_admin_page_approves_a_device_backs_up_and_approves_a_pairing_code()
         })
     };
     platform.private_message(77, 1, "hello?");
-    until("the stranger gets a pairing code", || sent().len() == 1).await;
+    support::until("the stranger gets a pairing code", || sent().len() == 1).await;
     assert!(sent()[0].contains("pairing code"), "{:?}", sent());
 
     let script = concat!(
@@ -83,7 +75,7 @@ async fn the_admin_page_approves_a_device_backs_up_and_approves_a_pairing_code()
 
     // Approved in the page: the stranger's next message is answered.
     platform.private_message(77, 2, "may I come in now?");
-    until("the approved sender is answered", || sent().len() == 2).await;
+    support::until("the approved sender is answered", || sent().len() == 2).await;
     assert!(sent()[1].contains("may I come in now?"), "{:?}", sent());
 
     // "Backup now" really wrote a snapshot to the bucket.

@@ -7,15 +7,7 @@ mod support;
 mod telegram;
 
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_reconnects_the_channels_and_answers_each_message_once() {
@@ -37,7 +29,7 @@ async fn a_restart_reconnects_the_channels_and_answers_each_message_once() {
     .unwrap();
     let replies = || platform.recorded(|r| r.sent.len());
     platform.private_message(77, 1, "before");
-    until("the first message is answered", || replies() == 1).await;
+    support::until("the first message is answered", || replies() == 1).await;
 
     let (status, body) = gateway.get("/api/status").await;
     let status_doc: Value = serde_json::from_str(&body).unwrap();
@@ -70,7 +62,7 @@ async fn a_restart_reconnects_the_channels_and_answers_each_message_once() {
 
     // The channel polls again, and a new message is answered, once.
     platform.private_message(77, 2, "after");
-    until("the second message is answered", || replies() == 2).await;
+    support::until("the second message is answered", || replies() == 2).await;
     assert!(platform.recorded(|r| r.poll_generation) > polls_before);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(replies(), 2, "nothing answered twice");

@@ -10,7 +10,7 @@ use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
 use crate::session::{SessionKey, SessionQueues, SessionScope};
 use crate::store::{LogStore, Store, StoreError};
-use crate::transcript::{self, CompactionPolicy, History, TranscriptRecord};
+use crate::transcript::{self, CompactionPolicy, History, TranscriptError, TranscriptRecord};
 use futures::future::{Either, select};
 use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
@@ -768,31 +768,17 @@ impl Inner {
     /// Compacts the history when it is over budget, within the run timeout and
     /// the run's cancellation; a failure only means the full history is used.
     async fn compact(&self, session: &SessionKey, history: &mut History, cancel: &CancelToken) {
-        let parts = &self.parts;
-        let now = parts.platform.clock.now();
-        let model = parts.agent.model().as_ref();
-        let compaction = transcript::compact_if_needed(
-            parts.logs.as_ref(),
-            session,
-            history,
-            parts.compaction,
-            model,
-            now,
-        );
-        let stop = select(
-            parts
-                .platform
-                .timer
-                .sleep(parts.agent.options().run_timeout),
-            cancel.cancelled(),
-        );
-        match select(Box::pin(compaction), stop).await {
-            Either::Left((Ok(_), _)) => {}
-            Either::Left((Err(err), _)) => {
-                tracing::warn!(%session, %err, "compaction failed; using the full history")
-            }
-            Either::Right(_) => {
+        let policy = self.parts.compaction;
+        match self
+            .compact_within(session, history, policy, cancel.cancelled())
+            .await
+        {
+            Ok(_) => {}
+            Err(TranscriptError::TimedOut) => {
                 tracing::warn!(%session, "compaction timed out or was cancelled; using the full history")
+            }
+            Err(err) => {
+                tracing::warn!(%session, %err, "compaction failed; using the full history")
             }
         }
     }

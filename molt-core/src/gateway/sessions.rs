@@ -128,16 +128,10 @@ impl Gateway {
     /// its records, and the session stays listed.
     pub async fn reset_session(&self, session: &SessionKey) -> Result<(), StoreError> {
         self.abort(session);
-        let inner = &self.inner;
-        let slot = inner.session(session);
-        let mut guard = slot.lock().await;
-        let history = inner.loaded(session, &mut guard).await?;
-        let record = TranscriptRecord::Reset {
-            at: inner.parts.platform.clock.now(),
-        };
-        transcript::append(inner.parts.logs.as_ref(), session, &record).await?;
-        history.apply(record);
-        Ok(())
+        let at = self.inner.parts.platform.clock.now();
+        self.inner
+            .record(session, TranscriptRecord::Reset { at })
+            .await
     }
 
     /// Removes the session: its run (if any) is stopped, its transcript and
@@ -172,14 +166,42 @@ impl Gateway {
     /// agent's run timeout.
     pub async fn compact_session(&self, session: &SessionKey) -> Result<bool, TranscriptError> {
         let inner = &self.inner;
-        let parts = &inner.parts;
         let slot = inner.session(session);
         let mut guard = slot.lock().await;
         let history = inner.loaded(session, &mut guard).await?;
         let policy = CompactionPolicy {
             token_budget: 0,
-            keep_recent: parts.compaction.keep_recent,
+            keep_recent: inner.parts.compaction.keep_recent,
         };
+        let never = futures::future::pending::<()>();
+        inner.compact_within(session, history, policy, never).await
+    }
+
+    /// Adds `message` to the session's conversation without running the
+    /// agent (a note from an operator, or an assistant message from elsewhere).
+    pub async fn inject(&self, session: &SessionKey, message: Message) -> Result<(), StoreError> {
+        let at = self.inner.parts.platform.clock.now();
+        let record = TranscriptRecord::Message {
+            at,
+            inbox: None,
+            message,
+        };
+        self.inner.record(session, record).await
+    }
+}
+
+impl Inner {
+    /// Compacts `history` under `policy`, giving up after the agent's run
+    /// timeout or when `stop` completes ([`TranscriptError::TimedOut`]).
+    /// Returns whether it compacted.
+    pub(super) async fn compact_within(
+        &self,
+        session: &SessionKey,
+        history: &mut History,
+        policy: CompactionPolicy,
+        stop: impl std::future::Future<Output = ()> + Unpin,
+    ) -> Result<bool, TranscriptError> {
+        let parts = &self.parts;
         let now = parts.platform.clock.now();
         let model = parts.agent.model().as_ref();
         let compaction = transcript::compact_if_needed(
@@ -194,31 +216,27 @@ impl Gateway {
             .platform
             .timer
             .sleep(parts.agent.options().run_timeout);
-        match select(Box::pin(compaction), timeout).await {
+        match select(Box::pin(compaction), select(timeout, stop)).await {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(TranscriptError::TimedOut),
         }
     }
 
-    /// Adds `message` to the session's conversation without running the
-    /// agent (a note from an operator, or an assistant message from elsewhere).
-    pub async fn inject(&self, session: &SessionKey, message: Message) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let slot = inner.session(session);
+    /// Appends `record` to the session's transcript and applies it to its
+    /// history, under the session's lock.
+    async fn record(
+        &self,
+        session: &SessionKey,
+        record: TranscriptRecord,
+    ) -> Result<(), StoreError> {
+        let slot = self.session(session);
         let mut guard = slot.lock().await;
-        let history = inner.loaded(session, &mut guard).await?;
-        let record = TranscriptRecord::Message {
-            at: inner.parts.platform.clock.now(),
-            inbox: None,
-            message,
-        };
-        transcript::append(inner.parts.logs.as_ref(), session, &record).await?;
+        let history = self.loaded(session, &mut guard).await?;
+        transcript::append(self.parts.logs.as_ref(), session, &record).await?;
         history.apply(record);
         Ok(())
     }
-}
 
-impl Inner {
     /// Records `session` in the index the first time a message reaches it.
     /// A failure only costs the listing, so it is logged, not returned.
     pub(super) async fn index(&self, session: &SessionKey, inbound: &InboundMessage) {

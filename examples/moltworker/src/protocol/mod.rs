@@ -103,6 +103,14 @@ impl Broadcast {
         }
     }
 
+    /// `device.pair.resolved`: an operator decided request `request_id` of
+    /// device `device_id` (`approved` or `rejected`), for those who may pair.
+    pub fn pair_resolved(request_id: &str, device_id: &str, decision: &str) -> Self {
+        let payload = json!({ "requestId": request_id, "deviceId": device_id,
+                              "decision": decision, "ts": now_ms() });
+        Self::event("device.pair.resolved", payload, "operator.pairing")
+    }
+
     /// The `presence` event: who is connected now, for those who may read.
     pub fn presence(presence: &presence::Presence, versions: Value) -> Self {
         Self::Event {

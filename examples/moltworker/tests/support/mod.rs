@@ -308,3 +308,12 @@ impl Client {
             .collect()
     }
 }
+
+/// Waits (up to 20 s) until `condition` holds, else fails saying `what`.
+pub async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

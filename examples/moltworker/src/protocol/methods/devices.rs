@@ -1,9 +1,8 @@
 //! Device pairing and device tokens: `device.pair.*` and `device.token.*`.
 
 use super::{Call, params, unavailable};
+use crate::protocol::Broadcast;
 use crate::protocol::frames::RpcError;
-use crate::protocol::{Broadcast, now_ms};
-use crate::server::AppState;
 use molt_core::devices::{DevicesError, PairedDevice, scope_satisfied, scopes_satisfied};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -62,7 +61,11 @@ pub(super) async fn pair_approve(call: Call, value: Value) -> Result<Value, RpcE
             other => devices_error(other),
         })?;
     tracing::info!(device = %device.device_id, "a device was paired");
-    resolved(&call.state, &p.request_id, &device.device_id, "approved");
+    call.state.broadcast(Broadcast::pair_resolved(
+        &p.request_id,
+        &device.device_id,
+        "approved",
+    ));
     Ok(json!({ "requestId": p.request_id, "device": redacted(&device) }))
 }
 
@@ -74,17 +77,12 @@ pub(super) async fn pair_reject(call: Call, value: Value) -> Result<Value, RpcEr
         .reject(&p.request_id)
         .await
         .map_err(devices_error)?;
-    resolved(&call.state, &p.request_id, &request.device_id, "rejected");
-    Ok(json!({ "requestId": p.request_id, "deviceId": request.device_id }))
-}
-
-fn resolved(state: &AppState, request_id: &str, device_id: &str, decision: &str) {
-    let payload = json!({ "requestId": request_id, "deviceId": device_id, "decision": decision, "ts": now_ms() });
-    state.broadcast(Broadcast::event(
-        "device.pair.resolved",
-        payload,
-        "operator.pairing",
+    call.state.broadcast(Broadcast::pair_resolved(
+        &p.request_id,
+        &request.device_id,
+        "rejected",
     ));
+    Ok(json!({ "requestId": p.request_id, "deviceId": request.device_id }))
 }
 
 #[derive(Deserialize)]
