@@ -12,6 +12,7 @@ use crate::policy::{ChannelPolicy, DmPolicy, GroupPolicy};
 use crate::session::SessionScope;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Why the configuration is invalid. The message names the variable or field.
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +257,40 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
         "0" | "false" | "no" | "off" => Ok(false),
         other => Err(format!("expected true or false, got {other:?}")),
     }
+}
+
+/// When an idle sandbox goes to sleep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SleepAfter {
+    /// Never.
+    #[default]
+    Never,
+    /// After this long without traffic.
+    Idle(Duration),
+}
+
+/// Parses `never` or a duration such as `30s`, `10m`, `2h`, `1d`.
+pub fn parse_sleep_after(value: &str) -> Result<SleepAfter, String> {
+    if value.eq_ignore_ascii_case("never") {
+        return Ok(SleepAfter::Never);
+    }
+    let invalid =
+        || format!("expected \"never\" or a duration such as 30s, 10m, 2h, got {value:?}");
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    Ok(SleepAfter::Idle(Duration::from_secs(
+        number.saturating_mul(seconds),
+    )))
 }
 
 #[cfg(test)]

@@ -139,6 +139,9 @@ pub async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if request.uri().path() != "/health" {
+        state.activity.touch();
+    }
     if molt_core::routes::guard(request.uri().path()) != molt_core::routes::Guard::Operator {
         return next.run(request).await;
     }

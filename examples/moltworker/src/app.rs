@@ -230,6 +230,7 @@ impl App {
             chat,
             token,
             started,
+            activity: Default::default(),
             model_configured: model.configured,
             mirror,
             throttle: Default::default(),

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod access_gate;
+pub mod activity;
 pub mod admin;
 pub mod admin_page;
 pub mod app;

@@ -209,8 +209,31 @@ async fn run(logs: moltworker::logs::LogRing) -> Result<(), StartError> {
         }
     };
     let _ = std::io::Write::write_all(&mut std::io::stdout(), urls.as_bytes());
+    if let Some(mirror) = app.state().mirror.clone() {
+        tokio::spawn(backup_on_signal(mirror));
+    }
     app.serve(shutdown_signal()).await;
     Ok(())
+}
+
+/// SIGUSR1 asks for a backup now (the Worker's cron trigger sends it).
+async fn backup_on_signal(mirror: std::sync::Arc<molt_storage::StateMirror>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut asked = match signal(SignalKind::user_defined1()) {
+            Ok(asked) => asked,
+            Err(err) => return tracing::warn!(%err, "cannot listen for SIGUSR1"),
+        };
+        while asked.recv().await.is_some() {
+            match mirror.backup_now().await {
+                Ok(_) => tracing::info!("SIGUSR1: backed up"),
+                Err(err) => tracing::warn!(error = %err.summary(), "SIGUSR1: the backup failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mirror;
 }
 
 async fn shutdown_signal() {

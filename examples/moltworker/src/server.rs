@@ -87,6 +87,8 @@ pub struct AppState {
     pub token: Secret,
     /// When the process started.
     pub started: Instant,
+    /// When the gateway last served anything (for `/health`'s `idleSeconds`).
+    pub activity: crate::activity::Activity,
     /// Whether a real model provider answers (not the offline echo model).
     pub model_configured: bool,
     /// The mirror of the state directory to a bucket, when one is configured.
@@ -212,7 +214,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .route("/", get(control_ui_or_socket))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .route("/_admin/", get(crate::admin_page::page))
@@ -262,6 +264,18 @@ async fn control_ui_or_socket(
 }
 
 /// The status document (the guard has let the operator through).
+/// Liveness, and how long the gateway has been idle (0 while clients are
+/// connected or runs are in progress): the Worker's sandbox sleeps on it.
+async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let busy = state.presence.connected() > 0 || state.gateway.busy_sessions() > 0;
+    let idle = if busy {
+        0
+    } else {
+        state.activity.quiet_for().as_secs()
+    };
+    Json(json!({ "status": "ok", "idleSeconds": idle }))
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.status())
 }

@@ -10,19 +10,9 @@
 
 use molt_core::Secret;
 use molt_core::config::{ConfigError, file_error, parse_bool, parse_env, positive};
+pub use molt_core::config::{SleepAfter, parse_sleep_after};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::time::Duration;
-
-/// When an idle sandbox goes to sleep.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SleepAfter {
-    /// Never.
-    #[default]
-    Never,
-    /// After this long without traffic.
-    Idle(Duration),
-}
 
 /// The server's settings.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -114,30 +104,6 @@ impl ServerSettings {
     }
 }
 
-/// Parses `never` or a duration such as `30s`, `10m`, `2h`, `1d`.
-pub fn parse_sleep_after(value: &str) -> Result<SleepAfter, String> {
-    if value.eq_ignore_ascii_case("never") {
-        return Ok(SleepAfter::Never);
-    }
-    let invalid =
-        || format!("expected \"never\" or a duration such as 30s, 10m, 2h, got {value:?}");
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(invalid)?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
-    Ok(SleepAfter::Idle(Duration::from_secs(
-        number.saturating_mul(seconds),
-    )))
-}
-
 fn deserialize_sleep_after<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SleepAfter, D::Error> {
@@ -166,7 +132,7 @@ mod tests {
         assert_eq!(settings.bind, "127.0.0.1:1".parse().unwrap());
         assert_eq!(
             settings.sleep_after,
-            SleepAfter::Idle(Duration::from_secs(600))
+            SleepAfter::Idle(std::time::Duration::from_secs(600))
         );
         assert!(settings.debug_routes);
     }

@@ -39,7 +39,12 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 async fn the_status_needs_the_token_and_wrong_tokens_are_throttled() {
     let state = tempfile::tempdir().unwrap();
     let gateway = start(state.path(), &[]);
-    assert_eq!(gateway.get("/health").await, (200, "ok".to_owned()));
+    let (status, body) = gateway.get("/health").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with(r#"{"status":"ok","idleSeconds":"#),
+        "{body}"
+    );
     assert_eq!(gateway.get_with("/api/status", None).await.0, 401);
     assert_eq!(gateway.get("/api/status").await.0, 200);
     for _ in 0..10 {

@@ -114,7 +114,12 @@ async fn health_status_and_control_ui() {
         &[("MOLTBOT_GATEWAY_TOKEN", "configured-token")],
     );
     assert_eq!(gateway.token, "", "a configured token is never printed");
-    assert_eq!(gateway.get("/health").await, (200, "ok".to_owned()));
+    let (status, body) = gateway.get("/health").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with(r#"{"status":"ok","idleSeconds":"#),
+        "{body}"
+    );
     assert_eq!(
         gateway.get("/api/status").await.0,
         401,

@@ -352,7 +352,8 @@ async fn run(
     };
     loop {
         let outgoing: Vec<String> = tokio::select! {
-            frame = stream.next() => match frame {
+            // Every frame a client sends keeps the sandbox awake.
+            frame = stream.next() => match frame.inspect(|_| state.activity.touch()) {
                 Some(Ok(WsMessage::Text(text))) => match ClientFrame::parse(&text) {
                     Ok(ClientFrame::Request(request)) => {
                         if answering.len() >= MAX_REQUESTS_IN_FLIGHT {

@@ -1,0 +1,50 @@
+//! The Worker (examples/moltworker/worker) in the real Workers runtime
+//! (workerd, through Miniflare), in front of the real `moltworker` binary as
+//! its container stand-in, with the strict Anthropic fake as the model, a
+//! bucket on an S3 server that checks SigV4, and Debian's Chromium behind a
+//! Browser Rendering stand-in: the Node tests in worker/tests/ drive it as
+//! clients would.
+//!
+//! Needs Node.js, the worker's npm packages, its wasm build
+//! (worker/build.sh) and Chromium, which `./scripts/test` provides: run with
+//! `--ignored`.
+
+#[path = "../../../molt-ai-gateway/tests/support/fake.rs"]
+mod fake;
+#[path = "../../../molt-storage/tests/support/mod.rs"]
+mod s3;
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js, the worker's npm packages and wasm build, and Chromium: ./scripts/test runs it"]
+async fn the_worker_in_workerd_in_front_of_the_gateway() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = s3::S3Server::start(s3_root.path()).await;
+    server.bucket("moltbot-data");
+    let provider = fake::FakeProvider::start().await;
+
+    let worker_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/worker");
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut node = tokio::process::Command::new("node");
+    node.current_dir(worker_dir)
+        .args(["--test", "--test-concurrency=1", "--test-force-exit"])
+        .arg("tests/")
+        .env("MOLTWORKER_BIN", env!("CARGO_BIN_EXE_moltworker"))
+        .env("CHROMIUM_PATH", chromium)
+        .env("S3_ENDPOINT", server.endpoint())
+        .env("S3_ROOT", s3_root.path())
+        .env("R2_ACCESS_KEY_ID", s3::ACCESS_KEY)
+        .env("R2_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+        .env("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY)
+        .env("ANTHROPIC_BASE_URL", provider.anthropic_url())
+        .kill_on_drop(true);
+    if let Ok(only) = std::env::var("EDGE_TEST_ONLY") {
+        node.arg(format!("--test-name-pattern={only}"));
+    }
+    let status = tokio::time::timeout(Duration::from_secs(480), node.status())
+        .await
+        .expect("the Worker's tests finish within 8 minutes")
+        .expect("node runs");
+    assert!(status.success(), "the Worker's tests failed: {status}");
+}

@@ -1,0 +1,321 @@
+//! The sandbox: one Durable Object per user, owning that user's container.
+//! It starts the container with the deployment's secrets, waits for the
+//! gateway to answer, passes requests (WebSockets included) through, and
+//! puts an idle container to sleep after `SANDBOX_SLEEP_AFTER`, telling the
+//! gateway first so it makes its last backup.
+
+use crate::container::{ContainerHost, SIGTERM, SIGUSR1};
+use crate::net::{now_ms, within};
+use crate::settings::{self, CONTAINER_ENV, Settings, value};
+use serde::Deserialize;
+use serde_json::json;
+use std::cell::Cell;
+use std::time::Duration;
+use worker::{
+    DurableObject, Env, Method, Request, Response, Result, State, console_log, durable_object,
+};
+
+/// The header naming a control operation for the sandbox (absent: pass the
+/// request through). The Worker removes it from every client request.
+pub const OP_HEADER: &str = "x-molt-sandbox";
+/// The header naming the sandbox's user, set by the Worker.
+pub const USER_HEADER: &str = "x-molt-user";
+/// The header on a response the sandbox made itself because the gateway
+/// could not be reached.
+pub const FAILED_HEADER: &str = "x-molt-sandbox-failed";
+
+/// How long a request waits for a starting gateway.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a stopping gateway gets to drain and make its last backup.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Where the gateway is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayState {
+    /// Answering.
+    Running,
+    /// The container runs; the gateway does not answer yet.
+    Starting,
+    /// No container.
+    NotRunning,
+}
+
+impl GatewayState {
+    /// The name `/health` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Starting => "starting",
+            Self::NotRunning => "not_running",
+        }
+    }
+}
+
+/// What the gateway's `/health` says about its activity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Activity {
+    clients: u64,
+    busy: u64,
+    idle_seconds: u64,
+}
+
+/// A user's sandbox.
+#[durable_object]
+pub struct Sandbox {
+    state: State,
+    env: Env,
+    alarm_set: Cell<bool>,
+}
+
+impl DurableObject for Sandbox {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            alarm_set: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let user = req.headers().get(USER_HEADER)?.unwrap_or_default();
+        let op = req.headers().get(OP_HEADER)?;
+        let settings = Settings::from_env(&self.env)
+            .map_err(|err| worker::Error::RustError(err.to_string()))?;
+        let host = self.host(&settings, &user)?;
+        match op.as_deref() {
+            Some("status") => {
+                let state = self.gateway_state(&host).await?;
+                Response::from_json(&json!({ "gateway": state.as_str() }))
+            }
+            Some("wake") => {
+                if let Err(details) = self.ensure_ready(&host, &settings, &user).await {
+                    console_log!("sandbox {user}: {details}");
+                }
+                Response::from_json(
+                    &json!({ "gateway": self.gateway_state(&host).await?.as_str() }),
+                )
+            }
+            Some("backup") => {
+                let asked = host.running().await? && host.signal(SIGUSR1).await.is_ok();
+                Response::from_json(
+                    &json!({ "backup": if asked { "requested" } else { "not_running" } }),
+                )
+            }
+            Some(other) => Response::error(format!("unknown sandbox operation {other:?}"), 400),
+            None => self.pass_through(req, &host, &settings, &user).await,
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm_set.set(false);
+        let settings = Settings::from_env(&self.env)
+            .map_err(|err| worker::Error::RustError(err.to_string()))?;
+        let molt_core::config::SleepAfter::Idle(sleep_after) = settings.sleep_after else {
+            return Response::ok("never sleeps");
+        };
+        let user: String = self.state.storage().get("user").await?.unwrap_or_default();
+        let host = self.host(&settings, &user)?;
+        if !host.running().await? {
+            return Response::ok("not running");
+        }
+        if let Some(reason) = keeps_awake(&self.env) {
+            console_log!("sandbox {user}: stays awake ({reason})");
+            return Response::ok("stays awake");
+        }
+        let activity = self.activity(&host).await.unwrap_or_default();
+        let sleep_ms = sleep_after.as_millis() as u64;
+        let idle_ms = activity.idle_seconds * 1000;
+        if activity.clients > 0 || activity.busy > 0 || idle_ms < sleep_ms {
+            let wait = if activity.clients > 0 || activity.busy > 0 {
+                sleep_ms
+            } else {
+                sleep_ms - idle_ms
+            };
+            self.schedule_alarm(wait.max(1000)).await?;
+            return Response::ok("busy");
+        }
+        console_log!(
+            "sandbox {user}: idle for {}s, going to sleep",
+            activity.idle_seconds
+        );
+        // The gateway stops on SIGTERM, making its last backup; then the container goes.
+        host.signal(SIGTERM).await?;
+        if !host.wait_for_exit(STOP_TIMEOUT).await {
+            console_log!(
+                "sandbox {user}: the gateway did not stop in {STOP_TIMEOUT:?}; stopping the container"
+            );
+        }
+        if host.running().await.unwrap_or(true) {
+            host.destroy().await?;
+        }
+        Response::ok("asleep")
+    }
+}
+
+impl Sandbox {
+    fn host(&self, settings: &Settings, user: &str) -> Result<ContainerHost> {
+        if let Some(container) = self.state.container() {
+            return Ok(ContainerHost::Cloudflare(container));
+        }
+        match &settings.container_launcher {
+            Some(base) => Ok(ContainerHost::launcher(base, user)),
+            None => Err(worker::Error::RustError(
+                "this runtime has no containers (for local development, set MOLT_DEV_CONTAINER_LAUNCHER)".into(),
+            )),
+        }
+    }
+
+    async fn gateway_state(&self, host: &ContainerHost) -> Result<GatewayState> {
+        if !host.running().await? {
+            return Ok(GatewayState::NotRunning);
+        }
+        Ok(match self.activity(host).await {
+            Some(_) => GatewayState::Running,
+            None => GatewayState::Starting,
+        })
+    }
+
+    /// The gateway's `/health`, when it answers.
+    async fn activity(&self, host: &ContainerHost) -> Option<Activity> {
+        let probe = Request::new("http://container/health", Method::Get).ok()?;
+        let mut response = within(PROBE_TIMEOUT, host.fetch(probe)).await.ok()?.ok()?;
+        if response.status_code() != 200 {
+            return None;
+        }
+        Some(response.json().await.unwrap_or_default())
+    }
+
+    /// Starts the container when it is not running and waits for its gateway.
+    async fn ensure_ready(
+        &self,
+        host: &ContainerHost,
+        settings: &Settings,
+        user: &str,
+    ) -> std::result::Result<(), String> {
+        let started = now_ms();
+        if !host.running().await.map_err(|err| err.to_string())? {
+            console_log!("sandbox {user}: starting the container");
+            self.state
+                .storage()
+                .put("user", user)
+                .await
+                .map_err(|err| err.to_string())?;
+            host.start(&container_env(&self.env, settings, user))
+                .await
+                .map_err(|err| format!("the container did not start: {err}"))?;
+        }
+        let deadline = started + START_TIMEOUT.as_millis() as u64;
+        loop {
+            if self.activity(host).await.is_some() {
+                return Ok(());
+            }
+            if now_ms() > deadline {
+                return Err(format!(
+                    "the gateway did not answer within {}s of starting",
+                    START_TIMEOUT.as_secs()
+                ));
+            }
+            worker::Delay::from(PROBE_INTERVAL).await;
+        }
+    }
+
+    async fn pass_through(
+        &self,
+        req: Request,
+        host: &ContainerHost,
+        settings: &Settings,
+        user: &str,
+    ) -> Result<Response> {
+        if let Err(details) = self.ensure_ready(host, settings, user).await {
+            let secrets = settings::secret_values(&self.env);
+            return failure(
+                "The gateway did not start",
+                &settings::redact(&details, &secrets),
+                "Check the container's logs with `npx wrangler tail`; the gateway prints why it stopped.",
+            );
+        }
+        if let molt_core::config::SleepAfter::Idle(sleep_after) = settings.sleep_after
+            && !self.alarm_set.get()
+        {
+            self.schedule_alarm(sleep_after.as_millis() as u64).await?;
+        }
+        let url = req.url()?;
+        let mut target = format!("http://container{}", url.path());
+        if let Some(query) = url.query() {
+            target = format!("{target}?{query}");
+        }
+        let forwarded = crate::proxy::retarget(&req, &target)?;
+        forwarded.headers().delete(USER_HEADER)?;
+        match host.fetch(forwarded).await {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                let secrets = settings::secret_values(&self.env);
+                failure(
+                    "The gateway is unreachable",
+                    &settings::redact(&err.to_string(), &secrets),
+                    "It may be restarting; try again in a few seconds.",
+                )
+            }
+        }
+    }
+
+    async fn schedule_alarm(&self, after_ms: u64) -> Result<()> {
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            storage.set_alarm(Duration::from_millis(after_ms)).await?;
+        }
+        self.alarm_set.set(true);
+        Ok(())
+    }
+}
+
+/// Why the sandbox may not sleep: a channel that holds a live connection.
+fn keeps_awake(env: &Env) -> Option<&'static str> {
+    if value(env, "DISCORD_BOT_TOKEN").is_some() {
+        return Some("Discord needs a live gateway connection");
+    }
+    if value(env, "SLACK_APP_TOKEN").is_some() {
+        return Some("Slack's Socket Mode needs a live connection");
+    }
+    if value(env, "TELEGRAM_BOT_TOKEN").is_some() {
+        return Some("Telegram is polled");
+    }
+    None
+}
+
+/// The environment the gateway's container starts with.
+fn container_env(env: &Env, settings: &Settings, user: &str) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = (CONTAINER_ENV.iter())
+        .filter_map(|name| value(env, name).map(|value| (name.to_string(), value)))
+        .collect();
+    if let (Some(worker_url), Some(secret)) = (&settings.worker_url, &settings.cdp_secret) {
+        let ws = worker_url
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        let secret: String =
+            worker::url::form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
+        vars.push(("MOLT_BROWSER".into(), format!("{ws}/cdp?secret={secret}")));
+    }
+    if let Some(prefix) = settings.users.backup_prefix(user) {
+        vars.push(("MOLT_BACKUP_PREFIX".into(), prefix));
+    }
+    // Only the Worker reaches the container: its forwarded addresses are the clients'.
+    vars.push(("MOLT_TRUSTED_PROXIES".into(), "0.0.0.0/0,::/0".into()));
+    vars.push(("MOLT_SANDBOX".into(), user.to_owned()));
+    vars
+}
+
+/// A 503 the sandbox makes itself, marked so the Worker can tell a
+/// WebSocket client with a close frame.
+fn failure(error: &str, details: &str, hint: &str) -> Result<Response> {
+    let mut response =
+        Response::from_json(&json!({ "error": error, "details": details, "hint": hint }))?
+            .with_status(503);
+    response.headers_mut().set(FAILED_HEADER, error)?;
+    Ok(response)
+}
