@@ -15,23 +15,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
+import { Launcher, freePort } from '../dev-launcher.mjs';
+
+export { Launcher, freePort };
 
 export const GATEWAY_TOKEN = 'edge-test-gateway-token-0123456789';
 export const CDP_SECRET = 'edge-test-cdp-secret-0123456789';
 export const TEAM = 'molt-test.cloudflareaccess.com';
 export const AUD = 'edge-test-audience-tag';
 const WORKER_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -52,96 +44,9 @@ function listen(handler) {
   });
 }
 
-function readBody(req) {
-  return new Promise((resolve) => {
-    const chunks = [];
-    req.on('data', (chunk) => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-  });
-}
-
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
-}
-
-/// The stand-in for Cloudflare Containers: POST .../start runs the real
-/// gateway with exactly the environment the Worker passed (and a fresh,
-/// empty state directory, as a container's disk is), reporting `running`
-/// from the start as Containers does, optionally after `bootDelayMs`.
-export class Launcher {
-  constructor({ bootDelayMs = 0 } = {}) {
-    this.bootDelayMs = bootDelayMs;
-    this.containers = new Map();
-    this.bin = process.env.MOLTWORKER_BIN;
-    if (!this.bin) throw new Error('MOLTWORKER_BIN is not set');
-  }
-
-  async start() {
-    this.server = await listen((req, res) => this.handle(req, res));
-    this.url = `http://127.0.0.1:${this.server.address().port}`;
-    return this;
-  }
-
-  container(name) {
-    if (!this.containers.has(name)) {
-      this.containers.set(name, { name, running: false, starts: 0, signals: [], logs: '', port: null });
-    }
-    return this.containers.get(name);
-  }
-
-  async handle(req, res) {
-    const match = /^\/containers\/([^/]+)\/(status|start|signal|destroy)$/.exec(req.url);
-    if (!match) return json(res, 404, { error: 'not found' });
-    const container = this.container(decodeURIComponent(match[1]));
-    const body = req.method === 'POST' ? JSON.parse((await readBody(req)) || '{}') : {};
-    switch (match[2]) {
-      case 'status':
-        return json(res, 200, { running: container.running, port: container.ready ? container.port : null });
-      case 'start':
-        if (!container.running) await this.boot(container, body.env ?? {});
-        return json(res, 200, { running: true });
-      case 'signal':
-        container.signals.push(body.signo);
-        if (container.process) container.process.kill(body.signo === 10 ? 'SIGUSR1' : 'SIGTERM');
-        return json(res, 200, {});
-      case 'destroy':
-        if (container.process) container.process.kill('SIGKILL');
-        return json(res, 200, {});
-    }
-  }
-
-  async boot(container, env) {
-    container.running = true;
-    container.ready = false;
-    container.starts += 1;
-    container.env = env;
-    container.port = await freePort();
-    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `molt-edge-${container.name}-`));
-    const launch = () => {
-      const child = spawn(this.bin, [], {
-        env: { ...env, PATH: process.env.PATH, MOLT_BIND: `127.0.0.1:${container.port}`, MOLT_STATE_DIR: stateDir },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      container.process = child;
-      child.stdout.on('data', (chunk) => { container.logs += chunk; });
-      child.stderr.on('data', (chunk) => { container.logs += chunk; });
-      child.on('exit', (code, signal) => {
-        container.exit = { code, signal };
-        container.running = false;
-        container.ready = false;
-        container.process = null;
-      });
-      container.ready = true;
-    };
-    if (this.bootDelayMs > 0) setTimeout(launch, this.bootDelayMs);
-    else launch();
-  }
-
-  async stop() {
-    for (const container of this.containers.values()) container.process?.kill('SIGKILL');
-    await new Promise((resolve) => this.server.close(resolve));
-  }
 }
 
 /// An Access team: its signing keys at /cdn-cgi/access/certs, and tokens
