@@ -29,7 +29,6 @@ async fn the_worker_in_workerd_in_front_of_the_gateway() {
     let mut node = tokio::process::Command::new("node");
     node.current_dir(worker_dir)
         .args(["--test", "--test-concurrency=1", "--test-force-exit"])
-        .arg("tests/")
         .env("MOLTWORKER_BIN", env!("CARGO_BIN_EXE_moltworker"))
         .env("CHROMIUM_PATH", chromium)
         .env("S3_ENDPOINT", server.endpoint())
@@ -39,9 +38,11 @@ async fn the_worker_in_workerd_in_front_of_the_gateway() {
         .env("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY)
         .env("ANTHROPIC_BASE_URL", provider.anthropic_url())
         .kill_on_drop(true);
+    // EDGE_TEST_ONLY=<pattern> runs the tests whose names match.
     if let Ok(only) = std::env::var("EDGE_TEST_ONLY") {
         node.arg(format!("--test-name-pattern={only}"));
     }
+    node.arg("tests/");
     let status = tokio::time::timeout(Duration::from_secs(480), node.status())
         .await
         .expect("the Worker's tests finish within 8 minutes")

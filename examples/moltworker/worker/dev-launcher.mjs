@@ -75,15 +75,20 @@ export class Launcher {
     switch (match[2]) {
       case 'status':
         return json(res, 200, { running: container.running, port: container.ready ? container.port : null });
+      // As strict as Containers: start() on a running container, and
+      // signal() or destroy() on a stopped one, are errors.
       case 'start':
-        if (!container.running) await this.boot(container, body.env ?? {});
+        if (container.running) return json(res, 409, { error: 'the container is already running' });
+        await this.boot(container, body.env ?? {});
         return json(res, 200, { running: true });
       case 'signal':
+        if (!container.process) return json(res, 409, { error: 'the container is not running' });
         container.signals.push(body.signo);
-        if (container.process) container.process.kill(body.signo === 10 ? 'SIGUSR1' : 'SIGTERM');
+        container.process.kill(body.signo === 10 ? 'SIGUSR1' : 'SIGTERM');
         return json(res, 200, {});
       case 'destroy':
-        if (container.process) container.process.kill('SIGKILL');
+        if (!container.running) return json(res, 409, { error: 'the container is not running' });
+        container.process?.kill('SIGKILL');
         return json(res, 200, {});
     }
   }

@@ -85,19 +85,19 @@ async fn keys_again(url: &str, now: u64) -> Result<AccessKeys, AccessError> {
 async fn fetch_keys(url: &str) -> Result<AccessKeys, AccessError> {
     let unreadable = |reason: String| AccessError::Keys(reason);
     let url = worker::Url::parse(url).map_err(|err| unreadable(err.to_string()))?;
-    let mut response = within(FETCH_TIMEOUT, Fetch::Url(url).send())
+    let read = async {
+        let mut response = Fetch::Url(url).send().await?;
+        if response.status_code() != 200 {
+            return Err(worker::Error::RustError(format!(
+                "the certs endpoint answered {}",
+                response.status_code()
+            )));
+        }
+        response.bytes().await
+    };
+    let body = within(FETCH_TIMEOUT, read)
         .await
         .map_err(|err| unreadable(err.to_string()))?
-        .map_err(|err| unreadable(err.to_string()))?;
-    if response.status_code() != 200 {
-        return Err(unreadable(format!(
-            "the certs endpoint answered {}",
-            response.status_code()
-        )));
-    }
-    let body = response
-        .bytes()
-        .await
         .map_err(|err| unreadable(err.to_string()))?;
     AccessKeys::from_jwks(&body)
 }

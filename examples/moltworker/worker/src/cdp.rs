@@ -104,7 +104,10 @@ async fn connect(browser: &Fetcher) -> Result<Response> {
         Method::Get,
     )?;
     req.headers().set("upgrade", "websocket")?;
-    let response = browser.fetch_request(req).await?;
+    let response = match within(ACQUIRE_TIMEOUT, browser.fetch_request(req)).await {
+        Ok(response) => response?,
+        Err(err) => return unavailable(&format!("the session's devtools: {err}")),
+    };
     if response.status_code() != 101 {
         return unavailable(&format!(
             "the session's devtools answered {}",

@@ -69,11 +69,12 @@ pub async fn pass_through(
     let websocket = is_websocket(&req);
     let forwarded = retarget(&req, req.url()?.as_ref())?;
     let headers = forwarded.headers();
-    for name in headers
-        .keys()
-        .filter(|name| name.starts_with("x-molt-"))
-        .collect::<Vec<_>>()
-    {
+    // Only the Worker speaks for the client: its own claims about who it is
+    // (forwarded addresses) and the Worker's internal headers are dropped.
+    let claimed = |name: &String| {
+        name.starts_with("x-molt-") || name == "x-forwarded-for" || name == "forwarded"
+    };
+    for name in headers.keys().filter(claimed).collect::<Vec<_>>() {
         headers.delete(&name)?;
     }
     headers.set(USER_HEADER, user)?;

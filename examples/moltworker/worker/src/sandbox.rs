@@ -7,6 +7,7 @@
 use crate::container::{ContainerHost, SIGTERM, SIGUSR1};
 use crate::net::{now_ms, within};
 use crate::settings::{self, CONTAINER_ENV, Settings, value};
+use molt_core::config::SleepAfter;
 use serde::Deserialize;
 use serde_json::json;
 use std::cell::Cell;
@@ -32,6 +33,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a stopping gateway gets to drain and make its last backup.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+/// How often the alarm comes back while the container runs.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Where the gateway is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +62,7 @@ impl GatewayState {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct Activity {
-    clients: u64,
-    busy: u64,
+    /// Seconds without a request, a connected client or a run in progress.
     idle_seconds: u64,
 }
 
@@ -70,6 +72,7 @@ pub struct Sandbox {
     state: State,
     env: Env,
     alarm_set: Cell<bool>,
+    stopping: Cell<bool>,
 }
 
 impl DurableObject for Sandbox {
@@ -78,6 +81,7 @@ impl DurableObject for Sandbox {
             state,
             env,
             alarm_set: Cell::new(false),
+            stopping: Cell::new(false),
         }
     }
 
@@ -111,48 +115,45 @@ impl DurableObject for Sandbox {
         }
     }
 
+    /// The heartbeat of a running container: a container lives only while
+    /// its Durable Object does, so the alarm comes back every minute while it
+    /// runs; and after `SANDBOX_SLEEP_AFTER` of quiet, the gateway is told to
+    /// stop (its last backup) and the container goes.
     async fn alarm(&self) -> Result<Response> {
         self.alarm_set.set(false);
         let settings = Settings::from_env(&self.env)
             .map_err(|err| worker::Error::RustError(err.to_string()))?;
-        let molt_core::config::SleepAfter::Idle(sleep_after) = settings.sleep_after else {
-            return Response::ok("never sleeps");
-        };
         let user: String = self.state.storage().get("user").await?.unwrap_or_default();
         let host = self.host(&settings, &user)?;
         if !host.running().await? {
             return Response::ok("not running");
         }
-        if let Some(reason) = keeps_awake(&self.env) {
-            console_log!("sandbox {user}: stays awake ({reason})");
-            return Response::ok("stays awake");
-        }
-        let activity = self.activity(&host).await.unwrap_or_default();
-        let sleep_ms = sleep_after.as_millis() as u64;
-        let idle_ms = activity.idle_seconds * 1000;
-        if activity.clients > 0 || activity.busy > 0 || idle_ms < sleep_ms {
-            let wait = if activity.clients > 0 || activity.busy > 0 {
-                sleep_ms
-            } else {
-                sleep_ms - idle_ms
-            };
-            self.schedule_alarm(wait.max(1000)).await?;
-            return Response::ok("busy");
+        let storage = self.state.storage();
+        let sleep_after = match settings.sleep_after {
+            SleepAfter::Idle(after) if keeps_awake(&self.env).is_none() => after,
+            _ => {
+                storage.set_alarm(HEARTBEAT).await?;
+                self.alarm_set.set(true);
+                return Response::ok("awake");
+            }
+        };
+        // A gateway that does not answer (still starting, or busy) is not idle.
+        let idle = (self.activity(&host).await).map_or(Duration::ZERO, |activity| {
+            Duration::from_secs(activity.idle_seconds)
+        });
+        if idle < sleep_after {
+            storage.set_alarm(HEARTBEAT.min(sleep_after - idle)).await?;
+            self.alarm_set.set(true);
+            return Response::ok("awake");
         }
         console_log!(
             "sandbox {user}: idle for {}s, going to sleep",
-            activity.idle_seconds
+            idle.as_secs()
         );
-        // The gateway stops on SIGTERM, making its last backup; then the container goes.
-        host.signal(SIGTERM).await?;
-        if !host.wait_for_exit(STOP_TIMEOUT).await {
-            console_log!(
-                "sandbox {user}: the gateway did not stop in {STOP_TIMEOUT:?}; stopping the container"
-            );
-        }
-        if host.running().await.unwrap_or(true) {
-            host.destroy().await?;
-        }
+        self.stopping.set(true);
+        let stopped = self.stop(&host).await;
+        self.stopping.set(false);
+        stopped?;
         Response::ok("asleep")
     }
 }
@@ -190,29 +191,23 @@ impl Sandbox {
         Some(response.json().await.unwrap_or_default())
     }
 
-    /// Starts the container when it is not running and waits for its gateway.
+    /// Starts the container when it is not running and waits for its
+    /// gateway; a container going to sleep is let go first, then started again.
     async fn ensure_ready(
         &self,
         host: &ContainerHost,
         settings: &Settings,
         user: &str,
     ) -> std::result::Result<(), String> {
-        let started = now_ms();
-        if !host.running().await.map_err(|err| err.to_string())? {
-            console_log!("sandbox {user}: starting the container");
-            self.state
-                .storage()
-                .put("user", user)
-                .await
-                .map_err(|err| err.to_string())?;
-            host.start(&container_env(&self.env, settings, user))
-                .await
-                .map_err(|err| format!("the container did not start: {err}"))?;
-        }
-        let deadline = started + START_TIMEOUT.as_millis() as u64;
+        let deadline = now_ms() + START_TIMEOUT.as_millis() as u64;
         loop {
-            if self.activity(host).await.is_some() {
-                return Ok(());
+            if !self.stopping.get() {
+                if self.activity(host).await.is_some() {
+                    return Ok(());
+                }
+                if !host.running().await.map_err(|err| err.to_string())? {
+                    self.start(host, settings, user).await?;
+                }
             }
             if now_ms() > deadline {
                 return Err(format!(
@@ -222,6 +217,27 @@ impl Sandbox {
             }
             worker::Delay::from(PROBE_INTERVAL).await;
         }
+    }
+
+    async fn start(
+        &self,
+        host: &ContainerHost,
+        settings: &Settings,
+        user: &str,
+    ) -> std::result::Result<(), String> {
+        console_log!("sandbox {user}: starting the container");
+        let storage = self.state.storage();
+        storage
+            .put("user", user)
+            .await
+            .map_err(|err| err.to_string())?;
+        if let Err(err) = host.start(&container_env(&self.env, settings, user)).await {
+            // Another request of this object may have started it meanwhile.
+            if !host.running().await.unwrap_or(false) {
+                return Err(format!("the container did not start: {err}"));
+            }
+        }
+        self.arm(settings).await.map_err(|err| err.to_string())
     }
 
     async fn pass_through(
@@ -239,10 +255,8 @@ impl Sandbox {
                 "Check the container's logs with `npx wrangler tail`; the gateway prints why it stopped.",
             );
         }
-        if let molt_core::config::SleepAfter::Idle(sleep_after) = settings.sleep_after
-            && !self.alarm_set.get()
-        {
-            self.schedule_alarm(sleep_after.as_millis() as u64).await?;
+        if !self.alarm_set.get() {
+            self.arm(settings).await?;
         }
         let url = req.url()?;
         let mut target = format!("http://container{}", url.path());
@@ -264,12 +278,33 @@ impl Sandbox {
         }
     }
 
-    async fn schedule_alarm(&self, after_ms: u64) -> Result<()> {
+    /// Sets the alarm for the next check (unless one is already set sooner):
+    /// a minute away, or sooner when the sandbox may sleep before then.
+    async fn arm(&self, settings: &Settings) -> Result<()> {
+        let after = match settings.sleep_after {
+            SleepAfter::Idle(sleep_after) => HEARTBEAT.min(sleep_after),
+            SleepAfter::Never => HEARTBEAT,
+        };
         let storage = self.state.storage();
-        if storage.get_alarm().await?.is_none() {
-            storage.set_alarm(Duration::from_millis(after_ms)).await?;
+        let at = now_ms() + after.as_millis() as u64;
+        let sooner = (storage.get_alarm().await?).is_some_and(|set| set > 0 && (set as u64) <= at);
+        if !sooner {
+            storage.set_alarm(after).await?;
         }
         self.alarm_set.set(true);
+        Ok(())
+    }
+
+    /// SIGTERM, so the gateway drains and makes its last backup; the
+    /// container is destroyed only if it has not exited by then.
+    async fn stop(&self, host: &ContainerHost) -> Result<()> {
+        host.signal(SIGTERM).await?;
+        if !host.wait_for_exit(STOP_TIMEOUT).await {
+            console_log!(
+                "the gateway did not stop within {STOP_TIMEOUT:?}; destroying its container"
+            );
+            host.destroy().await?;
+        }
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Who gets which sandbox. Each sandbox is a Durable Object (and its
-//! container) named after its user, so users of one deployment share no
-//! state.
+//! container) named after its user, with its own state and its own backup
+//! prefix, so users of one deployment keep their state apart (they share
+//! the deployment's secrets: DEPLOY.md, step 10).
 //!
 //! `MOLT_USERS` lists `email=name` pairs (comma-separated); an entry `*`
 //! gives every other Access identity a sandbox of its own, named after its
@@ -119,12 +120,8 @@ impl Users {
         if let Some((_, name)) = self.mapped.iter().find(|(email, _)| *email == who) {
             return Ok(name.clone());
         }
-        let own: String = (who.chars())
-            .map(|c| if is_name_char(c) { c } else { '_' })
-            .take(MAX_NAME)
-            .collect();
-        if self.everyone && is_name(&own) {
-            return Ok(own);
+        if self.everyone && !who.is_empty() {
+            return Ok(own_name(&who));
         }
         Err(NotAUser(who))
     }
@@ -135,6 +132,23 @@ impl Users {
     pub fn backup_prefix(&self, name: &str) -> Option<String> {
         (name != self.default).then(|| format!("users/{name}"))
     }
+}
+
+/// The sandbox name of an identity with no entry (`*`): the address itself
+/// when it is a valid name; else its valid characters and a hash of the
+/// whole address, so that two addresses never share a sandbox.
+fn own_name(who: &str) -> String {
+    if is_name(who) {
+        return who.to_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(who.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let kept: String = (who.chars())
+        .map(|c| if is_name_char(c) { c } else { '_' })
+        .take(MAX_NAME - hash.len() - 1)
+        .collect();
+    format!("{kept}-{hash}")
 }
 
 fn is_name_char(c: char) -> bool {
@@ -175,12 +189,22 @@ mod tests {
         );
         let users = Users::parse(None, Some("*")).unwrap();
         assert_eq!(
-            users.sandbox_of(Some(&who("Eve+1@x.io"))).unwrap(),
-            "eve_1@x.io"
+            users.sandbox_of(Some(&who("Eve@x.io"))).unwrap(),
+            "eve@x.io"
         );
+        // Addresses that differ only in characters a name cannot hold stay apart.
+        let plus = users.sandbox_of(Some(&who("a+b@x.io"))).unwrap();
+        let underscore = users.sandbox_of(Some(&who("a_b@x.io"))).unwrap();
+        assert_ne!(plus, underscore);
+        assert!(plus.starts_with("a_b@x.io-") && plus.len() <= 64, "{plus}");
+        let long = format!("{}@x.io", "a".repeat(80));
+        let longer = format!("{}@x.io", "a".repeat(81));
+        let one = users.sandbox_of(Some(&who(&long))).unwrap();
+        let two = users.sandbox_of(Some(&who(&longer))).unwrap();
+        assert!(one != two && one.len() <= 64 && two.len() <= 64);
         assert_eq!(
-            users.backup_prefix("eve_1@x.io").as_deref(),
-            Some("users/eve_1@x.io")
+            users.backup_prefix("eve@x.io").as_deref(),
+            Some("users/eve@x.io")
         );
         assert_eq!(users.backup_prefix("moltbot"), None);
     }

@@ -54,9 +54,9 @@ describe('the Worker in front of one gateway', () => {
     const health = await fetch(`${worker.url}/health`);
     assert.equal(health.status, 200);
     assert.ok(health.headers.get('x-request-id'), 'every response carries a request id');
-    const body = await health.json();
-    assert.equal(body.status, 'ok');
-    assert.ok(['running', 'not_running', 'starting'].includes(body.gateway), JSON.stringify(body));
+    // Asking does not start the container.
+    assert.deepEqual(await health.json(), { status: 'ok', gateway: 'not_running' });
+    assert.equal(launcher.container('moltbot').starts, 0);
   });
 
   test('Access guards the operator routes: valid in header and cookie, every forgery refused', async () => {
@@ -165,12 +165,20 @@ describe('the Worker in front of one gateway', () => {
 
   test('nothing the Worker answers or logs quotes a secret', async () => {
     const bodies = [];
-    for (const url of ['/health', '/sandbox-health', '/cdp/json/version?secret=wrong', '/api/status', '/nope']) {
-      const response = await fetch(`${worker.url}${url}`);
+    for (const url of [
+      '/health', '/sandbox-health', '/cdp/json/version?secret=wrong', `/cdp?secret=${CDP_SECRET}`,
+      `/api/status?token=${GATEWAY_TOKEN}`, `/?token=${GATEWAY_TOKEN}`, '/nope',
+    ]) {
+      const response = await fetch(`${worker.url}${url}`, { headers: { accept: 'application/json' } });
       bodies.push(await response.text());
     }
-    for (const secret of [GATEWAY_TOKEN, CDP_SECRET, process.env.R2_SECRET_ACCESS_KEY]) {
+    await sleep(200);
+    const secrets = [GATEWAY_TOKEN, CDP_SECRET, process.env.R2_SECRET_ACCESS_KEY, process.env.ANTHROPIC_API_KEY];
+    assert.ok(worker.logs.text.includes('GET /cdp 426'), `the log has the requests:\n${worker.logs.text}`);
+    for (const secret of secrets) {
       for (const body of bodies) assert.ok(!body.includes(secret), `a response quotes a secret: ${body}`);
+      assert.ok(!worker.logs.text.includes(secret), 'the Worker\'s log quotes a secret');
+      assert.ok(!launcher.container('moltbot').logs.includes(secret), 'the gateway\'s log quotes a secret');
     }
   });
 });
@@ -245,9 +253,12 @@ describe('a deployment for a team', () => {
       assert.ok(!JSON.stringify(history.payload).includes('alice was here'), 'bob does not see alice\'s chat');
       bob.close();
 
-      const statusOf = async (email) => (await (await fetch(`${worker.url}/api/status`, { headers: as(email) })).json());
+      const statusOf = async (email, extra = {}) => (await (await fetch(`${worker.url}/api/status`, { headers: { ...as(email), ...extra } })).json());
       const [a, b] = [await statusOf('alice@example.com'), await statusOf('bob@example.com')];
       assert.notEqual(a.processId, b.processId, 'two gateways');
+      // The Worker's internal headers, sent by a client, are dropped.
+      const forged = await statusOf('bob@example.com', { 'x-molt-user': 'alice', 'x-molt-sandbox': 'status' });
+      assert.equal(forged.processId, b.processId, 'bob cannot name alice\'s sandbox');
       assert.equal(launcher.container('alice').env.MOLT_BACKUP_PREFIX, 'users/alice');
       assert.equal(launcher.container('bob').env.MOLT_BACKUP_PREFIX, 'users/bob');
 

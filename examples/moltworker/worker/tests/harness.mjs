@@ -92,10 +92,12 @@ export class AccessTeam {
   }
 }
 
-/// The stand-in for the Browser Rendering binding, as @cloudflare/puppeteer
-/// and @cloudflare/playwright speak to it: POST /v1/devtools/browser gives a
-/// session (a Debian Chromium), GET /v1/devtools/browser/<id> upgrades to
-/// its CDP socket, one JSON message per text frame.
+/// The stand-in for the Browser Rendering binding, with the routes of
+/// @cloudflare/puppeteer's current client and of Miniflare's own emulation
+/// (which downloads Chrome, impossible offline): POST /v1/devtools/browser
+/// gives a session (a Debian Chromium), GET /v1/devtools/browser/<id> with a
+/// WebSocket upgrade connects to its CDP socket, one JSON message per text
+/// frame; anything else is refused.
 export class BrowserRendering {
   constructor() {
     this.sessions = new Map();
@@ -178,7 +180,12 @@ export class BrowserRendering {
 
 /// The Worker in workerd, with `vars` as its variables and secrets.
 export async function startWorker(vars, { browser } = {}) {
+  const logs = { text: '' };
   const mf = new Miniflare({
+    handleRuntimeStdio(stdout, stderr) {
+      stdout.on('data', (chunk) => { logs.text += chunk; });
+      stderr.on('data', (chunk) => { logs.text += chunk; });
+    },
     rootPath: WORKER_DIR,
     modules: true,
     scriptPath: path.join(WORKER_DIR, 'build/index.js'),
@@ -192,7 +199,7 @@ export async function startWorker(vars, { browser } = {}) {
     unsafeTriggerHandlers: true,
   });
   const url = (await mf.ready).toString().replace(/\/$/, '');
-  return { mf, url, stop: () => mf.dispose() };
+  return { mf, url, logs, stop: () => mf.dispose() };
 }
 
 /// The variables of a complete deployment, pointed at this machine's stand-ins.
