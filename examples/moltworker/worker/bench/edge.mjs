@@ -71,14 +71,17 @@ const rows = [];
   const warm = await GatewayClient.connect(`${worker.url.replace('http', 'ws')}/`);
   warm.close();
   const direct = `http://127.0.0.1:${launcher.container('moltbot').port}`;
-  const results = { httpWorker: [], httpDirect: [], wsWorker: [], wsDirect: [] };
+  const results = { httpWorker: [], httpDirect: [], wsWorker: [], wsDirect: [], httpEdgeOnly: [] };
   for (let round = 0; round < 3; round++) {
+    // The runtime's own share: a route the Worker answers without the sandbox.
+    results.httpEdgeOnly.push(await timeHttp(`${worker.url}/sandbox-health`));
     results.httpDirect.push(await timeHttp(`${direct}/`));
     results.httpWorker.push(await timeHttp(`${worker.url}/`));
     results.wsDirect.push(await timeWs(`${direct.replace('http', 'ws')}/`));
     results.wsWorker.push(await timeWs(`${worker.url.replace('http', 'ws')}/`));
   }
   const spread = (list, key) => `${ms(Math.min(...list.map((r) => r[key])))} – ${ms(Math.max(...list.map((r) => r[key])))}`;
+  rows.push(['HTTP GET /sandbox-health, answered by the Worker alone, p50', spread(results.httpEdgeOnly, 'p50')]);
   for (const [label, through, direct_] of [['HTTP GET /', 'httpWorker', 'httpDirect'], ['WebSocket request', 'wsWorker', 'wsDirect']]) {
     rows.push([`${label}, p50 (worker / direct)`, `${spread(results[through], 'p50')} / ${spread(results[direct_], 'p50')}`]);
     rows.push([`${label}, p99 (worker / direct)`, `${spread(results[through], 'p99')} / ${spread(results[direct_], 'p99')}`]);

@@ -10,7 +10,8 @@ use crate::settings::{self, CONTAINER_ENV, Settings, value};
 use molt_core::config::SleepAfter;
 use serde::Deserialize;
 use serde_json::json;
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{
     DurableObject, Env, Method, Request, Response, Result, State, console_log, durable_object,
@@ -29,8 +30,10 @@ pub const FAILED_HEADER: &str = "x-molt-sandbox-failed";
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// The first pause between readiness probes; it doubles up to [`PROBE_INTERVAL_MAX`].
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest pause between readiness probes.
+const PROBE_INTERVAL_MAX: Duration = Duration::from_millis(250);
 /// How long a stopping gateway gets to drain and make its last backup.
 const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 /// How often the alarm comes back while the container runs.
@@ -73,6 +76,10 @@ pub struct Sandbox {
     env: Env,
     alarm_set: Cell<bool>,
     stopping: Cell<bool>,
+    /// The gateway answered, and no request has failed since: requests go
+    /// straight through, without a probe.
+    ready: Cell<bool>,
+    host: OnceCell<Rc<ContainerHost>>,
 }
 
 impl DurableObject for Sandbox {
@@ -82,6 +89,8 @@ impl DurableObject for Sandbox {
             env,
             alarm_set: Cell::new(false),
             stopping: Cell::new(false),
+            ready: Cell::new(false),
+            host: OnceCell::new(),
         }
     }
 
@@ -151,6 +160,7 @@ impl DurableObject for Sandbox {
             idle.as_secs()
         );
         self.stopping.set(true);
+        self.ready.set(false);
         let stopped = self.stop(&host).await;
         self.stopping.set(false);
         stopped?;
@@ -159,16 +169,22 @@ impl DurableObject for Sandbox {
 }
 
 impl Sandbox {
-    fn host(&self, settings: &Settings, user: &str) -> Result<ContainerHost> {
-        if let Some(container) = self.state.container() {
-            return Ok(ContainerHost::Cloudflare(container));
+    fn host(&self, settings: &Settings, user: &str) -> Result<Rc<ContainerHost>> {
+        if let Some(host) = self.host.get() {
+            return Ok(host.clone());
         }
-        match &settings.container_launcher {
-            Some(base) => Ok(ContainerHost::launcher(base, user)),
-            None => Err(worker::Error::RustError(
-                "this runtime has no containers (for local development, set MOLT_DEV_CONTAINER_LAUNCHER)".into(),
-            )),
-        }
+        let host = Rc::new(
+            match (self.state.container(), &settings.container_launcher) {
+                (Some(container), _) => ContainerHost::Cloudflare(container),
+                (None, Some(base)) => ContainerHost::launcher(base, user),
+                (None, None) => {
+                    return Err(worker::Error::RustError(
+                    "this runtime has no containers (for local development, set MOLT_DEV_CONTAINER_LAUNCHER)".into(),
+                ));
+                }
+            },
+        );
+        Ok(self.host.get_or_init(|| host).clone())
     }
 
     async fn gateway_state(&self, host: &ContainerHost) -> Result<GatewayState> {
@@ -200,9 +216,11 @@ impl Sandbox {
         user: &str,
     ) -> std::result::Result<(), String> {
         let deadline = now_ms() + START_TIMEOUT.as_millis() as u64;
+        let mut pause = PROBE_INTERVAL;
         loop {
             if !self.stopping.get() {
                 if self.activity(host).await.is_some() {
+                    self.ready.set(true);
                     return Ok(());
                 }
                 if !host.running().await.map_err(|err| err.to_string())? {
@@ -215,7 +233,8 @@ impl Sandbox {
                     START_TIMEOUT.as_secs()
                 ));
             }
-            worker::Delay::from(PROBE_INTERVAL).await;
+            worker::Delay::from(pause).await;
+            pause = (pause * 2).min(PROBE_INTERVAL_MAX);
         }
     }
 
@@ -247,7 +266,9 @@ impl Sandbox {
         settings: &Settings,
         user: &str,
     ) -> Result<Response> {
-        if let Err(details) = self.ensure_ready(host, settings, user).await {
+        if !self.ready.get()
+            && let Err(details) = self.ensure_ready(host, settings, user).await
+        {
             let secrets = settings::secret_values(&self.env);
             return failure(
                 "The gateway did not start",
@@ -268,6 +289,7 @@ impl Sandbox {
         match host.fetch(forwarded).await {
             Ok(response) => Ok(response),
             Err(err) => {
+                self.ready.set(false);
                 let secrets = settings::secret_values(&self.env);
                 failure(
                     "The gateway is unreachable",
