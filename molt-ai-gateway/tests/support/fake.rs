@@ -18,6 +18,7 @@
 //! | `parallel-tools` | two tool calls (`get_weather` for Paris, then `get_time` for Tokyo) |
 //! | `stall-mid-stream` | some text, then a pause of `first_token_delay`, then the rest |
 //! | `same-index-tools` | OpenAI only: two calls both at index 0, told apart by id (as some compatible servers send) |
+//! | `browse` | Anthropic only: when the user's text holds an `http` URL, calls `browser_markdown` on it; then (or else) echoes |
 
 #![allow(dead_code)]
 
@@ -153,6 +154,20 @@ fn last_user_text(messages: &Value) -> String {
             .join(" "),
         _ => String::new(),
     }
+}
+
+/// The first `http` URL of the user's last message, unless that message
+/// answers a tool call (then the model replies).
+fn url_to_browse(messages: &Value) -> Option<String> {
+    let last = messages.as_array()?.last()?;
+    let answers_tool = (last["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    if answers_tool {
+        return None;
+    }
+    (last_user_text(messages).split_whitespace())
+        .find(|word| word.starts_with("http"))
+        .map(str::to_owned)
 }
 
 fn reply_pieces(body: &Value) -> Vec<String> {
@@ -489,6 +504,17 @@ async fn anthropic(
             ));
         }
         ("tool_use", 20)
+    } else if let Some(url) = (model == "browse")
+        .then(|| url_to_browse(&body["messages"]))
+        .flatten()
+    {
+        events.push(anthropic_event(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "tool_use", "id": "toolu_01Browse", "name": "browser_markdown", "input": {} } })));
+        let input = json!({ "url": url }).to_string();
+        events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "input_json_delta", "partial_json": input } })));
+        events.push(anthropic_event(
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+        ("tool_use", 10)
     } else if model == "tool" {
         events.push(anthropic_event(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } })));
         events.push(anthropic_event(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "Let me check." } })));

@@ -152,6 +152,7 @@ pub const CONTAINER_ENV: &[&str] = &[
     "MOLT_LOG",
     "MOLT_EGRESS_ALLOW_HOSTS",
     "MOLT_EGRESS_DENY_HOSTS",
+    "MOLT_EGRESS_ALLOW_NETWORKS",
 ];
 
 /// The values that must never reach a log line, an error page or a response.

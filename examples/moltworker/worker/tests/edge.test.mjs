@@ -6,13 +6,14 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { WebSocket } from 'ws';
 import {
   AccessTeam, BrowserRendering, CDP_SECRET, GATEWAY_TOKEN, GatewayClient, Launcher, TEAM,
-  deploymentVars, finalText, sleep, startWorker, until,
+  deploymentVars, finalText, freePort, sleep, startWorker, until,
 } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -34,9 +35,18 @@ describe('the Worker in front of one gateway', () => {
     team = await new AccessTeam().start();
     launcher = await new Launcher().start();
     browser = await new BrowserRendering().start();
+    // WORKER_URL names the Worker, so that the gateway's browser tools come
+    // back through its /cdp; the model fake browses when asked to.
+    const port = await freePort();
     worker = await startWorker(
-      deploymentVars({ launcher, team, extra: { R2_BUCKET_NAME: bucket('edge-main') } }),
-      { browser },
+      deploymentVars({
+        launcher, team,
+        extra: {
+          R2_BUCKET_NAME: bucket('edge-main'), WORKER_URL: `http://127.0.0.1:${port}`,
+          MOLT_MODEL: 'browse', MOLT_EGRESS_ALLOW_NETWORKS: '127.0.0.0/8',
+        },
+      }),
+      { browser, port },
     );
   });
 
@@ -153,6 +163,28 @@ describe('the Worker in front of one gateway', () => {
       await remote.close();
     }
     assert.equal(browser.acquired, before + 1);
+  });
+
+  test('the gateway\'s browser tools reach Browser Rendering through the Worker\'s /cdp', async () => {
+    assert.equal(
+      launcher.container('moltbot').env.MOLT_BROWSER,
+      `${worker.url.replace('http', 'ws')}/cdp?secret=${CDP_SECRET}`,
+    );
+    const page = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html><body><h1>The edge page</h1><p>served for the browser tool</p></body></html>');
+    });
+    await new Promise((resolve) => page.listen(0, '127.0.0.1', resolve));
+    const before = browser.acquired;
+    const client = await GatewayClient.connect(`${worker.url.replace('http', 'ws')}/`);
+    try {
+      const events = await client.chat(`please read http://127.0.0.1:${page.address().port}/ for me`);
+      assert.match(finalText(events), /The edge page/);
+      assert.ok(browser.acquired > before, 'a Browser Rendering session was acquired through the Worker');
+    } finally {
+      client.close();
+      await new Promise((resolve) => page.close(resolve));
+    }
   });
 
   test('the cron trigger asks the running gateway to back up now', async () => {

@@ -179,7 +179,7 @@ export class BrowserRendering {
 }
 
 /// The Worker in workerd, with `vars` as its variables and secrets.
-export async function startWorker(vars, { browser } = {}) {
+export async function startWorker(vars, { browser, port } = {}) {
   const logs = { text: '' };
   const mf = new Miniflare({
     handleRuntimeStdio(stdout, stderr) {
@@ -195,7 +195,7 @@ export async function startWorker(vars, { browser } = {}) {
     bindings: vars,
     serviceBindings: browser ? { BROWSER: { external: { address: `127.0.0.1:${browser.port}`, http: {} } } } : {},
     host: '127.0.0.1',
-    port: await freePort(),
+    port: port ?? (await freePort()),
     unsafeTriggerHandlers: true,
   });
   const url = (await mf.ready).toString().replace(/\/$/, '');
