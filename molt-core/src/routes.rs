@@ -20,7 +20,13 @@ pub enum Guard {
     /// The gateway protocol, whose handshake admits the client (the gateway
     /// token or a paired device); the Control UI page at `/` holds no secret.
     Protocol,
+    /// A chat platform's webhook (under [`WEBHOOKS`]), which checks the
+    /// platform's secret token or request signature itself.
+    Webhook,
 }
+
+/// Where chat platforms deliver: `/hooks/<channel>`.
+pub const WEBHOOKS: &str = "/hooks";
 
 /// The paths that are the operator's: exactly, or as a prefix followed by `/`.
 pub const OPERATOR_PATHS: [&str; 4] = ["/_admin", "/api", "/debug", "/metrics"];
@@ -37,6 +43,7 @@ pub fn guard(path: &str) -> Guard {
     match path {
         "/" | "/ws" => Guard::Protocol,
         _ if under("/cdp") => Guard::CdpSecret,
+        _ if under(WEBHOOKS) => Guard::Webhook,
         _ => Guard::Public,
     }
 }
@@ -73,5 +80,7 @@ mod tests {
         assert_eq!(guard("/ws"), Guard::Protocol);
         assert_eq!(guard("/cdp"), Guard::CdpSecret);
         assert_eq!(guard("/cdp/json/version"), Guard::CdpSecret);
+        assert_eq!(guard("/hooks/telegram"), Guard::Webhook);
+        assert_eq!(guard("/hooksx"), Guard::Public);
     }
 }

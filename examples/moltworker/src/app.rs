@@ -204,7 +204,8 @@ impl App {
         });
         gateway.register_egress(webchat::CHANNEL, Arc::new(chat.clone()));
         let board = ChannelBoard::default();
-        let connected = crate::channels::connect(&gateway, shared.clone(), &board).await;
+        let webhooks = crate::channels::Webhooks::default();
+        let connected = crate::channels::connect(&gateway, shared.clone(), &board, &webhooks).await;
         let channel_names: Vec<&str> = connected.iter().map(|c| c.name).collect();
         // Messages accepted before a crash are answered before new traffic arrives.
         let resumed = (gateway.resume_pending().await)
@@ -212,8 +213,14 @@ impl App {
         if resumed > 0 {
             tracing::info!(resumed, "resuming messages accepted before the last stop");
         }
-        let channels =
-            ChannelRuntime::start(&gateway, shared.clone(), board, metrics.clone(), connected);
+        let channels = ChannelRuntime::start(
+            &gateway,
+            shared.clone(),
+            board,
+            metrics.clone(),
+            connected,
+            webhooks,
+        );
 
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await

@@ -1,18 +1,25 @@
 //! The chat channels configured in the environment: Telegram
 //! (`TELEGRAM_BOT_TOKEN`), Discord (`DISCORD_BOT_TOKEN`) and Slack
 //! (`SLACK_BOT_TOKEN` with `SLACK_APP_TOKEN`).
+//!
+//! With `WORKER_URL` set (the gateway runs behind the Worker, which may let
+//! it sleep), Telegram is in webhook mode: Telegram POSTs each update to
+//! `<WORKER_URL>/hooks/telegram`, which wakes a sleeping container; the
+//! secret Telegram echoes is derived from the bot token, so it stays the
+//! same across restarts.
 
 use crate::metrics::{CountedIngress, GatewayMetrics};
 use molt_channels::discord::{self, Discord, DiscordConfig};
 use molt_channels::doctor::Report;
 use molt_channels::slack::{self, Slack, SlackConfig};
-use molt_channels::telegram::{self, Telegram, TelegramConfig};
+use molt_channels::telegram::{self, Telegram, TelegramConfig, TelegramWebhook};
+use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
 use molt_core::gateway::Gateway;
 use molt_core::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 /// What is known of one configured channel's connection.
@@ -97,6 +104,64 @@ fn halves(ingress: impl ChannelIngress + 'static, egress: Arc<dyn ChannelEgress>
     (Box::new(ingress), egress)
 }
 
+/// Where Telegram delivers in webhook mode, under the Worker's URL.
+pub const TELEGRAM_WEBHOOK_PATH: &str = "/hooks/telegram";
+
+/// The endpoints of the channels in webhook mode, replaced when the channels
+/// connect again. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Webhooks {
+    telegram: Arc<RwLock<Option<TelegramWebhook>>>,
+}
+
+impl Webhooks {
+    /// Telegram's endpoint, while Telegram is in webhook mode.
+    pub fn telegram(&self) -> Option<TelegramWebhook> {
+        self.telegram.read().ok()?.clone()
+    }
+}
+
+/// The Worker's public URL (`WORKER_URL`), when the gateway runs behind it.
+fn worker_url() -> Option<String> {
+    let url = std::env::var("WORKER_URL").ok()?;
+    let url = url.trim().trim_end_matches('/');
+    match url {
+        "" => None,
+        url if url.contains("://") => Some(url.to_owned()),
+        host => Some(format!("https://{host}")),
+    }
+}
+
+/// The secret Telegram echoes to the webhook: derived from the bot token.
+fn telegram_webhook_secret(token: &Secret) -> Secret {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("molt telegram webhook\n{}", token.expose()));
+    Secret::new(
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )
+}
+
+/// Telegram in webhook mode: the endpoint goes to `webhooks`, and Telegram
+/// is told where to deliver.
+async fn telegram_webhook_mode(
+    telegram: &Telegram,
+    secret: Secret,
+    base: &str,
+    webhooks: &Webhooks,
+) -> Result<Halves, ChannelError> {
+    let (endpoint, ingress) = telegram.webhook(secret.clone())?;
+    if let Ok(mut slot) = webhooks.telegram.write() {
+        *slot = Some(endpoint);
+    }
+    let url = format!("{base}{TELEGRAM_WEBHOOK_PATH}");
+    telegram.set_webhook(&url, &secret).await?;
+    tracing::info!("telegram: webhook mode, updates arrive at {url}");
+    Ok(halves(ingress, telegram.egress()))
+}
+
 /// A connected channel whose deliveries are not yet being received.
 pub struct Connected {
     /// The channel's name.
@@ -111,6 +176,7 @@ pub async fn connect(
     gateway: &Gateway,
     store: Arc<dyn Store>,
     board: &ChannelBoard,
+    webhooks: &Webhooks,
 ) -> Vec<Connected> {
     let mut connected = Vec::new();
     let mut register = |name: &'static str, result: Result<Halves, ChannelError>| match result {
@@ -132,11 +198,22 @@ pub async fn connect(
         }
     };
     if let Some(mut config) = TelegramConfig::from_env() {
-        // moltworker polls: a webhook left from elsewhere would block it.
-        config.delete_webhook = true;
-        let result = Telegram::connect(config)
-            .await
-            .map(|telegram| halves(telegram.ingress(), telegram.egress()));
+        let result = match worker_url() {
+            Some(base) => {
+                let secret = telegram_webhook_secret(&config.token);
+                match Telegram::connect(config).await {
+                    Ok(telegram) => telegram_webhook_mode(&telegram, secret, &base, webhooks).await,
+                    Err(err) => Err(err),
+                }
+            }
+            None => {
+                // Long polling: a webhook left from elsewhere would block it.
+                config.delete_webhook = true;
+                Telegram::connect(config)
+                    .await
+                    .map(|telegram| halves(telegram.ingress(), telegram.egress()))
+            }
+        };
         register(telegram::CHANNEL, result);
     }
     if let Some(mut config) = DiscordConfig::from_env() {
@@ -186,6 +263,7 @@ fn receive(
 /// while the process serves (`POST /api/admin/gateway/restart`).
 pub struct ChannelRuntime {
     gateway: Gateway,
+    webhooks: Webhooks,
     store: Arc<dyn Store>,
     board: ChannelBoard,
     metrics: Arc<GatewayMetrics>,
@@ -212,10 +290,12 @@ impl ChannelRuntime {
         board: ChannelBoard,
         metrics: Arc<GatewayMetrics>,
         connected: Vec<Connected>,
+        webhooks: Webhooks,
     ) -> Self {
         let tasks = receive(gateway, connected, &board, &metrics);
         Self {
             gateway: gateway.clone(),
+            webhooks,
             store,
             board,
             metrics,
@@ -226,6 +306,11 @@ impl ChannelRuntime {
     /// The channels and their connection state.
     pub fn board(&self) -> &ChannelBoard {
         &self.board
+    }
+
+    /// The endpoints of the channels in webhook mode.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// Stops receiving from every channel (what they delivered is in the inbox).
@@ -246,7 +331,13 @@ impl ChannelRuntime {
         let drained = tokio::time::timeout(drain, self.gateway.idle())
             .await
             .is_ok();
-        let connected = connect(&self.gateway, self.store.clone(), &self.board).await;
+        let connected = connect(
+            &self.gateway,
+            self.store.clone(),
+            &self.board,
+            &self.webhooks,
+        )
+        .await;
         let channels = connected.iter().map(|c| c.name).collect();
         let resumed = match drained {
             true => self.gateway.resume_pending().await.unwrap_or_else(|err| {

@@ -222,6 +222,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/admin", crate::admin::router())
         .nest("/debug", debug)
         .route("/ws", get(websocket))
+        .route(
+            crate::channels::TELEGRAM_WEBHOOK_PATH,
+            axum::routing::post(telegram_webhook),
+        )
         // Declared, so that the guard covers paths with no route too.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
@@ -264,6 +268,20 @@ async fn control_ui_or_socket(
 }
 
 /// The status document (the guard has let the operator through).
+/// Telegram's deliveries in webhook mode: 200 once the update is in the
+/// inbox, 403 for a wrong secret, 503 (Telegram delivers again) when it could
+/// not be taken; 404 while Telegram is not in webhook mode.
+async fn telegram_webhook(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    match state.channels.webhooks().telegram() {
+        Some(endpoint) => endpoint.handle(&headers, &body).await,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
 /// Liveness, and how long the gateway has been idle (0 while clients are
 /// connected or runs are in progress): the Worker's sandbox sleeps on it.
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {

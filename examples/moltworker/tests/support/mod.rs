@@ -311,7 +311,12 @@ impl Client {
 
 /// Waits (up to 20 s) until `condition` holds, else fails saying `what`.
 pub async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    until_for(what, std::time::Duration::from_secs(20), condition).await;
+}
+
+/// Waits up to `limit` for `condition`, failing with `what`.
+pub async fn until_for(what: &str, limit: std::time::Duration, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     while !condition() {
         assert!(std::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

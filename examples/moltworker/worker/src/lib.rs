@@ -10,7 +10,9 @@
 //! 4. Cloudflare Access on the operator's routes (`/_admin/*`, `/api/*`,
 //!    `/debug/*`, `/metrics`), the container's own check in wasm32;
 //! 5. the caller's sandbox ([`users`]), to which everything else is passed,
-//!    HTTP and WebSocket, with the loading page while it starts ([`proxy`]).
+//!    HTTP and WebSocket, with the loading page while it starts ([`proxy`]);
+//!    chat platforms' webhooks (`/hooks/*`, which check the platform's own
+//!    secret) go to the default sandbox, where the channels live, waking it.
 //!
 //! A cron trigger asks every named sandbox's running gateway to back up now.
 
@@ -87,8 +89,10 @@ async fn route(req: Request, env: &Env, ctx: &Context, request_id: &str) -> Resu
     // Who is asking: an Access identity when one verifies (required on the
     // operator's routes, unless DEV_MODE runs without Access).
     let identity = match &settings.access {
-        Some(config) => Some(access::identity(&req, config, &settings).await),
-        None => None,
+        Some(config) if guarded != Guard::Webhook => {
+            Some(access::identity(&req, config, &settings).await)
+        }
+        _ => None,
     };
     if guarded == Guard::Operator {
         match &identity {
@@ -99,7 +103,12 @@ async fn route(req: Request, env: &Env, ctx: &Context, request_id: &str) -> Resu
         }
     }
     let identity = identity.and_then(|result| result.ok());
-    let user = match settings.users.sandbox_of(identity.as_ref()) {
+    // The chat channels live in the default sandbox; their platforms carry no identity.
+    let user = match guarded {
+        Guard::Webhook => Ok(settings.users.default_user().to_owned()),
+        _ => settings.users.sandbox_of(identity.as_ref()),
+    };
+    let user = match user {
         Ok(user) => user,
         Err(err) => {
             return Ok(Response::from_json(

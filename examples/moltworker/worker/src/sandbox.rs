@@ -339,15 +339,19 @@ fn keeps_awake(env: &Env) -> Option<&'static str> {
     if value(env, "SLACK_APP_TOKEN").is_some() {
         return Some("Slack's Socket Mode needs a live connection");
     }
-    if value(env, "TELEGRAM_BOT_TOKEN").is_some() {
-        return Some("Telegram is polled");
+    if value(env, "TELEGRAM_BOT_TOKEN").is_some() && value(env, "WORKER_URL").is_none() {
+        return Some("Telegram is polled (set WORKER_URL for webhook mode)");
     }
     None
 }
 
 /// The environment the gateway's container starts with.
 fn container_env(env: &Env, settings: &Settings, user: &str) -> Vec<(String, String)> {
+    // The chat channels run in the default sandbox only: two gateways on one
+    // bot would take each other's updates.
+    let default = user == settings.users.default_user();
     let mut vars: Vec<(String, String)> = (CONTAINER_ENV.iter())
+        .filter(|name| default || !settings::is_channel_var(name))
         .filter_map(|name| value(env, name).map(|value| (name.to_string(), value)))
         .collect();
     if let (Some(worker_url), Some(secret)) = (&settings.worker_url, &settings.cdp_secret) {

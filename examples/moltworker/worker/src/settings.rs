@@ -133,6 +133,7 @@ pub const CONTAINER_ENV: &[&str] = &[
     "S3_REGION",
     "MOLT_BACKUP_KEY",
     "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_BASE",
     "TELEGRAM_DM_POLICY",
     "TELEGRAM_DM_ALLOW_FROM",
     "TELEGRAM_GROUP_POLICY",
@@ -163,6 +164,13 @@ pub fn secret_values(env: &Env) -> Vec<String> {
         .filter_map(|name| value(env, name))
         .filter(|value| value.len() >= 6)
         .collect()
+}
+
+/// Whether `name` configures a chat channel (only the default sandbox gets those).
+pub fn is_channel_var(name: &str) -> bool {
+    ["TELEGRAM_", "DISCORD_", "SLACK_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 fn is_secret(name: &str) -> bool {
