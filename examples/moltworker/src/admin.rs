@@ -139,9 +139,21 @@ pub async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path() != "/health" {
+    // What keeps a sandbox awake: requests served, not liveness probes or refusals.
+    let counts = request.uri().path() != "/health";
+    let response = guarded(&state, client, request, next).await;
+    if counts && !response.status().is_client_error() {
         state.activity.touch();
     }
+    response
+}
+
+async fn guarded(
+    state: &AppState,
+    client: std::net::IpAddr,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if molt_core::routes::guard(request.uri().path()) != molt_core::routes::Guard::Operator {
         return next.run(request).await;
     }
@@ -149,7 +161,7 @@ pub async fn guard(
         Ok(Query(query)) => query,
         Err(rejection) => return rejection.into_response(),
     };
-    if let Err(refused) = authorize(&state, client, request.headers(), query.token.as_deref()).await
+    if let Err(refused) = authorize(state, client, request.headers(), query.token.as_deref()).await
     {
         return refused;
     }

@@ -132,6 +132,11 @@ fn worker_url() -> Option<String> {
     }
 }
 
+/// Where Telegram delivers when the gateway runs behind the Worker at `base`.
+fn telegram_webhook_url(base: &str) -> String {
+    format!("{base}{TELEGRAM_WEBHOOK_PATH}")
+}
+
 /// The secret Telegram echoes to the webhook: derived from the bot token.
 fn telegram_webhook_secret(token: &Secret) -> Secret {
     use sha2::Digest;
@@ -156,9 +161,16 @@ async fn telegram_webhook_mode(
     if let Ok(mut slot) = webhooks.telegram.write() {
         *slot = Some(endpoint);
     }
-    let url = format!("{base}{TELEGRAM_WEBHOOK_PATH}");
-    telegram.set_webhook(&url, &secret).await?;
-    tracing::info!("telegram: webhook mode, updates arrive at {url}");
+    let url = telegram_webhook_url(base);
+    // Telegram keeps delivering to a webhook set before (the same URL and
+    // secret), so a failed call leaves the channel working, and is retried
+    // at the next start.
+    match telegram.set_webhook(&url, &secret).await {
+        Ok(()) => tracing::info!("telegram: webhook mode, updates arrive at {url}"),
+        Err(err) => {
+            tracing::warn!(%err, "telegram: setWebhook failed; Telegram delivers to the webhook set before, if any")
+        }
+    }
     Ok(halves(ingress, telegram.egress()))
 }
 
@@ -197,6 +209,10 @@ pub async fn connect(
             board.update(name, |status| status.last_error = Some(error.to_string()));
         }
     };
+    // A channel that fails to connect again leaves no endpoint behind.
+    if let Ok(mut slot) = webhooks.telegram.write() {
+        *slot = None;
+    }
     if let Some(mut config) = TelegramConfig::from_env() {
         let result = match worker_url() {
             Some(base) => {
@@ -364,7 +380,8 @@ impl ChannelRuntime {
 /// The health report of every configured channel (empty when none is).
 pub async fn doctor() -> Vec<Report> {
     let mut reports = Vec::new();
-    if let Some(config) = TelegramConfig::from_env() {
+    if let Some(mut config) = TelegramConfig::from_env() {
+        config.webhook_url = worker_url().as_deref().map(telegram_webhook_url);
         reports.push(telegram::doctor(config).await);
     }
     if let Some(config) = DiscordConfig::from_env() {

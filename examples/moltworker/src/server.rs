@@ -267,7 +267,6 @@ async fn control_ui_or_socket(
     }
 }
 
-/// The status document (the guard has let the operator through).
 /// Telegram's deliveries in webhook mode: 200 once the update is in the
 /// inbox, 403 for a wrong secret, 503 (Telegram delivers again) when it could
 /// not be taken; 404 while Telegram is not in webhook mode.
@@ -294,6 +293,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "status": "ok", "idleSeconds": idle }))
 }
 
+/// The status document (the guard has let the operator through).
 async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.status())
 }

@@ -214,3 +214,24 @@ async fn the_token_never_reaches_the_logs() {
         leaks.join("\n")
     );
 }
+
+#[tokio::test]
+async fn only_requests_served_keep_the_gateway_awake() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(state.path(), &[("MOLTBOT_GATEWAY_TOKEN", "awake-token")]);
+    let idle = || async {
+        let (_, body) = gateway.get("/health").await;
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        health["idleSeconds"].as_u64().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(idle().await >= 2, "liveness probes do not count");
+    // Refusals do not count: a wrong path, a webhook not in webhook mode, no token.
+    assert_eq!(gateway.get("/nope").await.0, 404);
+    assert_eq!(gateway.get("/hooks/telegram").await.0, 405);
+    assert_eq!(gateway.get_with("/api/status", None).await.0, 401);
+    assert!(idle().await >= 2, "refused requests do not count");
+    // A request served does.
+    assert_eq!(gateway.get("/").await.0, 200);
+    assert_eq!(idle().await, 0);
+}

@@ -47,6 +47,9 @@ pub struct TelegramConfig {
     /// Delete a webhook at start, so polling works (a webhook and polling
     /// exclude each other).
     pub delete_webhook: bool,
+    /// The webhook this bot runs on, in webhook mode: [`doctor`] then
+    /// expects Telegram to deliver there rather than no webhook at all.
+    pub webhook_url: Option<String>,
 }
 
 impl TelegramConfig {
@@ -58,6 +61,7 @@ impl TelegramConfig {
             poll_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             delete_webhook: false,
+            webhook_url: None,
         }
     }
 
@@ -186,11 +190,25 @@ pub async fn doctor(mut config: TelegramConfig) -> Report {
         telegram.username().unwrap_or("?")
     )));
     let timeout = telegram.config.request_timeout;
+    let expected = telegram.config.webhook_url.clone();
     match telegram
         .api
         .call::<serde_json::Value>("getWebhookInfo", &json!({}), timeout)
         .await
     {
+        Ok(info) if expected.is_some() => {
+            let url = info["url"].as_str().unwrap_or_default();
+            let waiting = info["pending_update_count"].as_u64().unwrap_or(0);
+            findings.push(match expected.as_deref() == Some(url) {
+                true => Finding::ok(format!(
+                    "webhook mode: updates arrive at {url} ({waiting} waiting)"
+                )),
+                false => Finding::problem(
+                    format!("webhook mode, but Telegram delivers to {url:?}"),
+                    "start the gateway (it sets the webhook), or check WORKER_URL",
+                ),
+            })
+        }
         Ok(info) if info["url"].as_str().is_some_and(|url| !url.is_empty()) => {
             findings.push(Finding::problem(
                 "a webhook is set, so long polling gets 409 Conflict",

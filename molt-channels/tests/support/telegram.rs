@@ -42,6 +42,9 @@ pub struct Recorded {
     pub webhook: Option<(String, String)>,
     /// Every webhook delivery: the update id and the status our endpoint answered.
     pub webhook_answers: Vec<(i64, u16)>,
+    /// Whether the delivery loop runs (one at a time, as Telegram delivers
+    /// one update at a time, to whichever URL is set now).
+    pub delivering: bool,
     /// Files bots may fetch, by file id.
     pub files: HashMap<String, Vec<u8>>,
     /// The `file_path` getFile gave for each file id.
@@ -208,6 +211,7 @@ async fn call(
         })),
         "deletewebhook" => {
             state.recorded.lock().unwrap().webhook = None;
+            state.changed.notify_waiters();
             ok(json!(true))
         }
         "getupdates" => get_updates(&state, &params).await,
@@ -287,8 +291,15 @@ fn set_webhook(state: &Arc<Shared>, params: &Value) -> Response {
             "Bad Request: secret token contains unallowed characters",
         );
     }
-    state.recorded.lock().unwrap().webhook = Some((url.to_owned(), secret));
-    tokio::spawn(deliver_to_webhook(state.clone()));
+    let start = {
+        let mut recorded = state.recorded.lock().unwrap();
+        recorded.webhook = Some((url.to_owned(), secret));
+        !std::mem::replace(&mut recorded.delivering, true)
+    };
+    if start {
+        tokio::spawn(deliver_to_webhook(state.clone()));
+    }
+    state.changed.notify_waiters();
     ok(json!(true))
 }
 
@@ -298,8 +309,9 @@ async fn deliver_to_webhook(state: Arc<Shared>) {
     loop {
         let changed = state.changed.notified();
         let next = {
-            let recorded = state.recorded.lock().unwrap();
+            let mut recorded = state.recorded.lock().unwrap();
             let Some((url, secret)) = recorded.webhook.clone() else {
+                recorded.delivering = false;
                 return;
             };
             recorded.queue.first().cloned().map(|u| (url, secret, u))

@@ -135,11 +135,13 @@ impl DurableObject for Sandbox {
         let user: String = self.state.storage().get("user").await?.unwrap_or_default();
         let host = self.host(&settings, &user)?;
         if !host.running().await? {
+            self.ready.set(false);
             return Response::ok("not running");
         }
         let storage = self.state.storage();
+        let channels = user == settings.users.default_user();
         let sleep_after = match settings.sleep_after {
-            SleepAfter::Idle(after) if keeps_awake(&self.env).is_none() => after,
+            SleepAfter::Idle(after) if !channels || keeps_awake(&self.env).is_none() => after,
             _ => {
                 storage.set_alarm(HEARTBEAT).await?;
                 self.alarm_set.set(true);
@@ -219,7 +221,8 @@ impl Sandbox {
         let mut pause = PROBE_INTERVAL;
         loop {
             if !self.stopping.get() {
-                if self.activity(host).await.is_some() {
+                // A probe answered by a gateway that began to stop meanwhile does not count.
+                if self.activity(host).await.is_some() && !self.stopping.get() {
                     self.ready.set(true);
                     return Ok(());
                 }
@@ -331,7 +334,8 @@ impl Sandbox {
     }
 }
 
-/// Why the sandbox may not sleep: a channel that holds a live connection.
+/// Why the default sandbox (the one running the chat channels) may not
+/// sleep: a channel that holds a live connection.
 fn keeps_awake(env: &Env) -> Option<&'static str> {
     if value(env, "DISCORD_BOT_TOKEN").is_some() {
         return Some("Discord needs a live gateway connection");
