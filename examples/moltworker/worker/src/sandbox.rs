@@ -269,15 +269,11 @@ impl Sandbox {
         settings: &Settings,
         user: &str,
     ) -> Result<Response> {
-        if !self.ready.get()
-            && let Err(details) = self.ensure_ready(host, settings, user).await
-        {
-            let secrets = settings::secret_values(&self.env);
-            return failure(
-                "The gateway did not start",
-                &settings::redact(&details, &secrets),
-                "Check the container's logs with `npx wrangler tail`; the gateway prints why it stopped.",
-            );
+        // With readiness cached, a request without a body may meet a gateway
+        // that has died since: it is sent once more, after a start.
+        let retry = self.ready.get() && matches!(req.method(), Method::Get | Method::Head);
+        if let Some(refusal) = self.ready_or_start(host, settings, user).await? {
+            return Ok(refusal);
         }
         if !self.alarm_set.get() {
             self.arm(settings).await?;
@@ -287,9 +283,20 @@ impl Sandbox {
         if let Some(query) = url.query() {
             target = format!("{target}?{query}");
         }
-        let forwarded = crate::proxy::retarget(&req, &target)?;
-        forwarded.headers().delete(USER_HEADER)?;
-        match host.fetch(forwarded).await {
+        let send = || async {
+            let forwarded = crate::proxy::retarget(&req, &target)?;
+            forwarded.headers().delete(USER_HEADER)?;
+            host.fetch(forwarded).await
+        };
+        let mut result = send().await;
+        if result.is_err() && retry {
+            self.ready.set(false);
+            if let Some(refusal) = self.ready_or_start(host, settings, user).await? {
+                return Ok(refusal);
+            }
+            result = send().await;
+        }
+        match result {
             Ok(response) => Ok(response),
             Err(err) => {
                 self.ready.set(false);
@@ -301,6 +308,29 @@ impl Sandbox {
                 )
             }
         }
+    }
+
+    /// `None` when the gateway is ready (or made ready now); else the 503
+    /// that says why it did not start.
+    async fn ready_or_start(
+        &self,
+        host: &ContainerHost,
+        settings: &Settings,
+        user: &str,
+    ) -> Result<Option<Response>> {
+        if self.ready.get() {
+            return Ok(None);
+        }
+        let Err(details) = self.ensure_ready(host, settings, user).await else {
+            return Ok(None);
+        };
+        let secrets = settings::secret_values(&self.env);
+        failure(
+            "The gateway did not start",
+            &settings::redact(&details, &secrets),
+            "Check the container's logs with `npx wrangler tail`; the gateway prints why it stopped.",
+        )
+        .map(Some)
     }
 
     /// Sets the alarm for the next check (unless one is already set sooner):

@@ -195,6 +195,18 @@ describe('the Worker in front of one gateway', () => {
     await until('the gateway hears SIGUSR1 and backs up', () => container.signals.includes(10) && container.logs.includes('SIGUSR1: backed up'));
   });
 
+  test('a gateway that died is started again by the next request, which is answered', async () => {
+    const container = launcher.container('moltbot');
+    const headers = { 'cf-access-jwt-assertion': team.token('ops@example.com') };
+    const before = await (await fetch(`${worker.url}/api/status`, { headers })).json();
+    container.process.kill('SIGKILL');
+    await until('the container is down', () => !container.running);
+    const response = await fetch(`${worker.url}/api/status`, { headers });
+    assert.equal(response.status, 200, await response.clone().text());
+    const after = await response.json();
+    assert.notEqual(after.processId, before.processId, 'a new gateway answered');
+  });
+
   test('nothing the Worker answers or logs quotes a secret', async () => {
     const bodies = [];
     for (const url of [
