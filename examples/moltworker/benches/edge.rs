@@ -12,6 +12,8 @@
 mod fake;
 #[path = "../../../molt-storage/tests/support/mod.rs"]
 mod s3;
+#[path = "../tests/support/stand_ins.rs"]
+mod stand_ins;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -19,9 +21,7 @@ async fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return;
     }
-    let s3_root = tempfile::tempdir().unwrap();
-    let server = s3::S3Server::start(s3_root.path()).await;
-    let provider = fake::FakeProvider::start().await;
+    let stand_ins = stand_ins::StandIns::start().await;
     let worker_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/worker");
     let binary =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/moltworker");
@@ -29,12 +29,7 @@ async fn main() {
         .current_dir(worker_dir)
         .arg("bench/edge.mjs")
         .env("MOLTWORKER_BIN", &binary)
-        .env("S3_ENDPOINT", server.endpoint())
-        .env("S3_ROOT", s3_root.path())
-        .env("R2_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("R2_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-        .env("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY)
-        .env("ANTHROPIC_BASE_URL", provider.anthropic_url())
+        .envs(stand_ins.env())
         .kill_on_drop(true)
         .status()
         .await

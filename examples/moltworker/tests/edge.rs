@@ -13,17 +13,15 @@
 mod fake;
 #[path = "../../../molt-storage/tests/support/mod.rs"]
 mod s3;
+#[path = "support/stand_ins.rs"]
+mod stand_ins;
 
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js, the worker's npm packages and wasm build, and Chromium: ./scripts/test runs it"]
 async fn the_worker_in_workerd_in_front_of_the_gateway() {
-    let s3_root = tempfile::tempdir().unwrap();
-    let server = s3::S3Server::start(s3_root.path()).await;
-    server.bucket("moltbot-data");
-    let provider = fake::FakeProvider::start().await;
-
+    let stand_ins = stand_ins::StandIns::start().await;
     let worker_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/worker");
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let mut node = tokio::process::Command::new("node");
@@ -31,12 +29,7 @@ async fn the_worker_in_workerd_in_front_of_the_gateway() {
         .args(["--test", "--test-concurrency=1", "--test-force-exit"])
         .env("MOLTWORKER_BIN", env!("CARGO_BIN_EXE_moltworker"))
         .env("CHROMIUM_PATH", chromium)
-        .env("S3_ENDPOINT", server.endpoint())
-        .env("S3_ROOT", s3_root.path())
-        .env("R2_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("R2_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-        .env("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY)
-        .env("ANTHROPIC_BASE_URL", provider.anthropic_url())
+        .envs(stand_ins.env())
         .kill_on_drop(true);
     // EDGE_TEST_ONLY=<pattern> runs the tests whose names match.
     if let Ok(only) = std::env::var("EDGE_TEST_ONLY") {

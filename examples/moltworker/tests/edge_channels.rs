@@ -11,6 +11,8 @@
 mod fake;
 #[path = "../../../molt-storage/tests/support/mod.rs"]
 mod s3;
+#[path = "support/stand_ins.rs"]
+mod stand_ins;
 mod support;
 #[path = "../../../molt-channels/tests/support/telegram.rs"]
 mod telegram;
@@ -70,25 +72,15 @@ impl Edge {
 #[ignore = "needs Node.js and the worker's npm packages and wasm build: ./scripts/test runs it"]
 async fn telegram_updates_reach_a_sleeping_gateway_through_the_worker() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let s3_root = tempfile::tempdir().unwrap();
-    let server = s3::S3Server::start(s3_root.path()).await;
-    server.bucket("moltbot-data");
-    let provider = fake::FakeProvider::start().await;
+    let stand_ins = stand_ins::StandIns::start().await;
     let platform = telegram::FakeTelegram::start().await;
-    let envs = [
-        ("S3_ENDPOINT", server.endpoint()),
-        ("R2_ACCESS_KEY_ID", s3::ACCESS_KEY.to_owned()),
-        ("R2_SECRET_ACCESS_KEY", s3::SECRET_KEY.to_owned()),
-        ("ANTHROPIC_API_KEY", fake::ANTHROPIC_KEY.to_owned()),
-        ("ANTHROPIC_BASE_URL", provider.anthropic_url()),
-    ];
     let vars = json!({
         "TELEGRAM_BOT_TOKEN": telegram::TOKEN,
         "TELEGRAM_API_BASE": platform.base,
         "TELEGRAM_DM_POLICY": "open",
         "SANDBOX_SLEEP_AFTER": "2s",
     });
-    let edge = Edge::start(vars, &envs, 1500).await;
+    let edge = Edge::start(vars, &stand_ins.env(), 1500).await;
     let hook = format!("{}/hooks/telegram", edge.url);
 
     // The first visit starts the gateway, which points Telegram at the Worker.

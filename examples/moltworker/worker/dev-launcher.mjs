@@ -36,7 +36,8 @@ function readBody(req) {
   });
 }
 
-function json(res, status, body) {
+/// Answers `res` with `status` and `body` as JSON.
+export function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
 }

@@ -126,12 +126,8 @@ async fn route(req: Request, env: &Env, ctx: &Context, request_id: &str) -> Resu
     if proxy::wants_html(&req) && !proxy::is_websocket(&req) {
         let gateway = proxy::gateway_state(&stub, &user).await?;
         if gateway != "running" {
-            let (waking, user) = (
-                env.durable_object(SANDBOX_BINDING)?.get_by_name(&user)?,
-                user.clone(),
-            );
             ctx.wait_until(async move {
-                if let Err(err) = proxy::sandbox_op(&waking, &user, "wake").await {
+                if let Err(err) = proxy::sandbox_op(&stub, &user, "wake").await {
                     worker::console_error!("sandbox {user}: cannot wake: {err}");
                 }
             });

@@ -10,12 +10,11 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Launcher, freePort } from '../dev-launcher.mjs';
+import { Launcher, freePort, json } from '../dev-launcher.mjs';
 
 export { Launcher, freePort };
 
@@ -44,10 +43,6 @@ function listen(handler) {
   });
 }
 
-function json(res, status, body) {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body));
-}
 
 /// An Access team: its signing keys at /cdn-cgi/access/certs, and tokens
 /// signed as Access signs them (RS256, `kid`, `iss`, `aud`, `exp`, `nbf`).
