@@ -54,3 +54,54 @@ pub(crate) async fn offer(
     });
     true
 }
+
+/// The most recent ids seen, up to a bound: how redeliveries of something
+/// already taken are recognised without growing forever.
+pub(crate) struct RecentIds {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    /// An empty set that remembers up to `capacity` ids.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            ids: Default::default(),
+            order: Default::default(),
+            capacity,
+        }
+    }
+
+    /// Remembers `id`, forgetting the oldest one beyond the bound.
+    pub(crate) fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
+
+    /// Whether `id` is remembered.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentIds;
+
+    #[test]
+    fn recent_ids_forget_the_oldest_beyond_the_bound() {
+        let mut ids = RecentIds::new(2);
+        for id in ["a", "b", "b", "c"] {
+            ids.insert(id.into());
+        }
+        assert!(!ids.contains("a"));
+        assert!(ids.contains("b") && ids.contains("c"));
+    }
+}

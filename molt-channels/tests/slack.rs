@@ -24,7 +24,7 @@ fn config(fake: &FakeSlack) -> SlackConfig {
 
 async fn connect(fake: &FakeSlack) -> (Slack, Deliveries) {
     let slack = Slack::connect(config(fake)).await.unwrap();
-    let deliveries = Box::new(slack.ingress()).deliveries();
+    let deliveries = Box::new(slack.ingress().unwrap()).deliveries();
     wait_until("the socket is open", || fake.live() == 1).await;
     (slack, deliveries)
 }
@@ -109,7 +109,7 @@ async fn a_half_open_socket_is_noticed_and_replaced() {
     config.ping_interval = Duration::from_millis(100);
     config.idle_timeout = Duration::from_millis(500);
     let slack = Slack::connect(config).await.unwrap();
-    let mut deliveries = Box::new(slack.ingress()).deliveries();
+    let mut deliveries = Box::new(slack.ingress().unwrap()).deliveries();
     wait_until("open", || fake.live() == 1).await;
     wait_until("pings are sent", || fake.recorded(|r| r.pings >= 2)).await;
     fake.silence();
@@ -125,15 +125,16 @@ async fn a_half_open_socket_is_noticed_and_replaced() {
 async fn tokens_of_the_wrong_kind_or_refused_are_auth_errors() {
     let fake = FakeSlack::start().await;
     let mut swapped = config(&fake);
-    std::mem::swap(&mut swapped.bot_token, &mut swapped.app_token);
+    let app_token = swapped.app_token.replace(swapped.bot_token.clone());
+    swapped.bot_token = app_token.unwrap();
     assert!(matches!(
         Slack::connect(swapped).await,
         Err(ChannelError::Auth { .. })
     ));
     let mut wrong_app = config(&fake);
-    wrong_app.app_token = Secret::new("xapp-1-revoked");
+    wrong_app.app_token = Some(Secret::new("xapp-1-revoked"));
     let slack = Slack::connect(wrong_app).await.unwrap();
-    let mut deliveries = Box::new(slack.ingress()).deliveries();
+    let mut deliveries = Box::new(slack.ingress().unwrap()).deliveries();
     let error = next(&mut deliveries).await.err().unwrap();
     assert!(
         matches!(&error, ChannelError::Auth { reason, .. } if reason.contains("SLACK_APP_TOKEN")),
@@ -261,7 +262,7 @@ async fn end_to_end_pairing_then_a_split_reply_and_a_threaded_mention() {
     gateway.register_egress(molt_channels::slack::CHANNEL, slack.egress());
     let receiving = tokio::spawn({
         let gateway = gateway.clone();
-        let ingress = Box::new(slack.ingress());
+        let ingress = Box::new(slack.ingress().unwrap());
         async move { gateway.receive(ingress).await }
     });
     wait_until("open", || fake.live() == 1).await;
@@ -332,7 +333,7 @@ async fn a_refresh_in_the_middle_of_a_burst_loses_nothing_and_answers_nothing_tw
     gateway.pairing().approve("slack", &code).await.unwrap();
     let receiving = tokio::spawn({
         let gateway = gateway.clone();
-        let ingress = Box::new(slack.ingress());
+        let ingress = Box::new(slack.ingress().unwrap());
         async move { gateway.receive(ingress).await }
     });
     wait_until("open", || fake.live() == 1).await;
@@ -376,7 +377,7 @@ async fn doctor_reports_both_tokens() {
         "{report}"
     );
     let mut wrong = config(&fake);
-    wrong.app_token = Secret::new("xapp-1-wrong");
+    wrong.app_token = Some(Secret::new("xapp-1-wrong"));
     let report = molt_channels::slack::doctor(wrong).await;
     assert!(!report.healthy());
     let text = report.to_string();

@@ -182,7 +182,7 @@ async fn throughput(channel: &str) -> f64 {
             config.api_base = fake.base.clone();
             config.request_timeout = TIMEOUT;
             let slack = Slack::connect(config).await.unwrap();
-            let ingress = slack.ingress();
+            let ingress = slack.ingress().unwrap();
             // The socket opens when the deliveries are first read.
             let receiving = receive(&gateway, ingress);
             wait_for("the Slack socket", || fake.live() > 0).await;

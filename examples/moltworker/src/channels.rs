@@ -1,17 +1,20 @@
 //! The chat channels configured in the environment: Telegram
 //! (`TELEGRAM_BOT_TOKEN`), Discord (`DISCORD_BOT_TOKEN`) and Slack
-//! (`SLACK_BOT_TOKEN` with `SLACK_APP_TOKEN`).
+//! (`SLACK_BOT_TOKEN` with `SLACK_APP_TOKEN` for Socket Mode, or with
+//! `SLACK_SIGNING_SECRET` for the Events API).
 //!
 //! With `WORKER_URL` set (the gateway runs behind the Worker, which may let
 //! it sleep), Telegram is in webhook mode: Telegram POSTs each update to
 //! `<WORKER_URL>/hooks/telegram`, which wakes a sleeping container; the
 //! secret Telegram echoes is derived from the bot token, so it stays the
-//! same across restarts.
+//! same across restarts. Slack over the Events API (the signing secret
+//! without the app token) is the same for Slack: it POSTs each event to
+//! `<WORKER_URL>/hooks/slack`, the app's Request URL.
 
 use crate::metrics::{CountedIngress, GatewayMetrics};
 use molt_channels::discord::{self, Discord, DiscordConfig};
 use molt_channels::doctor::Report;
-use molt_channels::slack::{self, Slack, SlackConfig};
+use molt_channels::slack::{self, Slack, SlackConfig, SlackEvents};
 use molt_channels::telegram::{self, Telegram, TelegramConfig, TelegramWebhook};
 use molt_core::Secret;
 use molt_core::channel::{ChannelEgress, ChannelError, ChannelIngress};
@@ -106,18 +109,37 @@ fn halves(ingress: impl ChannelIngress + 'static, egress: Arc<dyn ChannelEgress>
 
 /// Where Telegram delivers in webhook mode, under the Worker's URL.
 pub const TELEGRAM_WEBHOOK_PATH: &str = "/hooks/telegram";
+/// Where Slack delivers over the Events API (the app's Request URL, under
+/// the Worker's URL).
+pub const SLACK_EVENTS_PATH: &str = "/hooks/slack";
 
-/// The endpoints of the channels in webhook mode, replaced when the channels
-/// connect again. Cheap to clone.
+/// The endpoints of the channels that platforms call, replaced when the
+/// channels connect again. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Webhooks {
     telegram: Arc<RwLock<Option<TelegramWebhook>>>,
+    slack: Arc<RwLock<Option<SlackEvents>>>,
 }
 
 impl Webhooks {
     /// Telegram's endpoint, while Telegram is in webhook mode.
     pub fn telegram(&self) -> Option<TelegramWebhook> {
         self.telegram.read().ok()?.clone()
+    }
+
+    /// Slack's endpoint, while Slack is on the Events API.
+    pub fn slack(&self) -> Option<SlackEvents> {
+        self.slack.read().ok()?.clone()
+    }
+
+    /// Removes every endpoint (before the channels connect again).
+    fn clear(&self) {
+        if let Ok(mut slot) = self.telegram.write() {
+            *slot = None;
+        }
+        if let Ok(mut slot) = self.slack.write() {
+            *slot = None;
+        }
     }
 }
 
@@ -174,6 +196,21 @@ async fn telegram_webhook_mode(
     Ok(halves(ingress, telegram.egress()))
 }
 
+/// Slack through Socket Mode when the app token is set, else through the
+/// Events API, whose endpoint goes to `webhooks`.
+fn slack_halves(slack: &Slack, webhooks: &Webhooks) -> Result<Halves, ChannelError> {
+    if let Ok(socket) = slack.ingress() {
+        return Ok(halves(socket, slack.egress()));
+    }
+    let (endpoint, ingress) = slack.events()?;
+    if let Ok(mut slot) = webhooks.slack.write() {
+        *slot = Some(endpoint);
+    }
+    let url = worker_url().unwrap_or_else(|| "https://<this gateway's public URL>".into());
+    tracing::info!("slack: Events API, Slack's Request URL is {url}{SLACK_EVENTS_PATH}");
+    Ok(halves(ingress, slack.egress()))
+}
+
 /// A connected channel whose deliveries are not yet being received.
 pub struct Connected {
     /// The channel's name.
@@ -210,9 +247,7 @@ pub async fn connect(
         }
     };
     // A channel that fails to connect again leaves no endpoint behind.
-    if let Ok(mut slot) = webhooks.telegram.write() {
-        *slot = None;
-    }
+    webhooks.clear();
     if let Some(mut config) = TelegramConfig::from_env() {
         let result = match worker_url() {
             Some(base) => {
@@ -241,9 +276,10 @@ pub async fn connect(
         register(discord::CHANNEL, result);
     }
     if let Some(config) = SlackConfig::from_env() {
-        let result = Slack::connect(config)
-            .await
-            .map(|slack| halves(slack.ingress(), slack.egress()));
+        let result = match Slack::connect(config).await {
+            Ok(slack) => slack_halves(&slack, webhooks),
+            Err(err) => Err(err),
+        };
         register(slack::CHANNEL, result);
     }
     connected

@@ -39,7 +39,7 @@ Backup: with R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and CF_ACCOUNT_ID (or
 S3_ENDPOINT) set, state is restored from the bucket at start when missing, and
 mirrored to it (R2_BUCKET_NAME, default moltbot-data) within a second of each
 change. `backup now`, `backup status` and `restore [--at N]` act on it.
-Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN.
+Channels: TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, SLACK_BOT_TOKEN + SLACK_APP_TOKEN (or + SLACK_SIGNING_SECRET).
 Who is answered, per channel: <CHANNEL>_DM_POLICY (pairing, the default,
 allowlist, open or disabled) with <CHANNEL>_DM_ALLOW_FROM (sender ids);
 <CHANNEL>_GROUP_POLICY (allowlist, the default, open or disabled) with
@@ -176,7 +176,7 @@ async fn doctor() -> Result<(), String> {
     let reports = moltworker::channels::doctor().await;
     if reports.is_empty() {
         println!(
-            "no channel configured: set TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, or SLACK_BOT_TOKEN and SLACK_APP_TOKEN"
+            "no channel configured: set TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN, or SLACK_BOT_TOKEN with SLACK_APP_TOKEN or SLACK_SIGNING_SECRET"
         );
         return Ok(());
     }

@@ -226,6 +226,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::channels::TELEGRAM_WEBHOOK_PATH,
             axum::routing::post(telegram_webhook),
         )
+        .route(
+            crate::channels::SLACK_EVENTS_PATH,
+            axum::routing::post(slack_events),
+        )
         // Declared, so that the guard covers paths with no route too.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
@@ -278,6 +282,23 @@ async fn telegram_webhook(
     match state.channels.webhooks().telegram() {
         Some(endpoint) => endpoint.handle(&headers, &body).await,
         None => StatusCode::NOT_FOUND,
+    }
+}
+
+/// Slack's events over the Events API: 200 once the event's message is in
+/// the inbox (or with the challenge of `url_verification`), 401 for a request
+/// Slack did not sign, 503 (Slack retries) when it could not be taken in
+/// time; 404 while Slack is not on the Events API.
+async fn slack_events(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match state.channels.webhooks().slack() {
+        Some(endpoint) => (endpoint.handle(&headers, &body).await)
+            .map(axum::body::Body::from)
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Chat platforms reach a sleeping gateway through the Worker: Telegram in
 //! webhook mode (WORKER_URL set) against the strict Telegram fake, which
-//! delivers to the Worker as Telegram does (retrying until a 2xx). The Worker
+//! delivers to the Worker as Telegram does (retrying until a 2xx), and Slack
+//! over the Events API against the Slack fake, which verifies the Request
+//! URL, signs each event and retries as Slack does (3 s, then at once, a
+//! minute and five minutes later). The Worker
 //! runs in workerd (worker/tests/serve.mjs) with the real gateway binary as
 //! its container, state on an S3 server that checks SigV4.
 //!
@@ -11,6 +14,8 @@
 mod fake;
 #[path = "../../../molt-storage/tests/support/mod.rs"]
 mod s3;
+#[path = "../../../molt-channels/tests/support/slack.rs"]
+mod slack;
 #[path = "support/stand_ins.rs"]
 mod stand_ins;
 mod support;
@@ -144,4 +149,126 @@ async fn telegram_updates_reach_a_sleeping_gateway_through_the_worker() {
         vec![200],
         "delivered once, acknowledged once in the inbox"
     );
+}
+
+/// How Slack's POSTs of one event went: retry number, and the status
+/// answered or why there was none.
+type Attempts = Vec<(u64, Result<u16, &'static str>)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and the worker's npm packages and wasm build: ./scripts/test runs it"]
+async fn slack_events_reach_a_sleeping_gateway_through_the_worker() {
+    // A 1.5 s boot: the event that wakes the gateway is answered in time.
+    assert_eq!(slack_wakes_a_sleeping_gateway(1500).await, [(0, Ok(200))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and the worker's npm packages and wasm build: ./scripts/test runs it"]
+async fn a_wake_slower_than_slacks_3_s_is_answered_at_its_first_retry() {
+    // A 4 s boot: Slack gives up on the first POST and retries at once; the
+    // retry reaches the gateway the first one woke, and is answered.
+    let attempts = slack_wakes_a_sleeping_gateway(4000).await;
+    assert_eq!(attempts, [(0, Err("http_timeout")), (1, Ok(200))]);
+}
+
+/// Slack over the Events API through the Worker, to a gateway whose
+/// container takes `boot_delay_ms` to boot: the Request URL is verified, a
+/// forged request refused, an event answered; then the gateway sleeps, and
+/// an event wakes it and is answered once. Returns how Slack's POSTs of the
+/// waking event went.
+async fn slack_wakes_a_sleeping_gateway(boot_delay_ms: u64) -> Attempts {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stand_ins = stand_ins::StandIns::start().await;
+    let platform = slack::FakeSlack::start().await;
+    let vars = json!({
+        "SLACK_BOT_TOKEN": slack::BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": slack::SIGNING_SECRET,
+        "SLACK_API_BASE": platform.base,
+        "SLACK_DM_POLICY": "open",
+        "SANDBOX_SLEEP_AFTER": "2s",
+    });
+    let edge = Edge::start(vars, &stand_ins.env(), boot_delay_ms).await;
+    let hook = format!("{}/hooks/slack", edge.url);
+
+    // The operator opens the deployment, and once it is up saves the Request
+    // URL in the app's settings: Slack's signed url_verification passes
+    // through the Worker.
+    let _ = reqwest::get(format!("{}/", edge.url)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while edge.gateway().await != "running" {
+        assert!(std::time::Instant::now() < deadline, "the gateway starts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform.set_request_url(&hook).await.unwrap();
+
+    // A request Slack did not sign is refused, at the gateway, through the Worker.
+    let body = json!({ "type": "event_callback", "event_id": "Ev0FORGED", "event": {
+        "type": "message", "channel": "DU9", "channel_type": "im", "user": "U9",
+        "text": "let me in", "ts": "1.1" } })
+    .to_string();
+    let now = slack::unix_now();
+    let forged = reqwest::Client::new()
+        .post(&hook)
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            slack::sign("not-the-secret", now, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let posted = || {
+        platform.recorded(|r| {
+            (r.posted.iter())
+                .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        })
+    };
+    let attempts = |event: &str| {
+        platform.recorded(|r| {
+            (r.events_attempts.iter())
+                .filter(|a| a.event_id == event)
+                .map(|a| (a.retry_num, a.outcome))
+                .collect::<Vec<_>>()
+        })
+    };
+    let event = platform.direct_message("U42", "hello through the Events API");
+    support::until("the event is answered", || posted().len() == 1).await;
+    assert!(
+        posted()[0].contains("hello through the Events API"),
+        "{:?}",
+        posted()
+    );
+    assert_eq!(attempts(&event), [(0, Ok(200))]);
+
+    // Idle for 2 s, the gateway sleeps; the next event wakes it (a 1.5 s
+    // boot) and is answered once, within Slack's 3 s or at its first retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while edge.gateway().await != "not_running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle gateway sleeps"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let event = platform.direct_message("U42", "are you awake?");
+    support::until_for(
+        "the event that woke it is answered",
+        Duration::from_secs(60),
+        || posted().len() == 2,
+    )
+    .await;
+    assert!(posted()[1].contains("are you awake?"), "{:?}", posted());
+    support::until("Slack got its 200", || {
+        attempts(&event)
+            .last()
+            .is_some_and(|(_, outcome)| *outcome == Ok(200))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(posted().len(), 2, "answered once");
+    attempts(&event)
 }

@@ -11,14 +11,15 @@
 
 use super::api::{SlackApiError, WebApi};
 use super::inbound::{BotIdentity, Event, normalize};
-use super::{CHANNEL, SlackConfig, api_error};
-use crate::delivery::{Outbox, offer, receiver_stream};
+use super::{CHANNEL, REMEMBERED_EVENTS, SlackConfig, api_error};
+use crate::delivery::{Outbox, RecentIds, offer, receiver_stream};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
+use molt_core::Secret;
 use molt_core::channel::{ChannelError, ChannelIngress, Delivery};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -31,8 +32,6 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A message the gateway did not take is offered again after this long.
 const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
-/// How many taken event ids are remembered, to recognise redeliveries.
-const REMEMBERED_EVENTS: usize = 10_000;
 
 /// Slack's receiving half: Socket Mode, as a stream of deliveries. The
 /// stream ends when Socket Mode is turned off for the app or the app token
@@ -40,6 +39,7 @@ const REMEMBERED_EVENTS: usize = 10_000;
 pub struct SlackIngress {
     pub(super) api: WebApi,
     pub(super) config: SlackConfig,
+    pub(super) app_token: Secret,
     pub(super) bot: BotIdentity,
     pub(super) tls: Arc<rustls::ClientConfig>,
 }
@@ -70,22 +70,16 @@ enum End {
 }
 
 /// Envelopes waiting for their message to be taken, and events already taken.
-#[derive(Default)]
 struct Acks {
     waiting: HashMap<String, Vec<(u64, String)>>,
-    taken: HashSet<String>,
-    taken_order: VecDeque<String>,
+    taken: RecentIds,
 }
 
-impl Acks {
-    fn remember(&mut self, event_id: String) {
-        if self.taken.insert(event_id.clone()) {
-            self.taken_order.push_back(event_id);
-        }
-        if self.taken_order.len() > REMEMBERED_EVENTS
-            && let Some(oldest) = self.taken_order.pop_front()
-        {
-            self.taken.remove(&oldest);
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            waiting: HashMap::new(),
+            taken: RecentIds::new(REMEMBERED_EVENTS),
         }
     }
 }
@@ -153,7 +147,7 @@ impl SlackIngress {
     /// A future that opens connection number `generation` (owning what it needs).
     fn opener(&self, generation: u64) -> BoxFuture<'static, Result<Connection, OpenError>> {
         let api = self.api.clone();
-        let token = self.config.app_token.clone();
+        let token = self.app_token.clone();
         let tls = self.tls.clone();
         let timeout = self.config.request_timeout;
         async move {
@@ -252,7 +246,7 @@ impl SlackIngress {
                             ack(&mut connection.sink, &envelope_id).await;
                         }
                     }
-                    acks.remember(event_id);
+                    acks.taken.insert(event_id);
                 }
                 () = out.closed() => {
                     let _ = connection.sink.send(Message::Close(None)).await;

@@ -5,6 +5,15 @@
 //! when not acknowledged in time, up to three times; `disconnect` frames;
 //! `auth.test`; `chat.postMessage`; errors as HTTP 200 with `ok: false`, and
 //! 429 with `Retry-After`.
+//!
+//! With a Request URL set ([`FakeSlack::set_request_url`], which passes only
+//! once the URL answers Slack's signed `url_verification` with its challenge
+//! within 3 s), events go there instead, as the Events API sends them: a
+//! JSON POST signed `v0` with the signing secret; any answer but a 2xx within
+//! 3 s is a failure, and Slack retries (`X-Slack-Retry-Num` 1 to 3,
+//! `X-Slack-Retry-Reason`) at once, after a minute and after five, without
+//! waiting for an answer it stopped waiting for; an error answered with
+//! `X-Slack-No-Retry: 1` is not retried.
 
 #![allow(dead_code)]
 
@@ -22,6 +31,20 @@ use tokio::sync::mpsc;
 pub const BOT_TOKEN: &str = "xoxb-1111-2222-fakebot";
 pub const APP_TOKEN: &str = "xapp-1-A111-3333-fakeapp";
 pub const BOT_USER: &str = "UBOT0001";
+pub const SIGNING_SECRET: &str = "5ec0e7f1a2b3c4d5e6f708192a3b4c5d";
+
+/// How long Slack waits for an answer to an events request.
+pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One POST of an event to the Request URL.
+#[derive(Clone, Debug)]
+pub struct EventsAttempt {
+    pub event_id: String,
+    /// 0 for the first delivery, then `X-Slack-Retry-Num`.
+    pub retry_num: u64,
+    /// The status answered, or why there was none (`http_timeout`, `connection_failed`).
+    pub outcome: Result<u16, &'static str>,
+}
 
 pub enum Command {
     Frame(Value),
@@ -62,6 +85,13 @@ pub struct Recorded {
     pub file_requests: Vec<(String, String)>,
     /// Whether the bot token has the `files:read` scope.
     pub files_read: bool,
+    /// The verified Request URL: events are POSTed there, not to sockets.
+    pub request_url: Option<String>,
+    /// How long Slack waits before each retry of an events request
+    /// (at once, a minute, five minutes).
+    pub retry_delays: [Duration; 3],
+    /// Every POST of an event to the Request URL.
+    pub events_attempts: Vec<EventsAttempt>,
     next: u64,
 }
 
@@ -104,6 +134,13 @@ impl FakeSlack {
             files: HashMap::new(),
             file_requests: Vec::new(),
             files_read: true,
+            request_url: None,
+            retry_delays: [
+                Duration::ZERO,
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            ],
+            events_attempts: Vec::new(),
             next: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,9 +249,39 @@ impl FakeSlack {
             "event_time": 1_700_000_000u64 + n, "is_ext_shared_channel": false,
             "authorizations": [{ "enterprise_id": null, "team_id": "T111", "user_id": BOT_USER,
                                  "is_bot": true, "is_enterprise_install": false }],
+            "event_context": format!("4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJUMTExIn0{n}"),
         });
-        tokio::spawn(deliver(self.state.clone(), payload, 0));
+        let request_url = self.state.lock().unwrap().request_url.clone();
+        match request_url {
+            Some(url) => tokio::spawn(deliver_over_http(self.state.clone(), url, payload)),
+            None => tokio::spawn(deliver(self.state.clone(), payload, 0)),
+        };
         event_id
+    }
+
+    /// Saves `url` as the app's Request URL, as the app settings do: Slack
+    /// first sends a signed `url_verification`, and refuses the URL unless
+    /// it answers 200 with the challenge (as plain text, JSON or a form)
+    /// within 3 s.
+    pub async fn set_request_url(&self, url: &str) -> Result<(), String> {
+        let challenge = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P";
+        let body = json!({ "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl", "challenge": challenge,
+                           "type": "url_verification" });
+        let response = signed_post(url, &body.to_string(), None)
+            .await
+            .map_err(|reason| format!("Your URL didn't respond ({reason})"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let echoed = text == challenge
+            || serde_json::from_str::<Value>(&text).is_ok_and(|v| v["challenge"] == challenge)
+            || text == format!("challenge={challenge}");
+        if status != StatusCode::OK || !echoed {
+            return Err(format!(
+                "Your URL didn't respond with the value of the challenge parameter (HTTP {status})"
+            ));
+        }
+        self.state.lock().unwrap().request_url = Some(url.to_owned());
+        Ok(())
     }
 
     /// Sends a `disconnect` with `reason` on the newest connection.
@@ -290,6 +357,102 @@ async fn deliver(state: Arc<Mutex<Recorded>>, payload: Value, first_attempt: u64
             return;
         }
     }
+}
+
+/// Sends the payload to the Request URL until a 2xx answers it, retrying as
+/// the Events API does.
+async fn deliver_over_http(state: Arc<Mutex<Recorded>>, url: String, payload: Value) {
+    let event_id = payload["event_id"].as_str().unwrap().to_owned();
+    let body = payload.to_string();
+    let mut reason = "";
+    for retry_num in 0..=3u64 {
+        if retry_num > 0 {
+            let delay = state.lock().unwrap().retry_delays[retry_num as usize - 1];
+            tokio::time::sleep(delay).await;
+        }
+        let retry = (retry_num > 0).then_some((retry_num, reason));
+        let outcome = signed_post(&url, &body, retry).await;
+        let (recorded, done) = match &outcome {
+            Ok(response) => {
+                let no_retry = response
+                    .headers()
+                    .get("x-slack-no-retry")
+                    .is_some_and(|v| v == "1");
+                let status = response.status();
+                (Ok(status.as_u16()), status.is_success() || no_retry)
+            }
+            Err(failure) => (Err(*failure), false),
+        };
+        reason = match recorded {
+            Ok(_) => "http_error",
+            Err(failure) => failure,
+        };
+        state.lock().unwrap().events_attempts.push(EventsAttempt {
+            event_id: event_id.clone(),
+            retry_num,
+            outcome: recorded,
+        });
+        if done {
+            return;
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `v0=<hex HMAC-SHA256 of "v0:<timestamp>:<body>">` under `secret`.
+pub fn sign(secret: &str, timestamp: u64, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// One POST as Slack signs it: `X-Slack-Signature: v0=<hex HMAC-SHA256 of
+/// "v0:<timestamp>:<body>">` under the signing secret; with a retry's number
+/// and reason. Gives up after 3 s, dropping the connection.
+async fn signed_post(
+    url: &str,
+    body: &str,
+    retry: Option<(u64, &str)>,
+) -> Result<reqwest::Response, &'static str> {
+    let timestamp = unix_now();
+    let signature = sign(SIGNING_SECRET, timestamp, body);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(2))
+        .timeout(EVENTS_TIMEOUT)
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "Slackbot 1.0 (+https://api.slack.com/robots)")
+        .header("x-slack-request-timestamp", timestamp.to_string())
+        .header("x-slack-signature", signature)
+        .body(body.to_owned());
+    if let Some((number, reason)) = retry {
+        request = request
+            .header("x-slack-retry-num", number.to_string())
+            .header("x-slack-retry-reason", reason);
+    }
+    request.send().await.map_err(|err| {
+        if err.is_timeout() {
+            "http_timeout"
+        } else if err.is_connect() {
+            "connection_failed"
+        } else if err.is_redirect() {
+            "too_many_redirects"
+        } else {
+            "unknown_error"
+        }
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
