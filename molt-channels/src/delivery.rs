@@ -27,13 +27,16 @@ pub(crate) fn receiver_stream(
     }))
 }
 
+/// A message the gateway did not take is offered again after this long.
+const REDELIVERY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Hands `message` to the gateway (waiting for room, so order is kept) and
-/// leaves a task that offers it again every `retry` until the gateway takes
-/// it, then runs `taken`. Returns `false` once the stream is gone.
+/// leaves a task that offers it again every [`REDELIVERY_DELAY`] until the
+/// gateway takes it, then runs `taken` (dropped unrun if the stream goes).
+/// Returns `false` once the stream is gone.
 pub(crate) async fn offer(
     out: &Outbox,
     message: InboundMessage,
-    retry: std::time::Duration,
     taken: impl FnOnce() + Send + 'static,
 ) -> bool {
     let (delivery, mut confirmation) = awaited_delivery(message.clone());
@@ -43,7 +46,7 @@ pub(crate) async fn offer(
     let out = out.clone();
     tokio::spawn(async move {
         while confirmation.await.is_err() {
-            tokio::time::sleep(retry).await;
+            tokio::time::sleep(REDELIVERY_DELAY).await;
             let (delivery, next) = awaited_delivery(message.clone());
             if out.send(Ok(delivery)).await.is_err() {
                 return;

@@ -122,13 +122,6 @@ async fn the_request_url_is_verified_and_an_event_is_answered_once_taken() {
 #[tokio::test]
 async fn a_message_not_taken_in_time_is_answered_when_slack_retries() {
     let fake = FakeSlack::start().await;
-    fake.recorded(|r| {
-        r.retry_delays = [
-            Duration::ZERO,
-            Duration::from_millis(200),
-            Duration::from_millis(200),
-        ]
-    });
     let mut endpoint = serve(&fake, SIGNING_SECRET).await;
     fake.set_request_url(&endpoint.url).await.unwrap();
     let event = fake.direct_message("U42", "slow to take");
@@ -174,10 +167,14 @@ async fn requests_not_signed_by_slack_are_refused_and_take_nothing() {
     let now = unix_now();
     let forged = post(&endpoint.url, &body, "not-the-signing-secret", now).await;
     assert_eq!(forged.status(), 401);
-    let stale = post(&endpoint.url, &body, SIGNING_SECRET, now - 301).await;
+    let stale = post(&endpoint.url, &body, SIGNING_SECRET, now - 310).await;
     assert_eq!(stale.status(), 401);
-    assert!(stale.text().await.unwrap().contains("away from now"));
-    let future = post(&endpoint.url, &body, SIGNING_SECRET, now + 301).await;
+    assert_eq!(
+        stale.text().await.unwrap(),
+        "not signed by Slack",
+        "the reason is not told"
+    );
+    let future = post(&endpoint.url, &body, SIGNING_SECRET, now + 310).await;
     assert_eq!(future.status(), 401);
     let unsigned = reqwest::Client::new()
         .post(&endpoint.url)

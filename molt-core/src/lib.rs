@@ -61,5 +61,6 @@ pub mod store;
 pub mod throttle;
 pub mod tool;
 pub mod transcript;
+pub mod webhook;
 
 pub use secret::Secret;

@@ -107,11 +107,7 @@ fn halves(ingress: impl ChannelIngress + 'static, egress: Arc<dyn ChannelEgress>
     (Box::new(ingress), egress)
 }
 
-/// Where Telegram delivers in webhook mode, under the Worker's URL.
-pub const TELEGRAM_WEBHOOK_PATH: &str = "/hooks/telegram";
-/// Where Slack delivers over the Events API (the app's Request URL, under
-/// the Worker's URL).
-pub const SLACK_EVENTS_PATH: &str = "/hooks/slack";
+use molt_core::webhook::{SLACK_PATH, TELEGRAM_PATH};
 
 /// The endpoints of the channels that platforms call, replaced when the
 /// channels connect again. Cheap to clone.
@@ -156,19 +152,7 @@ fn worker_url() -> Option<String> {
 
 /// Where Telegram delivers when the gateway runs behind the Worker at `base`.
 fn telegram_webhook_url(base: &str) -> String {
-    format!("{base}{TELEGRAM_WEBHOOK_PATH}")
-}
-
-/// The secret Telegram echoes to the webhook: derived from the bot token.
-fn telegram_webhook_secret(token: &Secret) -> Secret {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("molt telegram webhook\n{}", token.expose()));
-    Secret::new(
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    )
+    format!("{base}{TELEGRAM_PATH}")
 }
 
 /// Telegram in webhook mode: the endpoint goes to `webhooks`, and Telegram
@@ -207,7 +191,7 @@ fn slack_halves(slack: &Slack, webhooks: &Webhooks) -> Result<Halves, ChannelErr
         *slot = Some(endpoint);
     }
     let url = worker_url().unwrap_or_else(|| "https://<this gateway's public URL>".into());
-    tracing::info!("slack: Events API, Slack's Request URL is {url}{SLACK_EVENTS_PATH}");
+    tracing::info!("slack: Events API, Slack's Request URL is {url}{SLACK_PATH}");
     Ok(halves(ingress, slack.egress()))
 }
 
@@ -251,7 +235,7 @@ pub async fn connect(
     if let Some(mut config) = TelegramConfig::from_env() {
         let result = match worker_url() {
             Some(base) => {
-                let secret = telegram_webhook_secret(&config.token);
+                let secret = molt_core::webhook::telegram_secret(&config.token);
                 match Telegram::connect(config).await {
                     Ok(telegram) => telegram_webhook_mode(&telegram, secret, &base, webhooks).await,
                     Err(err) => Err(err),

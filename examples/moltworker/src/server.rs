@@ -223,11 +223,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/debug", debug)
         .route("/ws", get(websocket))
         .route(
-            crate::channels::TELEGRAM_WEBHOOK_PATH,
+            molt_core::webhook::TELEGRAM_PATH,
             axum::routing::post(telegram_webhook),
         )
         .route(
-            crate::channels::SLACK_EVENTS_PATH,
+            molt_core::webhook::SLACK_PATH,
             axum::routing::post(slack_events),
         )
         // Declared, so that the guard covers paths with no route too.

@@ -30,7 +30,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// The Worker in workerd, served by worker/tests/serve.mjs until dropped.
 struct Edge {
     url: String,
-    _node: tokio::process::Child,
+    node: tokio::process::Child,
+}
+
+impl Drop for Edge {
+    /// serve.mjs stops workerd and the gateways it started when it ends on
+    /// SIGTERM (a SIGKILL, `kill_on_drop`'s, would leave them running).
+    fn drop(&mut self) {
+        let Some(pid) = self.node.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.node.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Edge {
@@ -59,7 +77,19 @@ impl Edge {
             .to_owned();
         // The Worker's log goes on to stdout: keep reading so it never blocks.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { url, _node: child }
+        Self { url, node: child }
+    }
+
+    /// Waits (up to 30 s) until the default gateway is in `state`.
+    async fn until_gateway(&self, state: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.gateway().await != state {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway is {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn gateway(&self) -> String {
@@ -95,16 +125,6 @@ async fn telegram_updates_reach_a_sleeping_gateway_through_the_worker() {
     })
     .await;
 
-    // A wrong secret is refused, at the gateway, through the Worker.
-    let forged = reqwest::Client::new()
-        .post(&hook)
-        .header("x-telegram-bot-api-secret-token", "not-the-secret")
-        .json(&json!({ "update_id": 1, "message": { "message_id": 1, "date": 0, "chat": { "id": 5, "type": "private" }, "from": { "id": 5, "is_bot": false, "first_name": "Eve" }, "text": "let me in" } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 403);
-
     let sent = || {
         platform.recorded(|r| {
             (r.sent.iter())
@@ -120,16 +140,21 @@ async fn telegram_updates_reach_a_sleeping_gateway_through_the_worker() {
         sent()
     );
 
-    // Idle for 2 s, the gateway sleeps; the next update wakes it (a 1.5 s boot)
-    // and is answered, with no delivery refused on the way.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while edge.gateway().await != "not_running" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle gateway sleeps"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Idle for 2 s, the gateway sleeps. A delivery without the secret is
+    // refused at the edge and wakes nothing.
+    edge.until_gateway("not_running").await;
+    let forged = reqwest::Client::new()
+        .post(&hook)
+        .header("x-telegram-bot-api-secret-token", "not-the-secret")
+        .json(&json!({ "update_id": 1, "message": { "message_id": 1, "date": 0, "chat": { "id": 5, "type": "private" }, "from": { "id": 5, "is_bot": false, "first_name": "Eve" }, "text": "let me in" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    stays_asleep(&edge).await;
+
+    // The next update wakes it (a 1.5 s boot) and is answered, with no
+    // delivery refused on the way.
     let id = platform.private_message(77, 2, "are you awake?");
     support::until_for(
         "the update that woke it is answered",
@@ -194,31 +219,8 @@ async fn slack_wakes_a_sleeping_gateway(boot_delay_ms: u64) -> Attempts {
     // URL in the app's settings: Slack's signed url_verification passes
     // through the Worker.
     let _ = reqwest::get(format!("{}/", edge.url)).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while edge.gateway().await != "running" {
-        assert!(std::time::Instant::now() < deadline, "the gateway starts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    edge.until_gateway("running").await;
     platform.set_request_url(&hook).await.unwrap();
-
-    // A request Slack did not sign is refused, at the gateway, through the Worker.
-    let body = json!({ "type": "event_callback", "event_id": "Ev0FORGED", "event": {
-        "type": "message", "channel": "DU9", "channel_type": "im", "user": "U9",
-        "text": "let me in", "ts": "1.1" } })
-    .to_string();
-    let now = slack::unix_now();
-    let forged = reqwest::Client::new()
-        .post(&hook)
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            slack::sign("not-the-secret", now, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401);
 
     let posted = || {
         platform.recorded(|r| {
@@ -244,16 +246,42 @@ async fn slack_wakes_a_sleeping_gateway(boot_delay_ms: u64) -> Attempts {
     );
     assert_eq!(attempts(&event), [(0, Ok(200))]);
 
-    // Idle for 2 s, the gateway sleeps; the next event wakes it (a 1.5 s
-    // boot) and is answered once, within Slack's 3 s or at its first retry.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while edge.gateway().await != "not_running" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle gateway sleeps"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Idle for 2 s, the gateway sleeps. Requests Slack did not sign are
+    // refused at the edge and wake nothing.
+    edge.until_gateway("not_running").await;
+    let body = json!({ "type": "event_callback", "event_id": "Ev0FORGED", "event": {
+        "type": "message", "channel": "DU9", "channel_type": "im", "user": "U9",
+        "text": "let me in", "ts": "1.1" } })
+    .to_string();
+    let now = slack::unix_now();
+    for (secret, timestamp) in [("not-the-secret", now), (slack::SIGNING_SECRET, now - 310)] {
+        let forged = reqwest::Client::new()
+            .post(&hook)
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header("x-slack-signature", slack::sign(secret, timestamp, &body))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401);
     }
+    let unsigned = reqwest::Client::new()
+        .post(&hook)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let elsewhere = reqwest::Client::new()
+        .post(format!("{}/hooks/discord", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    stays_asleep(&edge).await;
+
+    // The next event wakes it and is answered once, within Slack's 3 s or
+    // at its first retry.
     let event = platform.direct_message("U42", "are you awake?");
     support::until_for(
         "the event that woke it is answered",
@@ -271,4 +299,10 @@ async fn slack_wakes_a_sleeping_gateway(boot_delay_ms: u64) -> Attempts {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(posted().len(), 2, "answered once");
     attempts(&event)
+}
+
+/// The gateway is still asleep a second later.
+async fn stays_asleep(edge: &Edge) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(edge.gateway().await, "not_running", "nothing woke it");
 }

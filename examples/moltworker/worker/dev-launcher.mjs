@@ -50,11 +50,18 @@ export class Launcher {
   constructor({ bootDelayMs = 0, bin = process.env.MOLTWORKER_BIN } = {}) {
     this.bootDelayMs = bootDelayMs;
     this.containers = new Map();
+    this.children = new Set();
+    this.stopped = false;
     this.bin = bin;
     if (!this.bin) throw new Error('MOLTWORKER_BIN is not set');
   }
 
   async start(port = 0) {
+    // However this process ends (another library's signal handler may
+    // exit first), the gateways it started end with it.
+    process.on('exit', () => {
+      for (const child of this.children) child.kill('SIGKILL');
+    });
     this.server = http.createServer((req, res) => this.handle(req, res));
     await new Promise((resolve) => this.server.listen(port, '127.0.0.1', resolve));
     this.url = `http://127.0.0.1:${this.server.address().port}`;
@@ -102,6 +109,7 @@ export class Launcher {
     container.port = await freePort();
     const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `molt-edge-${container.name}-`));
     const launch = () => {
+      if (this.stopped) return;
       const child = spawn(this.bin, [], {
         env: { ...env, PATH: process.env.PATH, MOLT_BIND: `127.0.0.1:${container.port}`, MOLT_STATE_DIR: stateDir },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -109,7 +117,11 @@ export class Launcher {
       container.process = child;
       child.stdout.on('data', (chunk) => { container.logs += chunk; });
       child.stderr.on('data', (chunk) => { container.logs += chunk; });
+      this.children.add(child);
       child.on('exit', (code, signal) => {
+        this.children.delete(child);
+        // A gateway that ends after its successor started leaves it be.
+        if (container.process !== child) return;
         container.exit = { code, signal };
         container.running = false;
         container.ready = false;
@@ -122,7 +134,8 @@ export class Launcher {
   }
 
   async stop() {
-    for (const container of this.containers.values()) container.process?.kill('SIGKILL');
+    this.stopped = true;
+    for (const child of this.children) child.kill('SIGKILL');
     await new Promise((resolve) => this.server.close(resolve));
   }
 }

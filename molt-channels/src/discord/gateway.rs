@@ -37,8 +37,6 @@ pub(super) const SESSION_KEY: &str = "channels/discord/session";
 /// Discord allows 120 gateway events per 60 s on one connection.
 const SEND_LIMIT: usize = 120;
 const SEND_WINDOW: Duration = Duration::from_secs(60);
-/// A message the gateway did not take is offered again after this long.
-const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
 /// The close code that keeps the session resumable (1000 and 1001 end it).
 const RESUMABLE_CLOSE: u16 = 4000;
 
@@ -436,7 +434,7 @@ impl Connection<'_> {
                     self.progress.pending.insert(seq);
                     let (acks, session_id) = (self.acks.clone(), session.session_id.clone());
                     let taken = move || drop(acks.send((session_id, seq)));
-                    if !offer(&self.out, message, REDELIVERY_DELAY, taken).await {
+                    if !offer(&self.out, message, taken).await {
                         return Some(Next::Stop);
                     }
                 }

@@ -36,10 +36,7 @@ mod socket;
 
 pub use api::{SlackApiError, WebApi};
 pub use egress::{MAX_MESSAGE_LEN, SlackEgress};
-pub use events::{
-    NO_RETRY_HEADER, RETRY_NUM_HEADER, SIGNATURE_HEADER, SignatureError, SlackEvents,
-    SlackEventsIngress, TIMESTAMP_HEADER, TIMESTAMP_WINDOW, verify_signature,
-};
+pub use events::{NO_RETRY_HEADER, RETRY_NUM_HEADER, SlackEvents, SlackEventsIngress};
 pub use format::{escape, to_mrkdwn, unescape};
 pub use inbound::CHANNEL;
 pub use socket::SlackIngress;

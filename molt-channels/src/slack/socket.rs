@@ -30,9 +30,6 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A message the gateway did not take is offered again after this long.
-const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
-
 /// Slack's receiving half: Socket Mode, as a stream of deliveries. The
 /// stream ends when Socket Mode is turned off for the app or the app token
 /// is refused; dropping it closes the connection.
@@ -351,7 +348,7 @@ impl SlackIngress {
             vec![(connection.generation, envelope_id.to_owned())],
         );
         let taken_sender = taken_sender.clone();
-        offer(out, message, REDELIVERY_DELAY, move || {
+        offer(out, message, move || {
             let _ = taken_sender.send(event_id);
         })
         .await

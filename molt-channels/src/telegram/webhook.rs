@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The header Telegram puts the webhook's secret in.
-pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+pub const SECRET_HEADER: &str = molt_core::webhook::TELEGRAM_SECRET_HEADER;
 
 /// How long a request waits for the gateway to acknowledge its update.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);

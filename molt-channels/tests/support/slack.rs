@@ -35,6 +35,13 @@ pub const SIGNING_SECRET: &str = "5ec0e7f1a2b3c4d5e6f708192a3b4c5d";
 
 /// How long Slack waits for an answer to an events request.
 pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long Slack waits before each retry of an events request: at once,
+/// after a minute, after five.
+pub const RETRY_DELAYS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
 
 /// One POST of an event to the Request URL.
 #[derive(Clone, Debug)]
@@ -87,9 +94,6 @@ pub struct Recorded {
     pub files_read: bool,
     /// The verified Request URL: events are POSTed there, not to sockets.
     pub request_url: Option<String>,
-    /// How long Slack waits before each retry of an events request
-    /// (at once, a minute, five minutes).
-    pub retry_delays: [Duration; 3],
     /// Every POST of an event to the Request URL.
     pub events_attempts: Vec<EventsAttempt>,
     next: u64,
@@ -135,11 +139,6 @@ impl FakeSlack {
             file_requests: Vec::new(),
             files_read: true,
             request_url: None,
-            retry_delays: [
-                Duration::ZERO,
-                Duration::from_secs(60),
-                Duration::from_secs(300),
-            ],
             events_attempts: Vec::new(),
             next: 0,
         }));
@@ -271,10 +270,19 @@ impl FakeSlack {
             .await
             .map_err(|reason| format!("Your URL didn't respond ({reason})"))?;
         let status = response.status();
+        let kind = (response.headers().get("content-type"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let text = response.text().await.unwrap_or_default();
-        let echoed = text == challenge
-            || serde_json::from_str::<Value>(&text).is_ok_and(|v| v["challenge"] == challenge)
-            || text == format!("challenge={challenge}");
+        // Each way of answering goes with its content type.
+        let echoed = if kind.starts_with("application/json") {
+            serde_json::from_str::<Value>(&text).is_ok_and(|v| v["challenge"] == challenge)
+        } else if kind.starts_with("application/x-www-form-urlencoded") {
+            text == format!("challenge={challenge}")
+        } else {
+            kind.starts_with("text/plain") && text == challenge
+        };
         if status != StatusCode::OK || !echoed {
             return Err(format!(
                 "Your URL didn't respond with the value of the challenge parameter (HTTP {status})"
@@ -367,8 +375,7 @@ async fn deliver_over_http(state: Arc<Mutex<Recorded>>, url: String, payload: Va
     let mut reason = "";
     for retry_num in 0..=3u64 {
         if retry_num > 0 {
-            let delay = state.lock().unwrap().retry_delays[retry_num as usize - 1];
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(RETRY_DELAYS[retry_num as usize - 1]).await;
         }
         let retry = (retry_num > 0).then_some((retry_num, reason));
         let outcome = signed_post(&url, &body, retry).await;

@@ -11,8 +11,9 @@
 //!    `/debug/*`, `/metrics`), the container's own check in wasm32;
 //! 5. the caller's sandbox ([`users`]), to which everything else is passed,
 //!    HTTP and WebSocket, with the loading page while it starts ([`proxy`]);
-//!    chat platforms' webhooks (`/hooks/*`, which check the platform's own
-//!    secret) go to the default sandbox, where the channels live, waking it.
+//!    chat platforms' webhooks (`/hooks/*`) go to the default sandbox, where
+//!    the channels live, waking it, once they carry their platform's proof
+//!    ([`hooks`]).
 //!
 //! A cron trigger asks every named sandbox's running gateway to back up now.
 
@@ -20,6 +21,7 @@ pub mod access;
 pub mod cdp;
 pub mod container;
 pub mod env_check;
+pub mod hooks;
 pub mod net;
 pub mod pages;
 pub mod proxy;
@@ -85,6 +87,13 @@ async fn route(req: Request, env: &Env, ctx: &Context, request_id: &str) -> Resu
         }
         _ => return env_check::refusal(&report, proxy::wants_html(&req)),
     };
+
+    // A platform's delivery without its proof does not wake anything.
+    if guarded == Guard::Webhook
+        && let Some(refusal) = hooks::refusal(&req, env, &path).await?
+    {
+        return Ok(refusal);
+    }
 
     // Who is asking: an Access identity when one verifies (required on the
     // operator's routes, unless DEV_MODE runs without Access).
