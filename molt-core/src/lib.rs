@@ -53,6 +53,7 @@ pub mod model;
 pub mod pairing;
 pub mod platform;
 pub mod policy;
+pub mod prompt;
 pub mod routes;
 pub mod secret;
 pub mod session;
@@ -62,5 +63,6 @@ pub mod throttle;
 pub mod tool;
 pub mod transcript;
 pub mod webhook;
+pub mod workspace;
 
 pub use secret::Secret;

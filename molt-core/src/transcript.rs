@@ -8,6 +8,7 @@ use crate::model::{LanguageModel, ModelError, ModelOptions, ModelRequest, comple
 use crate::platform::Timestamp;
 use crate::session::SessionKey;
 use crate::store::{LogStore, StoreError, key_segment};
+use crate::workspace::memory::Notebook;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +189,9 @@ pub enum TranscriptError {
     /// The model did not write the summary in time.
     #[error("compaction timed out")]
     TimedOut,
+    /// The summary could not be kept in memory, so nothing was compacted.
+    #[error("the summary could not be kept in memory: {0}")]
+    Notebook(#[from] crate::workspace::WorkspaceError),
 }
 
 /// The store key of a session's transcript.
@@ -247,14 +251,16 @@ const SUMMARY_PROMPT: &str = "You compact conversation history. Summarise the co
 keep facts about the user, decisions, open tasks and anything promised. Write plain prose, no preamble.";
 
 /// Compacts `history` when it exceeds the policy's budget: the model summarises
-/// the older turns (and any earlier summary), the summary is appended to the
-/// transcript, and `history` is updated. Returns whether it compacted.
+/// the older turns (and any earlier summary), the summary is kept in the
+/// `notebook` (when given), appended to the transcript, and `history` is
+/// updated. Returns whether it compacted.
 pub async fn compact_if_needed(
     logs: &dyn LogStore,
     session: &SessionKey,
     history: &mut History,
     policy: CompactionPolicy,
     model: &dyn LanguageModel,
+    notebook: Option<&dyn Notebook>,
     now: Timestamp,
 ) -> Result<bool, TranscriptError> {
     if history.estimated_tokens() <= policy.token_budget {
@@ -292,6 +298,10 @@ pub async fn compact_if_needed(
         cache_breakpoints: Vec::new(),
     };
     let text = complete(model, request).await?.message.text();
+    // Kept in memory first: if that fails, the messages stay in the conversation.
+    if let Some(notebook) = notebook {
+        notebook.keep_summary(session, now, &text).await?;
+    }
     let record = TranscriptRecord::Summary {
         at: now,
         text,

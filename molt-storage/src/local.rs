@@ -59,19 +59,35 @@ impl LocalFileStore {
         target.with_file_name(format!("{name}{TEMP_MARKER}{}-{n}", std::process::id()))
     }
 
-    /// Runs blocking filesystem work off the async threads.
+    /// Runs blocking filesystem work on `path` off the async threads, once
+    /// no symlink on the way to it leads outside the root.
     async fn blocking<T: Send + 'static>(
+        &self,
         key: &str,
+        path: &Path,
         work: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let io_error = |source| StoreError::Io {
-            key: key.to_owned(),
-            source,
+        let (root, path) = (self.root.clone(), path.to_owned());
+        let confined_work = move || {
+            confine(&root, &path)?;
+            work()
         };
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result.map_err(io_error),
-            Err(join) => Err(io_error(io::Error::other(join.to_string()))),
-        }
+        let outcome = match tokio::task::spawn_blocking(confined_work).await {
+            Ok(result) => result,
+            Err(join) => Err(io::Error::other(join.to_string())),
+        };
+        outcome.map_err(
+            |source| match source.get_ref().is_some_and(|e| e.is::<Escapes>()) {
+                true => StoreError::InvalidKey {
+                    key: key.to_owned(),
+                    reason: "a symlink on the way leads outside the store",
+                },
+                false => StoreError::Io {
+                    key: key.to_owned(),
+                    source,
+                },
+            },
+        )
     }
 
     fn log_file(&self, key: &str, path: &Path) -> io::Result<Arc<Mutex<File>>> {
@@ -156,11 +172,53 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Marks the error of a path that a symlink leads out of the root.
+#[derive(Debug)]
+struct Escapes;
+
+impl std::fmt::Display for Escapes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a symlink on the way leads outside the store")
+    }
+}
+
+impl std::error::Error for Escapes {}
+
+/// Refuses `path` (under `root`) when a symlink on the way to it resolves
+/// outside `root`, or does not resolve at all: the store's keys never reach
+/// outside it, whatever was linked into it.
+fn confine(root: &Path, path: &Path) -> io::Result<()> {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return Ok(());
+    };
+    let mut current = root.to_path_buf();
+    let mut real_root: Option<PathBuf> = None;
+    for part in relative.components() {
+        current.push(part);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real_root = match &real_root {
+                    Some(real_root) => real_root,
+                    None => real_root.insert(fs::canonicalize(root)?),
+                };
+                match fs::canonicalize(&current) {
+                    Ok(target) if target.starts_with(real_root.as_path()) => {}
+                    _ => return Err(io::Error::new(io::ErrorKind::PermissionDenied, Escapes)),
+                }
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for LocalFileStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let path = self.path(key)?;
-        Self::blocking(key, move || match fs::read(&path) {
+        self.blocking(key, &path.clone(), move || match fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
@@ -171,7 +229,7 @@ impl Store for LocalFileStore {
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let temp = self.temp_path(&path);
-        Self::blocking(key, move || {
+        self.blocking(key, &path.clone(), move || {
             write_temp(&temp, &value)?;
             if let Err(err) = fs::rename(&temp, &path) {
                 let _ = fs::remove_file(&temp);
@@ -185,7 +243,7 @@ impl Store for LocalFileStore {
     async fn put_if_absent(&self, key: &str, value: Bytes) -> Result<PutOutcome, StoreError> {
         let path = self.path(key)?;
         let temp = self.temp_path(&path);
-        Self::blocking(key, move || {
+        self.blocking(key, &path.clone(), move || {
             write_temp(&temp, &value)?;
             // A hard link fails if the target exists: an atomic create-if-absent
             // that never exposes a half-written file.
@@ -214,7 +272,7 @@ impl Store for LocalFileStore {
             None => root.clone(),
         };
         let prefix = prefix.to_owned();
-        Self::blocking(&prefix.clone(), move || {
+        self.blocking(&prefix.clone(), &start.clone(), move || {
             let mut keys = Vec::new();
             let mut dirs = vec![start];
             while let Some(dir) = dirs.pop() {
@@ -249,7 +307,7 @@ impl Store for LocalFileStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        Self::blocking(key, move || match fs::remove_file(&path) {
+        self.blocking(key, &path.clone(), move || match fs::remove_file(&path) {
             Ok(()) => sync_parent(&path),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(err),
@@ -265,7 +323,7 @@ impl LogStore for LocalFileStore {
         validate_record(key, &record)?;
         let this = self.clone();
         let owned_key = key.to_owned();
-        Self::blocking(key, move || {
+        self.blocking(key, &path.clone(), move || {
             let file = this.log_file(&owned_key, &path)?;
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
             let mut line = Vec::with_capacity(record.len() + 1);
@@ -287,7 +345,7 @@ impl LogStore for LocalFileStore {
     async fn read(&self, key: &str) -> Result<Vec<Bytes>, StoreError> {
         let path = self.path(key)?;
         let owned_key = key.to_owned();
-        Self::blocking(key, move || {
+        self.blocking(key, &path.clone(), move || {
             let bytes = match fs::read(&path) {
                 Ok(bytes) => Bytes::from(bytes),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -71,6 +71,58 @@ async fn keys_cannot_escape_the_root() {
 }
 
 #[tokio::test]
+async fn symlinks_that_lead_out_of_the_root_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(root.join("workspace/inner")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "not yours").unwrap();
+    let link = |target: &std::path::Path, at: &str| {
+        std::os::unix::fs::symlink(target, root.join(at)).unwrap()
+    };
+    link(&outside, "workspace/out");
+    link(&outside.join("secret.txt"), "workspace/secret.txt");
+    link(&outside.join("absent.txt"), "workspace/dangling.txt");
+    link(&root.join("workspace/inner"), "workspace/alias");
+    let store = LocalFileStore::new(&root);
+    fn refused<T>(result: Result<T, StoreError>) -> bool {
+        matches!(result, Err(StoreError::InvalidKey { reason, .. }) if reason.contains("symlink"))
+    }
+    assert!(refused(store.get("workspace/secret.txt").await));
+    assert!(refused(store.get("workspace/out/secret.txt").await));
+    assert!(refused(
+        store
+            .put("workspace/out/planted.txt", Bytes::from("x"))
+            .await
+    ));
+    assert!(refused(
+        store
+            .put_if_absent("workspace/dangling.txt", Bytes::from("x"))
+            .await
+    ));
+    assert!(refused(store.delete("workspace/out/secret.txt").await));
+    assert!(refused(
+        store.append("workspace/out/log", Bytes::from("x")).await
+    ));
+    assert!(refused(store.list("workspace/out/").await));
+    assert!(!outside.join("planted.txt").exists() && !outside.join("absent.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "not yours"
+    );
+    // A symlink that stays inside the root is followed.
+    store
+        .put("workspace/alias/note.md", Bytes::from("inside"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("workspace/inner/note.md")).unwrap(),
+        "inside"
+    );
+}
+
+#[tokio::test]
 async fn put_if_absent_has_one_winner_under_contention() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalFileStore::new(dir.path()));

@@ -82,9 +82,9 @@ test('a chat in the browser gets a streamed reply', async () => {
   assert.ok(seen.some((t) => t.startsWith('streaming:')), `the reply streamed before it was final: ${seen.slice(0, 5)}`);
 
   // A tool call shows while the run goes on.
-  await page.getByTestId('message-input').fill('/tool word_count {"text": "a b c"}');
+  await page.getByTestId('message-input').fill('/tool ls {}');
   await page.getByTestId('send-button').click();
-  await page.getByTestId('tool-call').filter({ hasText: 'word_count' }).first().waitFor({ timeout: 15000 });
+  await page.getByTestId('tool-call').filter({ hasText: 'ls' }).first().waitFor({ timeout: 15000 });
   assert.match(await page.getByTestId('sessions').innerText(), /Control UI/);
 
   // After a reload the conversation comes back from chat.history.

@@ -24,13 +24,17 @@ use molt_core::Secret;
 use molt_core::agent::{Agent, AgentOptions};
 use molt_core::config::{Config, ConfigError};
 use molt_core::devices::DeviceBook;
-use molt_core::echo::{EchoModel, WordCountTool};
+use molt_core::echo::EchoModel;
 use molt_core::gateway::{Gateway, GatewayParts};
 use molt_core::model::LanguageModel;
 use molt_core::skills::{load_skills, skills_prompt};
 use molt_core::store::Store;
-use molt_core::tool::ToolRegistry;
+use molt_core::tool::{Tool, ToolRegistry};
 use molt_core::transcript::CompactionPolicy;
+use molt_core::workspace::Workspace;
+use molt_core::workspace::bootstrap::{BootstrapLimits, WorkspacePrompt};
+use molt_core::workspace::memory::{Memory, MemoryGetTool, MemorySearchTool};
+use molt_core::workspace::tools::file_tools;
 use molt_storage::{LocalFileStore, StateMirror};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,10 +141,20 @@ impl App {
         for err in skill_errors {
             tracing::warn!(%err, "skipping a skill");
         }
+        // A brand-new workspace starts with the default files and its first-run script.
+        let workspace = Workspace::new(store.clone(), platform.clock.clone());
+        (workspace.seed().await)
+            .map_err(|err| StartError::State(format!("cannot seed the workspace: {err}")))?;
         let browser = BrowserSetup::from_env(env).map_err(setup("the browser"))?;
+        let memory = Memory::new(workspace.clone());
         let mut tools = ToolRegistry::new();
-        (tools.register(Arc::new(WordCountTool)))
-            .map_err(|err| setup("the tools")(err.to_string()))?;
+        let memory_tools: [Arc<dyn Tool>; 2] = [
+            Arc::new(MemorySearchTool(memory.clone())),
+            Arc::new(MemoryGetTool(memory.clone())),
+        ];
+        for tool in file_tools(&workspace).into_iter().chain(memory_tools) {
+            (tools.register(tool)).map_err(|err| setup("the tools")(err.to_string()))?;
+        }
         browser
             .register_tools(&mut tools)
             .map_err(setup("the tools"))?;
@@ -186,7 +200,12 @@ impl App {
             logs: store,
             agent,
             platform,
-            system_prompt: format!("{}{}", config.agent.system_prompt, skills_prompt(&skills)),
+            system_prompt: Arc::new(WorkspacePrompt {
+                base: format!("{}{}", config.agent.system_prompt, skills_prompt(&skills)),
+                workspace,
+                limits: BootstrapLimits::default(),
+            }),
+            notebook: Some(Arc::new(memory)),
             scope: config.session_scope,
             compaction: CompactionPolicy {
                 token_budget: config.agent.history_token_budget,

@@ -46,13 +46,13 @@ async fn chat_streams_and_history_survives_sigkill() {
 
     let tool_events = client
         .chat(
-            r#"/tool word_count {"text": "one two three four"}"#,
+            r#"/tool write {"path": "notes/today.md", "content": "one two three four"}"#,
             "run-2",
         )
         .await;
     assert_eq!(
         tool_events.last().unwrap()["payload"]["message"]["content"][0]["text"],
-        "echo: the tool returned 4 words"
+        "echo: the tool returned wrote 18 bytes to notes/today.md"
     );
 
     // The same idempotency key is not answered twice.
@@ -83,6 +83,10 @@ async fn chat_streams_and_history_survives_sigkill() {
     );
     let mut client = restarted.connected().await;
     assert_eq!(client.history().await, before);
+    // What the tool wrote is in the workspace, and so is the seeded default.
+    let written = std::fs::read_to_string(state.path().join("workspace/notes/today.md")).unwrap();
+    assert_eq!(written, "one two three four");
+    assert!(state.path().join("workspace/AGENTS.md").exists());
 }
 
 #[tokio::test]

@@ -105,7 +105,8 @@ pub fn gateway(store: Arc<MemoryStore>, model: Arc<dyn LanguageModel>) -> Gatewa
         logs: store,
         agent,
         platform,
-        system_prompt: "You are a test.".into(),
+        system_prompt: std::sync::Arc::new("You are a test.".to_owned()),
+        notebook: None,
         scope: SessionScope::PerChannelPeer,
         compaction: CompactionPolicy::default(),
         policies: BTreeMap::from([(

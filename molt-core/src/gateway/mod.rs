@@ -8,9 +8,11 @@ use crate::media::{MAX_IMAGE_BYTES, MediaError, MediaStore};
 use crate::message::{Attachment, ContentBlock, InboundMessage, Message, OutboundMessage};
 use crate::platform::Platform;
 use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply};
+use crate::prompt::SystemPrompt;
 use crate::session::{SessionKey, SessionQueues, SessionScope};
 use crate::store::{LogStore, Store, StoreError};
 use crate::transcript::{self, CompactionPolicy, History, TranscriptError, TranscriptRecord};
+use crate::workspace::memory::Notebook;
 use futures::future::{Either, select};
 use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
@@ -69,8 +71,12 @@ pub struct GatewayParts {
     pub agent: Agent,
     /// Host services.
     pub platform: Platform,
-    /// The system prompt (skills included).
-    pub system_prompt: String,
+    /// The system prompt of each run (fixed text, or assembled per run
+    /// from the workspace: [`crate::workspace::bootstrap::WorkspacePrompt`]).
+    pub system_prompt: Arc<dyn SystemPrompt>,
+    /// Where compaction keeps the summaries it writes (the workspace's
+    /// daily notes: [`crate::workspace::memory::Memory`]), if anywhere.
+    pub notebook: Option<Arc<dyn Notebook>>,
     /// How direct messages map to sessions.
     pub scope: SessionScope,
     /// When to compact history.
@@ -596,6 +602,7 @@ impl Inner {
             true => None,
             false => Some(self.user_message(inbound, &cancel).await?),
         };
+        let base_system = parts.system_prompt.for_run(inbound).await;
         // Under the session's lock only while its history changes; the session
         // queue keeps runs serial, so readers (chat.history) never wait for a run.
         let (system, messages, epoch) = {
@@ -612,7 +619,7 @@ impl Inner {
                 history.apply(record);
             }
             self.compact(session, history, &cancel).await;
-            let mut system = parts.system_prompt.clone();
+            let mut system = base_system;
             if let Some(summary) = &history.summary {
                 system.push_str(&format!(
                     "\n\n# Summary of the earlier conversation\n{summary}"

@@ -210,6 +210,7 @@ impl Inner {
             history,
             policy,
             model,
+            parts.notebook.as_deref(),
             now,
         );
         let timeout = parts

@@ -24,6 +24,7 @@ pub struct Setup {
     pub scope: SessionScope,
     pub compaction: CompactionPolicy,
     pub events: Arc<Mutex<Vec<RunEvent>>>,
+    pub notebook: Option<Arc<dyn molt_core::workspace::memory::Notebook>>,
 }
 
 impl Setup {
@@ -35,6 +36,7 @@ impl Setup {
             scope: SessionScope::PerChannelPeer,
             compaction: CompactionPolicy::default(),
             events: Arc::default(),
+            notebook: None,
         }
     }
 
@@ -81,7 +83,8 @@ impl Setup {
             logs: self.store.clone(),
             agent,
             platform: self.platform.clone(),
-            system_prompt: "test".to_owned(),
+            system_prompt: std::sync::Arc::new("test".to_owned()),
+            notebook: self.notebook.clone(),
             scope: self.scope,
             compaction: self.compaction,
             policies,
