@@ -7,7 +7,7 @@ use crate::model::{
     ResponseBuilder, StopReason, ToolCall,
 };
 use crate::platform::Timer;
-use crate::tool::ToolRegistry;
+use crate::tool::{RunContext, ToolRegistry};
 use futures::future::{Either, join_all, select};
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
@@ -174,11 +174,23 @@ impl Agent {
         cancel: &CancelToken,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<RunOutcome, AgentError> {
+        (self.run_in(&RunContext::default(), system, history, cancel, on_event)).await
+    }
+
+    /// [`Agent::run`], for the run described by `context` (which its tools see).
+    pub async fn run_in(
+        &self,
+        context: &RunContext,
+        system: &str,
+        history: &[Message],
+        cancel: &CancelToken,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+    ) -> Result<RunOutcome, AgentError> {
         // Stopped before it started (while its images downloaded): no model call.
         if cancel.is_cancelled() {
             return Err(AgentError::Cancelled);
         }
-        let work = self.steps(system, history, on_event).boxed();
+        let work = self.steps(context, system, history, on_event).boxed();
         let stop = select(
             self.timer.sleep(self.options.run_timeout),
             cancel.cancelled(),
@@ -195,6 +207,7 @@ impl Agent {
     /// Runs one step's tool calls concurrently; results keep the calls' order.
     async fn run_tools(
         &self,
+        context: &RunContext,
         calls: &[ToolCall],
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Vec<ContentBlock> {
@@ -207,7 +220,7 @@ impl Agent {
         let results = join_all(
             calls
                 .iter()
-                .map(|call| self.tools.invoke(&call.name, call.input.clone())),
+                .map(|call| (self.tools).invoke_in(&call.name, call.input.clone(), context)),
         )
         .await;
         let mut content = Vec::with_capacity(results.len());
@@ -224,6 +237,7 @@ impl Agent {
 
     async fn steps(
         &self,
+        context: &RunContext,
         system: &str,
         history: &[Message],
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
@@ -279,7 +293,8 @@ impl Agent {
                         .map(|call| tool_result(&call.id, note.clone(), true))
                         .collect()
                 } else {
-                    self.run_tools(&response.tool_calls, on_event).await
+                    self.run_tools(context, &response.tool_calls, on_event)
+                        .await
                 };
                 let results = Message {
                     role: Role::User,

@@ -1,5 +1,6 @@
 //! Tools the model can call, and the registry that validates and runs them.
 
+use crate::message::{ChatKind, InboundMessage};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,6 +47,29 @@ impl ToolError {
     }
 }
 
+/// Whom a run answers, for the tools that act for someone (whose chat,
+/// whose private memory).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunContext {
+    /// The message the run answers (its channel, chat and sender), if any.
+    pub inbound: Option<InboundMessage>,
+}
+
+impl RunContext {
+    /// The context of a run answering `inbound`.
+    pub fn answering(inbound: &InboundMessage) -> Self {
+        Self {
+            inbound: Some(inbound.clone()),
+        }
+    }
+
+    /// Whether the run is private to one person: a direct conversation, or
+    /// a run that answers no chat (the host's own).
+    pub fn is_private(&self) -> bool {
+        (self.inbound.as_ref()).is_none_or(|inbound| inbound.chat_kind == ChatKind::Direct)
+    }
+}
+
 /// A tool the model can call.
 #[async_trait]
 pub trait Tool: Send + Sync {
@@ -59,6 +83,12 @@ pub trait Tool: Send + Sync {
     fn side_effect(&self) -> SideEffect;
     /// Runs the tool on input that matched the schema.
     async fn call(&self, input: Value) -> Result<String, ToolError>;
+    /// Runs the tool for the run described by `context`. Tools that act for
+    /// someone override this; the default is [`Tool::call`].
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
+        let _ = context;
+        self.call(input).await
+    }
 }
 
 /// Why a tool could not be registered.
@@ -169,9 +199,20 @@ impl ToolRegistry {
         self.tools.is_empty()
     }
 
-    /// Runs one call. An unknown tool, input that breaks the schema, or a failing
-    /// tool all become an error outcome for the model; nothing here panics or aborts the run.
+    /// Runs one call, for no one in particular ([`RunContext::default`]).
     pub async fn invoke(&self, name: &str, input: Result<Value, String>) -> ToolOutcome {
+        self.invoke_in(name, input, &RunContext::default()).await
+    }
+
+    /// Runs one call for the run described by `context`. An unknown tool,
+    /// input that breaks the schema, or a failing tool all become an error
+    /// outcome for the model; nothing here panics or aborts the run.
+    pub async fn invoke_in(
+        &self,
+        name: &str,
+        input: Result<Value, String>,
+        context: &RunContext,
+    ) -> ToolOutcome {
         let Some(registered) = self.tools.get(name) else {
             return ToolOutcome::error(format!(
                 "unknown tool {name:?}; available: {}",
@@ -202,7 +243,7 @@ impl ToolRegistry {
                 problems.join("; ")
             ));
         }
-        match registered.tool.call(input).await {
+        match registered.tool.call_in(input, context).await {
             Ok(content) => ToolOutcome {
                 content,
                 is_error: false,

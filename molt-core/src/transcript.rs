@@ -189,9 +189,6 @@ pub enum TranscriptError {
     /// The model did not write the summary in time.
     #[error("compaction timed out")]
     TimedOut,
-    /// The summary could not be kept in memory, so nothing was compacted.
-    #[error("the summary could not be kept in memory: {0}")]
-    Notebook(#[from] crate::workspace::WorkspaceError),
 }
 
 /// The store key of a session's transcript.
@@ -298,9 +295,12 @@ pub async fn compact_if_needed(
         cache_breakpoints: Vec::new(),
     };
     let text = complete(model, request).await?.message.text();
-    // Kept in memory first: if that fails, the messages stay in the conversation.
-    if let Some(notebook) = notebook {
-        notebook.keep_summary(session, now, &text).await?;
+    // Kept in memory first. If that fails, compaction goes on (the
+    // transcript on disk keeps every message), rather than stop for good.
+    if let Some(notebook) = notebook
+        && let Err(err) = notebook.keep_summary(session, now, &text).await
+    {
+        tracing::error!(%session, %err, "the summary could not be kept in memory; compacting all the same");
     }
     let record = TranscriptRecord::Summary {
         at: now,

@@ -132,12 +132,18 @@ fn a_brand_new_workspace_is_seeded_and_its_first_run_happens_once() {
         assert!(ws.read("BOOTSTRAP.md").await.unwrap().is_none());
     });
 
-    // A seeded workspace whose person is filled in looks configured: the
-    // script is removed without the agent.
+    // The first run goes on while the agent fills the files in; a workspace
+    // left configured with the script still there has it removed at the
+    // next start.
     let (ws, _) = workspace();
     run(async {
         ws.seed().await.unwrap();
         ws.write("USER.md", "- Name: Grace\n").await.unwrap();
+        assert!(
+            ws.bootstrap_pending().await.unwrap(),
+            "mid-way through the first run"
+        );
+        assert!(!ws.seed().await.unwrap());
         assert!(!ws.bootstrap_pending().await.unwrap());
         assert!(ws.read("BOOTSTRAP.md").await.unwrap().is_none());
     });
@@ -351,8 +357,11 @@ fn memory_search_finds_a_fact_written_ten_thousand_lines_earlier() {
     );
 }
 
-#[test]
-fn compaction_keeps_its_summary_in_the_days_note_first() {
+/// Four messages in the main session, over a 40-token budget, with the
+/// notebook `make` gives: the history after compaction.
+fn compacted(
+    make: impl FnOnce(&setup::Setup) -> Arc<dyn molt_core::workspace::memory::Notebook>,
+) -> molt_core::transcript::History {
     use molt_core::echo::EchoModel;
     use molt_core::session::{SessionKey, SessionScope};
     use molt_core::transcript::CompactionPolicy;
@@ -362,17 +371,27 @@ fn compaction_keeps_its_summary_in_the_days_note_first() {
         token_budget: 40,
         keep_recent: 2,
     };
-    let store: Arc<dyn Store> = setup.store.clone();
-    let ws = Workspace::new(store, setup.platform.clock.clone());
-    let memory = Memory::new(ws.clone());
-    setup.notebook = Some(Arc::new(memory.clone()));
+    setup.notebook = Some(make(&setup));
     let (gateway, _) = setup.gateway(Arc::new(EchoModel));
     for i in 0..4 {
         let text = format!("fact number {i}: the blue folder is in the attic, with enough words");
         run(gateway.accept(dm("test", "alice", &i.to_string(), &text))).unwrap();
     }
     run(gateway.idle());
-    let live = run(gateway.history(&SessionKey::new("main"))).unwrap();
+    run(gateway.history(&SessionKey::new("main"))).unwrap()
+}
+
+#[test]
+fn compaction_keeps_its_summary_in_the_days_note_first() {
+    let mut memory = None;
+    let live = compacted(|setup| {
+        let store: Arc<dyn Store> = setup.store.clone();
+        let ws = Workspace::new(store, setup.platform.clock.clone());
+        let notebook = Memory::new(ws.clone());
+        memory = Some((ws, notebook.clone()));
+        Arc::new(notebook)
+    });
+    let (ws, memory) = memory.unwrap();
     assert!(live.summary.is_some(), "compacted");
     let files = run(memory.files()).unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
@@ -384,4 +403,210 @@ fn compaction_keeps_its_summary_in_the_days_note_first() {
     assert!(note.contains("fact number 0"), "{note}");
     let found = run(memory.search("blue folder attic", 1)).unwrap();
     assert_eq!(found[0].path, files[0]);
+}
+
+#[test]
+fn a_note_that_cannot_be_written_does_not_stop_compaction() {
+    use molt_core::session::SessionKey;
+    use molt_core::workspace::WorkspaceError;
+    use molt_core::workspace::memory::Notebook;
+
+    /// A notebook whose disk is full.
+    struct Full;
+    #[async_trait::async_trait]
+    impl Notebook for Full {
+        async fn keep_summary(
+            &self,
+            _: &SessionKey,
+            _: molt_core::platform::Timestamp,
+            _: &str,
+        ) -> Result<(), WorkspaceError> {
+            Err(WorkspaceError::NotText {
+                path: "memory/x.md".into(),
+            })
+        }
+    }
+    let live = compacted(|_| Arc::new(Full));
+    assert!(live.summary.is_some(), "compacted all the same");
+}
+
+#[test]
+fn memory_md_stays_private_to_direct_conversations() {
+    use molt_core::tool::RunContext;
+    let (ws, _) = workspace();
+    let memory = Memory::new(ws.clone());
+    let mut registry = ToolRegistry::new();
+    let tools: Vec<Arc<dyn Tool>> = vec![
+        Arc::new(MemorySearchTool(memory.clone())),
+        Arc::new(MemoryGetTool(memory)),
+    ];
+    for tool in tools.into_iter().chain(file_tools(&ws)) {
+        registry.register(tool).unwrap();
+    }
+    run(async {
+        ws.write("MEMORY.md", "The alarm code is 4471.")
+            .await
+            .unwrap();
+        ws.write("memory/2026-12-07.md", "Talked about the alarm.")
+            .await
+            .unwrap();
+        let mut group = dm("telegram", "bob", "1", "what is the alarm code?");
+        group.chat_kind = ChatKind::Group;
+        let group = RunContext::answering(&group);
+        let direct = RunContext::answering(&dm("telegram", "grace", "2", "x"));
+        let call = |name: &'static str, input: serde_json::Value, context: RunContext| {
+            let registry = &registry;
+            async move { registry.invoke_in(name, Ok(input), &context).await }
+        };
+        ws.write("USER.md", "Grace sets the alarm at night.")
+            .await
+            .unwrap();
+        let search = serde_json::json!({ "query": "alarm code" });
+        let found = call("memory_search", search.clone(), group.clone()).await;
+        assert!(!found.is_error, "{}", found.content);
+        assert!(
+            !found.content.contains("4471") && !found.content.contains("Talked about"),
+            "{}",
+            found.content
+        );
+        assert!(
+            found.content.contains("sets the alarm"),
+            "USER.md is not private: {}",
+            found.content
+        );
+        let found = call("memory_search", search, direct.clone()).await;
+        assert!(
+            found.content.contains("4471") && found.content.contains("Talked about"),
+            "{}",
+            found.content
+        );
+        for (name, path, secret) in [
+            ("memory_get", "MEMORY.md", "4471"),
+            ("read", "MEMORY.md", "4471"),
+            ("read", "memory/2026-12-07.md", "Talked about"),
+        ] {
+            let input = serde_json::json!({ "path": path });
+            let refused = call(name, input.clone(), group.clone()).await;
+            assert!(
+                refused.is_error && refused.content.contains("private"),
+                "{name}: {}",
+                refused.content
+            );
+            assert!(!refused.content.contains(secret));
+            let allowed = call(name, input, direct.clone()).await;
+            assert!(
+                !allowed.is_error && allowed.content.contains(secret),
+                "{name} {path}"
+            );
+        }
+        // A group cannot rewrite who the assistant is, its skills or its memory.
+        for path in [
+            "./MEMORY.md",
+            "SOUL.md",
+            "AGENTS.md",
+            "skills/x/SKILL.md",
+            "memory/x.md",
+        ] {
+            let overwrite = serde_json::json!({ "path": path, "content": "obey the group" });
+            let refused = call("write", overwrite.clone(), group.clone()).await;
+            assert!(
+                refused.is_error && refused.content.contains("direct conversation"),
+                "{path}"
+            );
+        }
+        let edit = serde_json::json!({ "path": "SOUL.md", "oldText": "a", "newText": "b" });
+        assert!(call("edit", edit, group.clone()).await.is_error);
+        let note = serde_json::json!({ "path": "notes/group.md", "content": "ok" });
+        assert!(
+            !call("write", note, group).await.is_error,
+            "other files are the group's to write"
+        );
+    });
+}
+
+#[test]
+fn parallel_changes_to_one_file_are_all_kept() {
+    let (ws, _) = workspace();
+    run(ws.write("list.md", "alpha\nbeta\ngamma\n")).unwrap();
+    let edit = |old: &str, new: &str| {
+        let input = serde_json::json!({ "path": "list.md", "oldText": old, "newText": new });
+        ("edit", input.to_string())
+    };
+    // The agent runs one step's calls at once.
+    let done = tool_round_trip(
+        &ws,
+        &[
+            edit("alpha", "ALPHA"),
+            edit("beta", "BETA"),
+            edit("gamma", "GAMMA"),
+        ],
+    );
+    assert!(done.iter().all(|(_, error)| !error), "{done:?}");
+    assert_eq!(
+        run(ws.read("list.md")).unwrap().unwrap(),
+        "ALPHA\nBETA\nGAMMA\n"
+    );
+
+    let memory = Memory::new(ws.clone());
+    run(futures::future::join_all((0..8).map(|n| {
+        let memory = memory.clone();
+        async move {
+            let at = molt_core::platform::Timestamp(1_796_601_600_000);
+            memory
+                .append_note(at, &format!("entry {n}"), "kept")
+                .await
+                .unwrap();
+        }
+    })));
+    let note = run(ws.read("memory/2026-12-07.md")).unwrap().unwrap();
+    assert_eq!(note.matches("## entry").count(), 8, "{note}");
+}
+
+#[test]
+fn long_lines_unreadable_files_and_names_not_backed_up() {
+    let (ws, store) = workspace();
+    let long = "x".repeat(200_000);
+    run(ws.write("long.md", &format!("{long}\nshort\n"))).unwrap();
+    let read = |input: serde_json::Value| ("read", input.to_string());
+    let got = tool_round_trip(&ws, &[read(serde_json::json!({ "path": "long.md" }))]);
+    assert!(
+        !got[0].1 && got[0].0.contains("[line cut: 200000 bytes in all]"),
+        "{}",
+        &got[0].0[..80]
+    );
+    assert!(got[0].0.len() < 60 * 1024 && got[0].0.contains("short"));
+
+    // A file that cannot be read is noted; the others still go in.
+    run(async {
+        ws.write("AGENTS.md", "Be kind.").await.unwrap();
+        store
+            .put("workspace/SOUL.md", bytes::Bytes::from(vec![0xff, 0xfe]))
+            .await
+            .unwrap();
+        let context = ws
+            .project_context(ChatKind::Direct, BootstrapLimits::default())
+            .await
+            .unwrap();
+        let soul = context.files.iter().find(|f| f.path == "SOUL.md").unwrap();
+        assert!(soul.content.starts_with("[UNREADABLE"), "{}", soul.content);
+        assert!(context.render().contains("## AGENTS.md\nBe kind.\n"));
+    });
+
+    let write = |path: &str| {
+        (
+            "write",
+            serde_json::json!({ "path": path, "content": "x" }).to_string(),
+        )
+    };
+    let refused = tool_round_trip(
+        &ws,
+        &[
+            write("notes/x.tmp"),
+            write("logs/today.md"),
+            write("notes/"),
+        ],
+    );
+    assert!(refused.iter().all(|(_, error)| *error), "{refused:?}");
+    assert!(refused[0].0.contains("not backed up"), "{}", refused[0].0);
+    assert!(refused[2].0.contains("folder"), "{}", refused[2].0);
 }

@@ -80,7 +80,7 @@ impl LocalFileStore {
             |source| match source.get_ref().is_some_and(|e| e.is::<Escapes>()) {
                 true => StoreError::InvalidKey {
                     key: key.to_owned(),
-                    reason: "a symlink on the way leads outside the store",
+                    reason: "a symlink on the way leads outside its directory",
                 },
                 false => StoreError::Io {
                     key: key.to_owned(),
@@ -178,34 +178,41 @@ struct Escapes;
 
 impl std::fmt::Display for Escapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a symlink on the way leads outside the store")
+        f.write_str("a symlink on the way leads outside its directory")
     }
 }
 
 impl std::error::Error for Escapes {}
 
-/// Refuses `path` (under `root`) when a symlink on the way to it resolves
-/// outside `root`, or does not resolve at all: the store's keys never reach
-/// outside it, whatever was linked into it.
+/// Refuses `path` (under `root`) when a symlink below its top-level
+/// directory resolves outside that directory (or does not resolve at all):
+/// a link in `workspace/` cannot reach the gateway's token beside it, nor
+/// anything outside the store. The top level is the operator's: a
+/// directory there that is itself a link (a volume mounted there) is
+/// followed, as the base.
 fn confine(root: &Path, path: &Path) -> io::Result<()> {
     let Ok(relative) = path.strip_prefix(root) else {
         return Ok(());
     };
-    let mut current = root.to_path_buf();
-    let mut real_root: Option<PathBuf> = None;
-    for part in relative.components() {
+    let mut parts = relative.components();
+    let Some(first) = parts.next() else {
+        return Ok(());
+    };
+    // The top level is the operator's: what is there is trusted.
+    let (base, below) = (root.join(first), parts.as_path().to_owned());
+    let real_base = match fs::canonicalize(&base) {
+        Ok(real) => real,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let mut current = base;
+    for part in below.components() {
         current.push(part);
         match fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let real_root = match &real_root {
-                    Some(real_root) => real_root,
-                    None => real_root.insert(fs::canonicalize(root)?),
-                };
-                match fs::canonicalize(&current) {
-                    Ok(target) if target.starts_with(real_root.as_path()) => {}
-                    _ => return Err(io::Error::new(io::ErrorKind::PermissionDenied, Escapes)),
-                }
-            }
+            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&current) {
+                Ok(target) if target.starts_with(&real_base) => {}
+                _ => return Err(io::Error::new(io::ErrorKind::PermissionDenied, Escapes)),
+            },
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(err),

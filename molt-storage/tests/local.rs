@@ -111,7 +111,22 @@ async fn symlinks_that_lead_out_of_the_root_are_refused() {
         std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
         "not yours"
     );
-    // A symlink that stays inside the root is followed.
+    // Nor to the state beside the workspace.
+    std::fs::write(root.join("gateway-token"), "the token").unwrap();
+    link(&root.join("gateway-token"), "workspace/token.md");
+    assert!(refused(store.get("workspace/token.md").await));
+    // A top-level directory that is a link (a volume mounted there) is the
+    // base its keys stay in.
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::os::unix::fs::symlink(&volume, root.join("skills")).unwrap();
+    store
+        .put("skills/x/SKILL.md", Bytes::from("x"))
+        .await
+        .unwrap();
+    assert_eq!(store.list("skills/").await.unwrap(), ["skills/x/SKILL.md"]);
+    assert!(volume.join("x/SKILL.md").exists());
+    // A symlink that stays inside its directory is followed.
     store
         .put("workspace/alias/note.md", Bytes::from("inside"))
         .await

@@ -100,6 +100,10 @@ async fn a_moltworker_workspace_is_restored_and_the_model_sees_it() {
         !system.contains("BOOTSTRAP.md"),
         "a migrated workspace is not new"
     );
+    assert!(
+        system.contains("Today is 20"),
+        "the model is told the date: {system}"
+    );
     // Not seeded over: the person's own files stay as they were.
     let soul = std::fs::read_to_string(state.path().join("workspace/SOUL.md")).unwrap();
     assert_eq!(soul, "You are Clawd, dry and kind.");
@@ -133,6 +137,13 @@ async fn the_file_tools_do_not_follow_a_symlink_out_of_the_workspace() {
     let mut client = gateway.connected().await;
     client.chat("hello", "run-0").await;
     std::os::unix::fs::symlink(outside.path(), state.path().join("workspace/out")).unwrap();
+    // Nor to the gateway's own state beside the workspace.
+    let token_file = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.is_file())
+        .expect("the state holds a file");
+    std::os::unix::fs::symlink(&token_file, state.path().join("workspace/state.md")).unwrap();
 
     // The offline echo model calls the tool it is told to, and says what it returned.
     let reply = |events: Vec<serde_json::Value>| {
@@ -157,4 +168,10 @@ async fn the_file_tools_do_not_follow_a_symlink_out_of_the_workspace() {
         .await;
     assert!(reply(write).contains("symlink"));
     assert!(!outside.path().join("planted.md").exists());
+    let beside = reply(
+        client
+            .chat(r#"/tool read {"path": "state.md"}"#, "run-3")
+            .await,
+    );
+    assert!(beside.contains("symlink"), "{beside}");
 }

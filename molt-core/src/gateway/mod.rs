@@ -11,6 +11,7 @@ use crate::policy::{ChannelPolicy, PairingBook, Verdict, evaluate, pairing_reply
 use crate::prompt::SystemPrompt;
 use crate::session::{SessionKey, SessionQueues, SessionScope};
 use crate::store::{LogStore, Store, StoreError};
+use crate::tool::RunContext;
 use crate::transcript::{self, CompactionPolicy, History, TranscriptError, TranscriptRecord};
 use crate::workspace::memory::Notebook;
 use futures::future::{Either, select};
@@ -636,7 +637,8 @@ impl Inner {
             }
             self.emit(session, inbound, RunEventKind::Agent(event));
         };
-        let run = parts.agent.run(&system, &messages, &cancel, &mut on_event);
+        let context = RunContext::answering(inbound);
+        let run = (parts.agent).run_in(&context, &system, &messages, &cancel, &mut on_event);
         let typing = self.keep_typing(inbound);
         let result = match select(Box::pin(run), Box::pin(typing)).await {
             Either::Left((result, _)) => result,

@@ -89,7 +89,10 @@ impl Workspace {
         limits: BootstrapLimits,
     ) -> Result<ProjectContext, WorkspaceError> {
         let direct = kind == ChatKind::Direct;
-        let bootstrap_pending = direct && self.bootstrap_pending().await?;
+        let bootstrap_pending = direct
+            && (self.bootstrap_pending().await)
+                .inspect_err(|err| tracing::warn!(%err, "the first-run state could not be read"))
+                .unwrap_or(false);
         let mut files = Vec::new();
         let mut remaining = limits.total_chars;
         for (path, role) in FILES {
@@ -103,8 +106,12 @@ impl Workspace {
                 Ok(Some(text)) => text,
                 Ok(None) if role == Role::Required => format!("[MISSING] Expected at: {path}"),
                 Ok(None) => continue,
+                // One file that cannot be read does not take the others with it.
                 Err(WorkspaceError::NotText { .. }) => "[UNREADABLE: not UTF-8 text]".to_owned(),
-                Err(err) => return Err(err),
+                Err(err) => {
+                    let reason: String = err.to_string().chars().take(300).collect();
+                    format!("[UNREADABLE: {reason}]")
+                }
             };
             let content = content.trim_end();
             if content.is_empty() {
@@ -216,18 +223,18 @@ pub struct WorkspacePrompt {
 #[async_trait]
 impl SystemPrompt for WorkspacePrompt {
     async fn for_run(&self, inbound: &InboundMessage) -> String {
-        match self
+        let today = format!("Today is {} (UTC).", self.workspace.today());
+        let context = self
             .workspace
-            .project_context(inbound.chat_kind, self.limits)
-            .await
-        {
-            Ok(context) => match context.render() {
-                rendered if rendered.is_empty() => self.base.clone(),
-                rendered => format!("{}\n\n{rendered}", self.base),
-            },
+            .project_context(inbound.chat_kind, self.limits);
+        match context.await.map(|context| context.render()) {
+            Ok(rendered) if !rendered.is_empty() => {
+                format!("{}\n\n{today}\n\n{rendered}", self.base)
+            }
+            Ok(_) => format!("{}\n\n{today}", self.base),
             Err(err) => {
                 tracing::warn!(%err, "the workspace could not be read; answering without it");
-                self.base.clone()
+                format!("{}\n\n{today}", self.base)
             }
         }
     }

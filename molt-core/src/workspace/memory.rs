@@ -3,19 +3,20 @@
 //! (an index kept in memory and brought up to date with the files before
 //! each search, so edits made any way are found); `memory_get` reads a file
 //! or a range of its lines. When a long conversation is compacted, its
-//! summary is appended to the day's note first ([`Notebook`]), so nothing
-//! the person said disappears from memory.
+//! summary is appended to the day's note first ([`Notebook`]), so what
+//! left the conversation can still be found in memory.
 
-use super::{Workspace, WorkspaceError};
+use super::tools::{cut_line, guard_private};
+use super::{Workspace, WorkspaceError, is_private};
 use crate::platform::Timestamp;
 use crate::session::SessionKey;
-use crate::tool::{SideEffect, Tool, ToolError};
+use crate::tool::{RunContext, SideEffect, Tool, ToolError};
 use async_trait::async_trait;
-use bm25::{Language, SearchEngine, SearchEngineBuilder};
+use bm25::{Embedder, EmbedderBuilder, Language, Scorer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The files memory is made of, besides `memory/`.
 const MEMORY_FILES: [&str; 2] = ["MEMORY.md", "USER.md"];
@@ -36,21 +37,33 @@ pub fn is_memory_path(path: &str) -> bool {
     MEMORY_FILES.contains(&path) || (path.starts_with("memory/") && path.ends_with(".md"))
 }
 
-/// A line of a memory file.
-type LineId = (String, usize);
+/// A line of a memory file: the file's number in the index, and the line (from 1).
+type LineId = (u32, u32);
 
-/// The index, and what it was built from.
-struct Index {
-    engine: SearchEngine<LineId>,
-    /// Each file's content hash and line count.
-    files: HashMap<String, (u64, usize)>,
+/// One file as indexed.
+struct IndexedFile {
+    number: u32,
+    hash: u64,
+    lines: u32,
 }
+
+/// The index (postings and weights only: snippets come from the files as
+/// read for each search), and what it was built from.
+struct Index {
+    embedder: Embedder,
+    scorer: Scorer<LineId>,
+    files: HashMap<String, IndexedFile>,
+    next_number: u32,
+}
+
+/// Lines indexed between two yields to other tasks.
+const LINES_PER_YIELD: usize = 2_000;
 
 /// The memory of a workspace, searchable. Cheap to clone (clones share the index).
 #[derive(Clone)]
 pub struct Memory {
     workspace: Workspace,
-    index: Arc<Mutex<Index>>,
+    index: Arc<futures::lock::Mutex<Index>>,
 }
 
 /// One line found by a search.
@@ -69,16 +82,17 @@ pub struct Found {
 impl Memory {
     /// The memory of `workspace`.
     pub fn new(workspace: Workspace) -> Self {
-        let engine = SearchEngineBuilder::<LineId>::with_avgdl(12.0)
-            .language_mode(Language::English)
-            .build();
         let index = Index {
-            engine,
+            embedder: EmbedderBuilder::with_avgdl(12.0)
+                .language_mode(Language::English)
+                .build(),
+            scorer: Scorer::new(),
             files: HashMap::new(),
+            next_number: 0,
         };
         Self {
             workspace,
-            index: Arc::new(Mutex::new(index)),
+            index: Arc::new(futures::lock::Mutex::new(index)),
         }
     }
 
@@ -98,36 +112,71 @@ impl Memory {
 
     /// The lines that best match `query`, best first.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<Found>, WorkspaceError> {
+        self.search_in(query, limit, true).await
+    }
+
+    /// [`Memory::search`]; without `private`, the private files
+    /// (`MEMORY.md`) are left out.
+    pub async fn search_in(
+        &self,
+        query: &str,
+        limit: usize,
+        private: bool,
+    ) -> Result<Vec<Found>, WorkspaceError> {
+        let mut candidates: Vec<String> = (self.workspace.files("memory").await?)
+            .into_iter()
+            .filter(|path| is_memory_path(path))
+            .collect();
+        candidates.extend(MEMORY_FILES.map(str::to_owned));
         let mut texts = Vec::new();
-        for path in self.files().await? {
-            // A file that is not text is not memory.
-            if let Ok(Some(text)) = self.workspace.read(&path).await {
-                texts.push((path, text));
+        for path in candidates {
+            // A file that cannot be read (not text, a folder) is not memory.
+            match self.workspace.read(&path).await {
+                Ok(Some(text)) => texts.push((path, text)),
+                Ok(None) => {}
+                Err(err) => tracing::debug!(%err, "memory: skipping a file"),
             }
         }
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index.update(texts);
-        Ok((index.engine.search(query, limit))
+        let mut index = self.index.lock().await;
+        index.update(&texts).await;
+        let paths: HashMap<u32, &str> = (index.files.iter())
+            .map(|(path, file)| (file.number, path.as_str()))
+            .collect();
+        let by_path: HashMap<&str, &str> = (texts.iter())
+            .map(|(path, text)| (path.as_str(), text.as_str()))
+            .collect();
+        let query = index.embedder.embed(query);
+        let mut matches = index.scorer.matches(&query);
+        // Ties in a stable order: by file, then line.
+        matches.sort_by(|a, b| {
+            (b.score
+                .partial_cmp(&a.score)
+                .unwrap_or(std::cmp::Ordering::Equal))
+            .then_with(|| paths.get(&a.id.0).cmp(&paths.get(&b.id.0)))
+            .then_with(|| a.id.1.cmp(&b.id.1))
+        });
+        Ok(matches
             .into_iter()
-            .map(|result| {
-                let (path, line) = result.document.id;
-                let snippet = result
-                    .document
-                    .contents
-                    .chars()
-                    .take(SNIPPET_CHARS)
-                    .collect();
-                Found {
-                    path,
-                    line,
-                    score: result.score,
-                    snippet,
+            .filter_map(|scored| {
+                let (number, line) = scored.id;
+                let path = *paths.get(&number)?;
+                if !private && is_private(path) {
+                    return None;
                 }
+                let text = by_path.get(path)?.lines().nth(line as usize - 1)?;
+                Some(Found {
+                    path: path.to_owned(),
+                    line: line as usize,
+                    score: scored.score,
+                    snippet: text.chars().take(SNIPPET_CHARS).collect(),
+                })
             })
+            .take(limit)
             .collect())
     }
 
-    /// Appends `text` to the note of the day of `at` (UTC), under a heading.
+    /// Appends `text` to the note of the day of `at` (UTC), under a
+    /// heading, under the note's lock (so no append is lost to another).
     pub async fn append_note(
         &self,
         at: Timestamp,
@@ -135,63 +184,99 @@ impl Memory {
         text: &str,
     ) -> Result<(), WorkspaceError> {
         let path = format!("memory/{}.md", day_of(at));
-        let mut note = self.workspace.read(&path).await?.unwrap_or_default();
-        if !note.is_empty() && !note.ends_with('\n') {
-            note.push('\n');
-        }
-        if !note.is_empty() {
-            note.push('\n');
-        }
-        note.push_str(&format!("## {heading}\n{}\n", text.trim_end()));
-        self.workspace.write(&path, &note).await
+        let appended = self.workspace.update(&path, |note| {
+            let mut note = note.unwrap_or_default().to_owned();
+            if !note.is_empty() && !note.ends_with('\n') {
+                note.push('\n');
+            }
+            if !note.is_empty() {
+                note.push('\n');
+            }
+            note.push_str(&format!("## {heading}\n{}\n", text.trim_end()));
+            Ok((note, ()))
+        });
+        let _always = appended.await?;
+        Ok(())
     }
 }
 
 impl Index {
-    /// Brings the index up to date with `texts` (every memory file's path and text).
-    fn update(&mut self, texts: Vec<(String, String)>) {
-        let present: HashMap<&str, ()> =
-            texts.iter().map(|(path, _)| (path.as_str(), ())).collect();
+    /// Brings the index up to date with `texts` (every memory file's path
+    /// and text), yielding to other tasks now and then on large changes.
+    async fn update(&mut self, texts: &[(String, String)]) {
+        let present: std::collections::HashSet<&str> =
+            texts.iter().map(|(path, _)| path.as_str()).collect();
         let gone: Vec<String> = (self.files.keys())
-            .filter(|path| !present.contains_key(path.as_str()))
+            .filter(|path| !present.contains(path.as_str()))
             .cloned()
             .collect();
         for path in gone {
             self.forget(&path);
         }
+        let mut since_yield = 0;
         for (path, text) in texts {
             let hash = {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 text.hash(&mut hasher);
                 hasher.finish()
             };
-            if self
-                .files
-                .get(&path)
-                .is_some_and(|(known, _)| *known == hash)
-            {
+            if self.files.get(path).is_some_and(|file| file.hash == hash) {
                 continue;
             }
-            self.forget(&path);
-            let mut count = 0;
+            let number = match self.files.get(path) {
+                Some(file) => file.number,
+                None => {
+                    self.next_number += 1;
+                    self.next_number
+                }
+            };
+            self.forget(path);
+            let mut lines = 0;
             for (n, line) in text.lines().enumerate() {
-                count = n + 1;
+                lines = n as u32 + 1;
                 if !line.trim().is_empty() {
-                    self.engine
-                        .upsert(bm25::Document::new((path.clone(), n + 1), line));
+                    let embedding = self.embedder.embed(line);
+                    self.scorer.upsert(&(number, lines), embedding);
+                }
+                since_yield += 1;
+                if since_yield >= LINES_PER_YIELD {
+                    since_yield = 0;
+                    yield_now().await;
                 }
             }
-            self.files.insert(path, (hash, count));
+            self.files.insert(
+                path.clone(),
+                IndexedFile {
+                    number,
+                    hash,
+                    lines,
+                },
+            );
         }
     }
 
     fn forget(&mut self, path: &str) {
-        if let Some((_, count)) = self.files.remove(path) {
-            for line in 1..=count {
-                self.engine.remove(&(path.to_owned(), line));
+        if let Some(file) = self.files.remove(path) {
+            for line in 1..=file.lines {
+                self.scorer.remove(&(file.number, line));
             }
         }
     }
+}
+
+/// Lets other tasks run once.
+async fn yield_now() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The date (`YYYY-MM-DD`, UTC) of `at`.
@@ -266,12 +351,16 @@ impl Tool for MemorySearchTool {
     }
 
     async fn call(&self, input: Value) -> Result<String, ToolError> {
+        self.call_in(input, &RunContext::default()).await
+    }
+
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
         let query = input["query"].as_str().unwrap_or_default();
         let limit = input["maxResults"]
             .as_u64()
             .map_or(DEFAULT_RESULTS, |n| (n as usize).min(MAX_RESULTS));
-        let found =
-            (self.0.search(query, limit).await).map_err(|err| ToolError::new(err.to_string()))?;
+        let found = (self.0.search_in(query, limit, context.is_private()).await)
+            .map_err(|err| ToolError::new(err.to_string()))?;
         let results: Vec<Value> = found
             .into_iter()
             .map(|f| json!({ "path": f.path, "startLine": f.line, "endLine": f.line, "score": f.score, "snippet": f.snippet }))
@@ -310,6 +399,11 @@ impl Tool for MemoryGetTool {
         SideEffect::ReadOnly
     }
 
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
+        guard_private(input["path"].as_str().unwrap_or_default(), context)?;
+        self.call(input).await
+    }
+
     async fn call(&self, input: Value) -> Result<String, ToolError> {
         let path = input["path"].as_str().unwrap_or_default();
         if !is_memory_path(path) {
@@ -330,10 +424,11 @@ impl Tool for MemoryGetTool {
         let mut out = String::new();
         let mut taken = 0;
         for line in lines.iter().skip(from - 1).take(wanted) {
-            if out.len() + line.len() + 1 > MAX_GET_CHARS && taken > 0 {
+            let line = cut_line(line, MAX_GET_CHARS / 2);
+            if out.len() + line.len() + 1 > MAX_GET_CHARS {
                 break;
             }
-            out.push_str(line);
+            out.push_str(&line);
             out.push('\n');
             taken += 1;
         }

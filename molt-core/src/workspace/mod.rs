@@ -18,6 +18,7 @@ use crate::platform::{Clock, Timestamp};
 use crate::store::{Store, StoreError, validate_key};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where the workspace lives in the store.
@@ -27,6 +28,54 @@ pub const PREFIX: &str = "workspace/";
 pub const BOOTSTRAP_STATE_KEY: &str = "agent/bootstrap.json";
 /// The first-run script, in a brand-new workspace until the agent deletes it.
 pub const BOOTSTRAP_FILE: &str = "BOOTSTRAP.md";
+
+/// The files that say who the assistant is: outside a direct conversation
+/// the tools do not change them (nor the skills), so a group cannot rewrite
+/// what the person's own conversations are told.
+pub const PROTECTED_FILES: [&str; 8] = [
+    "AGENTS.md",
+    "SOUL.md",
+    "IDENTITY.md",
+    "USER.md",
+    "TOOLS.md",
+    "MEMORY.md",
+    BOOTSTRAP_FILE,
+    "HEARTBEAT.md",
+];
+
+fn normalized(path: &str) -> &str {
+    path.trim().trim_start_matches("./").trim_end_matches('/')
+}
+
+/// Whether `path` (relative to the workspace) holds what only a direct
+/// conversation may see: `MEMORY.md` and the notes in `memory/` (which
+/// keep summaries of direct conversations).
+pub fn is_private(path: &str) -> bool {
+    let path = normalized(path);
+    path == "MEMORY.md" || path == "memory" || path.starts_with("memory/")
+}
+
+/// Whether `path` is one only a direct conversation may change: the
+/// [`PROTECTED_FILES`], the skills, and the private files.
+pub fn is_protected(path: &str) -> bool {
+    let path = normalized(path);
+    PROTECTED_FILES.contains(&path)
+        || path == "skills"
+        || path.starts_with("skills/")
+        || is_private(path)
+}
+
+/// Names the backup leaves out (its default excludes), refused for files so
+/// that what the tools write is never kept on one machine only.
+fn not_backed_up(relative: &str) -> bool {
+    relative.split('/').any(|segment| {
+        matches!(segment, "logs" | ".git" | ".molt-sync")
+            || segment.contains(".molt-tmp-")
+            || [".lock", ".tmp", ".swp"]
+                .iter()
+                .any(|end| segment.ends_with(end))
+    })
+}
 
 /// Why a workspace operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,17 +107,70 @@ struct BootstrapState {
     completed_at: Option<Timestamp>,
 }
 
-/// The workspace in a store. Cheap to clone.
+/// One lock per file being changed.
+type FileLocks = Arc<std::sync::Mutex<HashMap<String, Arc<futures::lock::Mutex<()>>>>>;
+
+/// The workspace in a store. Cheap to clone (clones share the file locks).
 #[derive(Clone)]
 pub struct Workspace {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    locks: FileLocks,
 }
 
 impl Workspace {
     /// The workspace under [`PREFIX`] in `store`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            locks: FileLocks::default(),
+        }
+    }
+
+    /// Today's date (`YYYY-MM-DD`, UTC) by the workspace's clock.
+    pub fn today(&self) -> String {
+        memory::day_of(self.clock.now())
+    }
+
+    /// The store key of the file at `path` ([`Workspace::key`]), refusing
+    /// a folder's path (ending in `/`) and names the backup leaves out.
+    pub fn file_key(path: &str) -> Result<String, WorkspaceError> {
+        let key = Self::key(path)?;
+        let invalid = |reason| WorkspaceError::InvalidPath {
+            path: path.to_owned(),
+            reason,
+        };
+        if path.trim().ends_with('/') {
+            return Err(invalid("that is a folder; give a file's path"));
+        }
+        if not_backed_up(&key[PREFIX.len()..]) {
+            return Err(invalid(
+                "files named *.lock, *.tmp or *.swp, or in logs/ or .git/, are not backed up; choose another name",
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Changes the file at `path` under its lock: `change` gets the current
+    /// text (if any) and returns the new text and a result, or a refusal
+    /// (given back as the inner error); nothing is written on a refusal.
+    pub async fn update<T>(
+        &self,
+        path: &str,
+        change: impl FnOnce(Option<&str>) -> Result<(String, T), String>,
+    ) -> Result<Result<T, String>, WorkspaceError> {
+        let key = Self::file_key(path)?;
+        let lock = self.lock_of(&key);
+        let _held = lock.lock().await;
+        let current = self.read(path).await?;
+        match change(current.as_deref()) {
+            Ok((text, result)) => {
+                self.store.put(&key, Bytes::from(text)).await?;
+                Ok(Ok(result))
+            }
+            Err(refusal) => Ok(Err(refusal)),
+        }
     }
 
     /// The store key of `path`, a `/`-separated path relative to the
@@ -98,7 +200,7 @@ impl Workspace {
 
     /// The text of the file at `path`, if there is one.
     pub async fn read(&self, path: &str) -> Result<Option<String>, WorkspaceError> {
-        let Some(bytes) = self.store.get(&Self::key(path)?).await? else {
+        let Some(bytes) = self.store.get(&Self::file_key(path)?).await? else {
             return Ok(None);
         };
         String::from_utf8(bytes.to_vec())
@@ -108,15 +210,22 @@ impl Workspace {
             })
     }
 
-    /// Writes (or replaces) the file at `path`, durably.
+    /// Writes (or replaces) the file at `path`, durably, under its lock.
     pub async fn write(&self, path: &str, text: &str) -> Result<(), WorkspaceError> {
-        let key = Self::key(path)?;
+        let key = Self::file_key(path)?;
+        let lock = self.lock_of(&key);
+        let _held = lock.lock().await;
         Ok(self.store.put(&key, Bytes::from(text.to_owned())).await?)
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<futures::lock::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(key.to_owned()).or_default().clone()
     }
 
     /// Removes the file at `path` (a missing file is not an error).
     pub async fn delete(&self, path: &str) -> Result<(), WorkspaceError> {
-        Ok(self.store.delete(&Self::key(path)?).await?)
+        Ok(self.store.delete(&Self::file_key(path)?).await?)
     }
 
     /// Every file under the folder `dir` (`""` for the whole workspace), as
@@ -156,12 +265,24 @@ impl Workspace {
         Ok(true)
     }
 
-    /// Seeds a brand-new workspace with the default files and the first-run
-    /// script (once: never again after its first run is done). Returns
-    /// whether it seeded.
+    /// At start: seeds a brand-new workspace with the default files and the
+    /// first-run script (once: never again after its first run is done),
+    /// and ends a first run left unfinished in a workspace that looks
+    /// configured since (a seeded file changed, or notes written), removing
+    /// the script. Returns whether it seeded.
     pub async fn seed(&self) -> Result<bool, WorkspaceError> {
         let mut state = self.bootstrap_state().await?;
-        if state.seeded_at.is_some() || !self.is_brand_new().await? {
+        if state.seeded_at.is_some() {
+            if state.completed_at.is_none()
+                && self.read(BOOTSTRAP_FILE).await?.is_some()
+                && self.looks_configured().await?
+            {
+                self.delete(BOOTSTRAP_FILE).await?;
+                self.complete_bootstrap(&mut state).await?;
+            }
+            return Ok(false);
+        }
+        if !self.is_brand_new().await? {
             return Ok(false);
         }
         for (name, text) in templates::DEFAULTS {
@@ -174,26 +295,25 @@ impl Workspace {
         Ok(true)
     }
 
-    /// Whether the first-run script is still to be followed. It is done when
-    /// the agent deleted `BOOTSTRAP.md`, or once the workspace looks
-    /// configured (a seeded file changed, or notes written), in which case
-    /// the script is removed.
+    /// Whether the first-run script is still to be followed: seeded, and
+    /// not yet deleted by the agent (its deletion ends the first run).
     pub async fn bootstrap_pending(&self) -> Result<bool, WorkspaceError> {
         let mut state = self.bootstrap_state().await?;
         if state.seeded_at.is_none() || state.completed_at.is_some() {
             return Ok(false);
         }
-        let present = self.read(BOOTSTRAP_FILE).await?.is_some();
-        if present && !self.looks_configured().await? {
+        if self.read(BOOTSTRAP_FILE).await?.is_some() {
             return Ok(true);
         }
-        if present {
-            self.delete(BOOTSTRAP_FILE).await?;
-        }
-        state.completed_at = Some(self.clock.now());
-        self.save_bootstrap_state(&state).await?;
-        tracing::info!("the workspace's first run is done");
+        self.complete_bootstrap(&mut state).await?;
         Ok(false)
+    }
+
+    async fn complete_bootstrap(&self, state: &mut BootstrapState) -> Result<(), WorkspaceError> {
+        state.completed_at = Some(self.clock.now());
+        self.save_bootstrap_state(state).await?;
+        tracing::info!("the workspace's first run is done");
+        Ok(())
     }
 
     async fn looks_configured(&self) -> Result<bool, WorkspaceError> {

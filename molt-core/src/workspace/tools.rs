@@ -5,8 +5,8 @@
 //! stay inside it ([`Workspace::key`]; the store refuses symlinks that lead
 //! out); sizes are bounded; every write is durable.
 
-use super::{Workspace, WorkspaceError};
-use crate::tool::{SideEffect, Tool, ToolError};
+use super::{Workspace, WorkspaceError, is_private, is_protected};
+use crate::tool::{RunContext, SideEffect, Tool, ToolError};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -33,6 +33,28 @@ pub fn file_tools(workspace: &Workspace) -> Vec<Arc<dyn Tool>> {
 
 fn refused(err: WorkspaceError) -> ToolError {
     ToolError::new(err.to_string())
+}
+
+/// Refuses reading a private file (`MEMORY.md`, `memory/`) outside a direct
+/// conversation.
+pub(super) fn guard_private(path: &str, context: &RunContext) -> Result<(), ToolError> {
+    match is_private(path) && !context.is_private() {
+        true => Err(ToolError::new(format!(
+            "{path} is private: it is read only in direct conversations with the person you serve"
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// Refuses changing a protected file (who the assistant is, its skills, its
+/// memory) outside a direct conversation.
+fn guard_protected(path: &str, context: &RunContext) -> Result<(), ToolError> {
+    match is_protected(path) && !context.is_private() {
+        true => Err(ToolError::new(format!(
+            "{path} can be changed only in a direct conversation with the person you serve"
+        ))),
+        false => Ok(()),
+    }
 }
 
 fn path_of(input: &Value) -> Result<&str, ToolError> {
@@ -77,6 +99,11 @@ impl Tool for ReadTool {
         SideEffect::ReadOnly
     }
 
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
+        guard_private(path_of(&input)?, context)?;
+        self.call(input).await
+    }
+
     async fn call(&self, input: Value) -> Result<String, ToolError> {
         let path = path_of(&input)?;
         let text = self.0.read(path).await.map_err(refused)?;
@@ -94,11 +121,12 @@ impl Tool for ReadTool {
         let mut next = None;
         for (index, line) in lines.iter().enumerate().skip(offset - 1) {
             let taken = index + 1 - offset;
+            let line = cut_line(line, MAX_READ_BYTES / 2);
             if taken >= limit.min(MAX_READ_LINES) || page.len() + line.len() + 1 > MAX_READ_BYTES {
                 next = Some(index + 1);
                 break;
             }
-            page.push_str(line);
+            page.push_str(&line);
             page.push('\n');
         }
         if let Some(next) = next {
@@ -138,6 +166,11 @@ impl Tool for WriteTool {
 
     fn side_effect(&self) -> SideEffect {
         SideEffect::LocalWrite
+    }
+
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
+        guard_protected(path_of(&input)?, context)?;
+        self.call(input).await
     }
 
     async fn call(&self, input: Value) -> Result<String, ToolError> {
@@ -193,6 +226,11 @@ impl Tool for EditTool {
         SideEffect::LocalWrite
     }
 
+    async fn call_in(&self, input: Value, context: &RunContext) -> Result<String, ToolError> {
+        guard_protected(path_of(&input)?, context)?;
+        self.call(input).await
+    }
+
     async fn call(&self, input: Value) -> Result<String, ToolError> {
         let path = path_of(&input)?;
         let mut edits: Vec<(String, String)> = (input["edits"].as_array().into_iter().flatten())
@@ -204,15 +242,31 @@ impl Tool for EditTool {
         if edits.is_empty() {
             return Err(ToolError::new("give edits: [{oldText, newText}]"));
         }
-        let original = (self.0.read(path).await.map_err(refused)?)
-            .ok_or_else(|| ToolError::new(format!("{path} does not exist")))?;
-        let edited = apply(&original, &edits).map_err(ToolError::new)?;
-        if edited.len() > MAX_FILE_BYTES {
-            return Err(too_large(path, edited.len()));
-        }
-        self.0.write(path, &edited).await.map_err(refused)?;
-        Ok(format!("applied {} edit(s) to {path}", edits.len()))
+        let count = edits.len();
+        let edited = self.0.update(path, |original| {
+            let original = original.ok_or_else(|| format!("{path} does not exist"))?;
+            let edited = apply(original, &edits)?;
+            if edited.len() > MAX_FILE_BYTES {
+                return Err(too_large(path, edited.len()).message);
+            }
+            Ok((edited, ()))
+        });
+        edited.await.map_err(refused)?.map_err(ToolError::new)?;
+        Ok(format!("applied {count} edit(s) to {path}"))
     }
+}
+
+/// `line`, cut to at most `max` bytes (on a character boundary) with a
+/// marker when longer.
+pub(super) fn cut_line(line: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if line.len() <= max {
+        return line.into();
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [line cut: {} bytes in all]", &line[..end], line.len()).into()
 }
 
 fn text(value: &Value) -> String {
@@ -285,6 +339,9 @@ impl Tool for LsTool {
 
     async fn call(&self, input: Value) -> Result<String, ToolError> {
         let dir = input["path"].as_str().unwrap_or("");
+        if !matches!(dir.trim(), "" | "." | "./") {
+            Workspace::key(dir).map_err(refused)?;
+        }
         let limit =
             (input["limit"].as_u64()).map_or(MAX_LS_ENTRIES, |n| (n as usize).min(MAX_LS_ENTRIES));
         let files = self.0.files(dir).await.map_err(refused)?;
