@@ -401,6 +401,11 @@ async fn dropping_the_handle_leaves_no_chromium_process_or_profile() {
 
     drop(page);
     drop(browser);
+    // Killed with SIGKILL: a renderer may take a moment to be gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !support::processes_in_group(pid).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(support::processes_in_group(pid), Vec::<u32>::new());
     assert_eq!(
         support::processes_mentioning(&profile.to_string_lossy()),

@@ -54,6 +54,7 @@ pub mod pairing;
 pub mod platform;
 pub mod policy;
 pub mod prompt;
+pub mod reminders;
 pub mod routes;
 pub mod secret;
 pub mod session;

@@ -27,6 +27,7 @@ use molt_core::devices::DeviceBook;
 use molt_core::echo::EchoModel;
 use molt_core::gateway::{Gateway, GatewayParts};
 use molt_core::model::LanguageModel;
+use molt_core::reminders::CronTool;
 use molt_core::skills::{load_skills, skills_prompt};
 use molt_core::store::Store;
 use molt_core::tool::{Tool, ToolRegistry};
@@ -112,6 +113,8 @@ pub struct App {
     token_source: TokenSource,
     browser: BrowserSetup,
     limits: ServeLimits,
+    /// Wakes the reminders' scheduler when a job changes.
+    reminders: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -147,12 +150,20 @@ impl App {
             .map_err(|err| StartError::State(format!("cannot seed the workspace: {err}")))?;
         let browser = BrowserSetup::from_env(env).map_err(setup("the browser"))?;
         let memory = Memory::new(workspace.clone());
+        let reminders = Arc::new(tokio::sync::Notify::new());
+        let changed = reminders.clone();
+        let cron = CronTool::new(
+            store.clone(),
+            platform.clock.clone(),
+            Arc::new(move || changed.notify_one()),
+        );
         let mut tools = ToolRegistry::new();
-        let memory_tools: [Arc<dyn Tool>; 2] = [
+        let assistant_tools: [Arc<dyn Tool>; 3] = [
             Arc::new(MemorySearchTool(memory.clone())),
             Arc::new(MemoryGetTool(memory.clone())),
+            Arc::new(cron),
         ];
-        for tool in file_tools(&workspace).into_iter().chain(memory_tools) {
+        for tool in file_tools(&workspace).into_iter().chain(assistant_tools) {
             (tools.register(tool)).map_err(|err| setup("the tools")(err.to_string()))?;
         }
         browser
@@ -288,6 +299,7 @@ impl App {
             token_source,
             browser,
             limits,
+            reminders,
         })
     }
 
@@ -315,8 +327,17 @@ impl App {
             listener,
             browser,
             limits,
+            reminders,
             ..
         } = self;
+        let store: Arc<dyn Store> = state.store.clone();
+        let clock = TokioPlatform::platform().clock;
+        let scheduler = tokio::spawn(crate::reminders::run(
+            state.gateway.clone(),
+            store,
+            clock,
+            reminders,
+        ));
         let (stop_mirror, mirror_stopped) = tokio::sync::oneshot::channel::<()>();
         let mirroring = state.mirror.clone().map(|mirror| {
             tokio::spawn(mirror.run(async move {
@@ -345,6 +366,7 @@ impl App {
         };
         listen::serve(listener, routes, limits, stopping).await;
         health.abort();
+        scheduler.abort();
 
         // Channels stop taking messages first; what they delivered is in the inbox.
         state.channels.stop().await;

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod pairing;
 pub mod platform;
 pub mod protocol;
+pub mod reminders;
 pub mod server;
 pub mod settings;
 pub mod webchat;
