@@ -1,9 +1,13 @@
 //! Reminders through the real gateway, set with the `cron` tool (the
 //! offline echo model calls the tool it is told to): one fires once across a
 //! SIGKILL and a restart; one due while the gateway was stopped fires at
-//! start and says it is late; a cancelled one never fires.
+//! start and says it is late; a cancelled one never fires; a restore on
+//! an empty machine brings the jobs back.
 
 mod support;
+
+#[path = "../../../molt-storage/tests/support/mod.rs"]
+mod s3;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -116,4 +120,40 @@ async fn a_cancelled_reminder_never_fires() {
                       "schedule": { "kind": "cron", "expr": "0 9 * * *", "tz": "Mars/Olympus" } });
     let refused = reply(&client.chat(&format!("/tool cron {bad}"), "r3").await);
     assert!(refused.contains("not a time zone"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_on_an_empty_machine_brings_the_jobs_back() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = s3::S3Server::start(s3_root.path()).await;
+    server.bucket("moltbot-data");
+    let endpoint = server.endpoint();
+    let env = [
+        ("R2_ACCESS_KEY_ID", s3::ACCESS_KEY),
+        ("R2_SECRET_ACCESS_KEY", s3::SECRET_KEY),
+        ("S3_ENDPOINT", endpoint.as_str()),
+        ("S3_REGION", "us-east-1"),
+        ("R2_BUCKET_NAME", "moltbot-data"),
+    ];
+    let first = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(first.path(), &env);
+    let mut client = gateway.connected().await;
+    let add = json!({ "action": "add", "name": "passport", "message": "renew the passport",
+                      "schedule": { "kind": "cron", "expr": "0 9 1 3 *", "tz": "Europe/Lisbon" } });
+    let added = reply(&client.chat(&format!("/tool cron {add}"), "r1").await);
+    assert!(added.contains("\"added\""), "{added}");
+    drop(client);
+    // A graceful stop makes the last backup.
+    gateway.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(second.path(), &env);
+    let mut client = gateway.connected().await;
+    let listed = reply(&client.chat(r#"/tool cron {"action": "list"}"#, "r2").await);
+    assert!(listed.contains("renew the passport"), "{listed}");
 }
